@@ -1,0 +1,5 @@
+import sys
+
+from ble_exporter.main import main
+
+sys.exit(main())
