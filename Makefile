@@ -30,5 +30,27 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache logs
 
 # --- Debian package (issue: the Debian package) ---
+# Built with stdeb and Debian's own Python (not a venv or pyenv one), so PATH is reset for it.
+DEB_PATH := /usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+DEB_PYTHON := /usr/bin/python3
+DEB_REVISION ?= 1
+DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelper \
+	build-essential fakeroot lintian systemd-container debootstrap
+
+.PHONY: build-deps deb deb-test lint-deb
+
+build-deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_BUILD_DEPS)
+
+deb:
+	PATH=$(DEB_PATH) DEB_PYTHON=$(DEB_PYTHON) DEB_REVISION=$(DEB_REVISION) packaging/build-deb.sh
+
+lint-deb:
+	PATH=$(DEB_PATH) lintian --fail-on error,warning --display-info --info dist/ble-exporter.deb
+
+deb-test:
+	PATH=$(DEB_PATH) packaging/deb-test.sh dist/ble-exporter.deb
+
 
 # --- system test (issue: real Bluetooth stack) ---

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Build the Debian package with stdeb: dist/ble-exporter_<version>-<revision>_all.deb and a
+# copy dist/ble-exporter.deb. Run by `make deb` with PATH reset to the system's, so Debian's
+# python3 (not a venv or pyenv one) builds it.
+#   DEB_REVISION  Debian revision (default 1); the upgrade test builds a higher one
+#   DEB_OUT       output directory (default dist)
+set -eu
+
+cd "$(dirname "$0")/.."
+PY=${DEB_PYTHON:-/usr/bin/python3}
+REV=${DEB_REVISION:-1}
+OUT=${DEB_OUT:-dist}
+WORK=build/deb-$REV
+
+for tool in "$PY" dpkg-buildpackage dh fakeroot; do
+	command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing; run: make build-deps" >&2; exit 1; }
+done
+"$PY" -c 'import stdeb' 2>/dev/null || { echo "build-deb: python3-stdeb is missing; run: make build-deps" >&2; exit 1; }
+
+VERSION=$("$PY" setup.py --version 2>/dev/null | tail -n 1)
+SRC=$WORK/ble-exporter-$VERSION
+rm -rf "$WORK"
+mkdir -p "$WORK" "$OUT"
+
+# 1. stdeb: sdist, then the Debian source tree with debian/control, rules, changelog and
+#    compat generated from stdeb.cfg and setup.py, plus our files from the sdist's debian/.
+"$PY" setup.py --command-packages=stdeb.command \
+	sdist_dsc --dist-dir "$WORK" --compat 13 --debian-version "$REV" >"$WORK/stdeb.log" 2>&1 || {
+	cat "$WORK/stdeb.log" >&2
+	exit 1
+}
+
+# 2. What stdeb cannot be told: it writes "Homepage: None" when setup.py has no url (with
+#    setuptools >= 60), cuts the synopsis at 60 characters and copies the first 20 lines of the
+#    README (Markdown) as the long description. Use packaging/description.txt instead.
+"$PY" - "$SRC/debian/control" packaging/description.txt <<'PYEOF'
+import sys
+control_path, desc_path = sys.argv[1], sys.argv[2]
+lines = open(desc_path, encoding="utf-8").read().rstrip("\n").split("\n")
+desc = "Description: " + lines[0] + "\n" + "".join(" " + (l if l.strip() else ".") + "\n" for l in lines[1:])
+out, in_desc = [], False
+for line in open(control_path, encoding="utf-8"):
+    if line.startswith("Homepage: None"):
+        continue
+    if line.startswith("Description:"):
+        in_desc = True
+        out.append(desc)
+        continue
+    if in_desc and (line.startswith(" ") or not line.strip()):
+        if not line.strip():
+            in_desc = False
+            out.append(line)
+        continue
+    in_desc = False
+    out.append(line)
+open(control_path, "w", encoding="utf-8").write("".join(out).rstrip("\n") + "\n")
+PYEOF
+
+# 3. Build the binary package (what stdeb's bdist_deb does).
+(cd "$SRC" && dpkg-buildpackage -rfakeroot -uc -us -b) >"$WORK/build.log" 2>&1 || {
+	tail -n 60 "$WORK/build.log" >&2
+	exit 1
+}
+
+DEB=ble-exporter_${VERSION}-${REV}_all.deb
+cp "$WORK/$DEB" "$OUT/$DEB"
+cp "$WORK/$DEB" "$OUT/ble-exporter.deb"
+echo "built $OUT/$DEB (and $OUT/ble-exporter.deb)"
