@@ -3,11 +3,44 @@
 CONTRACT (owned by the parser work; engine/scanner/simulator rely on it):
 - parse(uuid16, data, mac, bindkey=None) -> Reading | NotDecodable
 - SERVICE_UUIDS: dict[str, int], bleak's 128-bit service-data keys -> 16-bit UUID for every format decoded
+
+Formats, dispatched on the 16-bit service-data UUID (``data`` is the service data after the UUID):
+
+- 0xFCD2 BTHome v2, plain or AES-CCM encrypted, optionally with the MAC in the payload (bthome.io/format,
+  bthome.io/encryption).
+- 0x181C / 0x181E BTHome v1 (legacy), plain / encrypted (bthome.io/v1).
+- 0x181A pvvx/atc1441 firmware, told apart by length: 15 (pvvx custom), 14 (pvvx custom from firmware
+  built without the trigger flags byte), 13 (atc1441), 11 (encrypted pvvx custom), 8 (encrypted atc1441).
+
+Choices made where the sources leave room (each is pinned by a test):
+
+- BTHome v2 walks objects with lengths from OBJECT_TYPES (every id of the spec), so ids we do not export
+  are skipped. An id that is not in the spec ends the walk; the objects before it are kept (as bthome-ble
+  does). If the walk ends before a single complete object, the packet is NotDecodable. Ids out of
+  ascending order are accepted (the spec asks senders for order; rejecting would only lose data).
+  If a property occurs twice (e.g. two temperatures), the first one wins.
+- A device-info byte with no objects after it is a valid, empty Reading.
+- BTHome v2 "MAC included" (device-info bit 1): the payload MAC is reported in ``Reading.mac`` and used for
+  the nonce; it is not compared with the advertiser address, because that bit exists for devices that
+  advertise from random addresses.
+- pvvx custom / atc1441 plain carry the sender's MAC; it must equal the advertiser address, otherwise the
+  packet is ``mac_mismatch`` (0x181A is the SIG Environmental Sensing UUID, so other devices use it too).
+- Encrypted pvvx custom / atc1441 have a one-byte frame counter in clear; it is returned as both
+  ``packet_id`` and ``counter`` (it is the only replay-relevant number they carry, and it wraps at 256).
+- Plain BTHome packets return ``counter=None``; encrypted ones return the counter and never a packet id
+  that was not authenticated.
 """
 
 from __future__ import annotations
 
+import math
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +56,9 @@ class Reading:
     packet_id: int | None = None  # BTHome packet id / pvvx/atc frame counter
     counter: int | None = None  # encryption counter (replay protection); None when plaintext
     mac: str | None = None  # MAC carried inside the payload, "AA:BB:CC:DD:EE:FF"
+    power: bool | None = None  # BTHome 0x10 "power" (pvvx: GPIO_TRG output); pvvx custom flags bit 1
+    opening: bool | None = None  # BTHome 0x11 "opening" (pvvx: reed switch input); pvvx custom flags bit 0
+    flags: int | None = None  # pvvx custom trigger-flags byte as sent; encrypted atc1441: 0x04 or 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +66,565 @@ class NotDecodable:
     """Why a packet gave no reading; `reason` is a short label value for a metric."""
 
     reason: str
+
+
+# --- names shown to users and used as metric label values -------------------------------------------
+
+FORMAT_BTHOME_V2 = "bthome_v2"
+FORMAT_BTHOME_V1 = "bthome_v1"
+FORMAT_PVVX = "pvvx"
+FORMAT_ATC1441 = "atc1441"
+FORMATS: tuple[str, ...] = (FORMAT_BTHOME_V2, FORMAT_BTHOME_V1, FORMAT_PVVX, FORMAT_ATC1441)
+
+REASON_UNKNOWN_UUID = "unknown_uuid"
+"""The service-data UUID is none of SERVICE_UUIDS (the scanner should not have passed it on)."""
+REASON_TRUNCATED = "truncated"
+"""The payload ends before its header, its encryption trailer or its first object is complete."""
+REASON_BAD_LENGTH = "bad_length"
+"""The length fits no layout: 0x181A payloads other than 8/11/13/14/15 bytes, anything over 252 bytes
+(one AD element cannot hold more), a BTHome v1 object whose control byte says length 0."""
+REASON_UNSUPPORTED_VERSION = "unsupported_version"
+"""BTHome v2 device-info bits 5-7 are not 2."""
+REASON_UNKNOWN_OBJECT = "unknown_object"
+"""The first BTHome v2 object id is not in the spec, so nothing can be decoded."""
+REASON_ENCRYPTED_NO_KEY = "encrypted_no_key"
+"""The packet is encrypted and no bindkey was given for the device."""
+REASON_DECRYPT_FAILED = "decrypt_failed"
+"""Authentication failed: wrong bindkey (or not 16 bytes), tampered or corrupted packet, wrong MAC."""
+REASON_MAC_MISMATCH = "mac_mismatch"
+"""The MAC inside a pvvx/atc1441 payload is not the advertiser's, or `mac` is not a valid address."""
+
+REASONS: tuple[str, ...] = (
+    REASON_UNKNOWN_UUID,
+    REASON_TRUNCATED,
+    REASON_BAD_LENGTH,
+    REASON_UNSUPPORTED_VERSION,
+    REASON_UNKNOWN_OBJECT,
+    REASON_ENCRYPTED_NO_KEY,
+    REASON_DECRYPT_FAILED,
+    REASON_MAC_MISMATCH,
+)
+
+# One immutable instance per reason: a rejected packet allocates nothing.
+_ND: dict[str, NotDecodable] = {reason: NotDecodable(reason) for reason in REASONS}
+
+# --- UUIDs ---------------------------------------------------------------------------------------------
+
+UUID_BTHOME_V2 = 0xFCD2
+UUID_BTHOME_V1 = 0x181C
+UUID_BTHOME_V1_ENCRYPTED = 0x181E
+UUID_ENVIRONMENTAL_SENSING = 0x181A  # pvvx custom and atc1441
+
+
+def uuid128(uuid16: int) -> str:
+    """bleak's lower-case 128-bit form of a 16-bit SIG UUID."""
+    return f"0000{uuid16:04x}-0000-1000-8000-00805f9b34fb"
+
+
+SERVICE_UUIDS: dict[str, int] = {
+    uuid128(u): u
+    for u in (UUID_BTHOME_V2, UUID_BTHOME_V1, UUID_BTHOME_V1_ENCRYPTED, UUID_ENVIRONMENTAL_SENSING)
+}
+
+MAX_PAYLOAD = 252
+"""An AD element is at most 255 bytes after its length byte: type (1) + UUID (2) + 252 bytes of data."""
+
+# --- BTHome object table -----------------------------------------------------------------------------
+
+VARIABLE = -1
+"""ObjectSpec.size of text/raw objects: a length byte follows the object id."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSpec:
+    """One BTHome object id: its wire size and, if we export it, the Reading field and scaling."""
+
+    name: str
+    size: int  # value bytes after the id; VARIABLE for text/raw
+    signed: bool = False
+    factor: float = 1.0
+    field: str | None = None  # Reading field this object fills
+
+
+def _spec(
+    name: str, size: int, signed: bool = False, factor: float = 1.0, field: str | None = None
+) -> ObjectSpec:
+    return ObjectSpec(name, size, signed, factor, field)
+
+
+# The whole v2 object-id list of bthome.io/format and bthome-ble const.py (MEAS_TYPES), plus the device
+# information ids 0xF0-0xF2 of the spec. Ids absent here end a v2 walk.
+OBJECT_TYPES: dict[int, ObjectSpec] = {
+    0x00: _spec("packet_id", 1, field="packet_id"),
+    0x01: _spec("battery", 1, field="battery"),
+    0x02: _spec("temperature", 2, True, 0.01, "temperature"),
+    0x03: _spec("humidity", 2, False, 0.01, "humidity"),
+    0x04: _spec("pressure", 3, False, 0.01),
+    0x05: _spec("illuminance", 3, False, 0.01),
+    0x06: _spec("mass_kg", 2, False, 0.01),
+    0x07: _spec("mass_lb", 2, False, 0.01),
+    0x08: _spec("dewpoint", 2, True, 0.01),
+    0x09: _spec("count", 1),
+    0x0A: _spec("energy", 3, False, 0.001),
+    0x0B: _spec("power_w", 3, False, 0.01),
+    0x0C: _spec("voltage", 2, False, 0.001, "voltage"),
+    0x0D: _spec("pm2_5", 2),
+    0x0E: _spec("pm10", 2),
+    0x0F: _spec("generic_boolean", 1),
+    0x10: _spec("power", 1, field="power"),
+    0x11: _spec("opening", 1, field="opening"),
+    0x12: _spec("co2", 2),
+    0x13: _spec("tvoc", 2),
+    0x14: _spec("moisture", 2, False, 0.01),
+    0x15: _spec("battery_low", 1),
+    0x16: _spec("battery_charging", 1),
+    0x17: _spec("carbon_monoxide", 1),
+    0x18: _spec("cold", 1),
+    0x19: _spec("connectivity", 1),
+    0x1A: _spec("door", 1),
+    0x1B: _spec("garage_door", 1),
+    0x1C: _spec("gas_detected", 1),
+    0x1D: _spec("heat", 1),
+    0x1E: _spec("light", 1),
+    0x1F: _spec("lock", 1),
+    0x20: _spec("moisture_detected", 1),
+    0x21: _spec("motion", 1),
+    0x22: _spec("moving", 1),
+    0x23: _spec("occupancy", 1),
+    0x24: _spec("plug", 1),
+    0x25: _spec("presence", 1),
+    0x26: _spec("problem", 1),
+    0x27: _spec("running", 1),
+    0x28: _spec("safety", 1),
+    0x29: _spec("smoke", 1),
+    0x2A: _spec("sound", 1),
+    0x2B: _spec("tamper", 1),
+    0x2C: _spec("vibration", 1),
+    0x2D: _spec("window", 1),
+    0x2E: _spec("humidity_u8", 1, field="humidity"),
+    0x2F: _spec("moisture_u8", 1),
+    0x3A: _spec("button", 1),
+    0x3C: _spec("dimmer", 2),
+    0x3D: _spec("count_u16", 2),
+    0x3E: _spec("count_u32", 4),
+    0x3F: _spec("rotation", 2, True, 0.1),
+    0x40: _spec("distance_mm", 2),
+    0x41: _spec("distance_m", 2, False, 0.1),
+    0x42: _spec("duration", 3, False, 0.001),
+    0x43: _spec("current", 2, False, 0.001),
+    0x44: _spec("speed", 2, False, 0.01),
+    0x45: _spec("temperature_0_1", 2, True, 0.1, "temperature"),
+    0x46: _spec("uv_index", 1, False, 0.1),
+    0x47: _spec("volume_l_u16", 2, False, 0.1),
+    0x48: _spec("volume_ml", 2),
+    0x49: _spec("volume_flow_rate", 2, False, 0.001),
+    0x4A: _spec("voltage_0_1", 2, False, 0.1, "voltage"),
+    0x4B: _spec("gas_u24", 3, False, 0.001),
+    0x4C: _spec("gas_u32", 4, False, 0.001),
+    0x4D: _spec("energy_u32", 4, False, 0.001),
+    0x4E: _spec("volume_l_u32", 4, False, 0.001),
+    0x4F: _spec("water", 4, False, 0.001),
+    0x50: _spec("timestamp", 4),
+    0x51: _spec("acceleration", 2, False, 0.001),
+    0x52: _spec("gyroscope", 2, False, 0.001),
+    0x53: _spec("text", VARIABLE),
+    0x54: _spec("raw", VARIABLE),
+    0x55: _spec("volume_storage", 4, False, 0.001),
+    0x56: _spec("conductivity", 2),
+    0x57: _spec("temperature_s8", 1, True, 1.0, "temperature"),
+    0x58: _spec("temperature_s8_0_35", 1, True, 0.35, "temperature"),
+    0x59: _spec("count_s8", 1, True),
+    0x5A: _spec("count_s16", 2, True),
+    0x5B: _spec("count_s32", 4, True),
+    0x5C: _spec("power_s32", 4, True, 0.01),
+    0x5D: _spec("current_s16", 2, True, 0.001),
+    0x5E: _spec("direction", 2, False, 0.01),
+    0x5F: _spec("precipitation", 2, False, 0.1),
+    0x60: _spec("channel", 1),
+    0x61: _spec("rotational_speed", 2),
+    0x62: _spec("speed_s32", 4, True, 0.000001),
+    0x63: _spec("acceleration_s32", 4, True, 0.000001),
+    0x64: _spec("light_level", 1),
+    0xF0: _spec("device_type_id", 2),
+    0xF1: _spec("firmware_version_u32", 4),
+    0xF2: _spec("firmware_version_u24", 3),
+}
+
+# Reading fields an object can fill, as slots of the list a walk fills in.
+_FIELDS: tuple[str, ...] = ("temperature", "humidity", "battery", "voltage", "packet_id", "power", "opening")
+_T, _H, _B, _V, _PID, _PWR, _OPN = range(len(_FIELDS))
+_SLOT = {name: i for i, name in enumerate(_FIELDS)}
+
+Number = int | float
+Value = int | float | bool
+Converter = Callable[[Number], Value]
+
+
+def _converter(spec: ObjectSpec) -> Converter:
+    """Raw integer -> field value. Division by 10**k so 2506 -> 25.06 exactly as the literal reads."""
+    field = spec.field
+    if field in ("power", "opening"):
+        return bool
+    if field in ("battery", "packet_id"):
+        return int
+    if spec.factor == 1.0:
+        return float
+    divisor = round(1 / spec.factor)
+    if math.isclose(divisor * spec.factor, 1.0):
+        return lambda raw: raw / divisor
+    factor = spec.factor
+    return lambda raw: round(raw * factor, 2)
+
+
+_STRUCT_CODES = {(1, False): "<B", (1, True): "<b", (2, False): "<H", (2, True): "<h"}
+
+# Dense 256-entry tables for the hot loop: size (0 = not in spec) and, for exported ids,
+# (slot, struct unpack_from, converter).
+_Exporter = tuple[int, Callable[[bytes, int], tuple[int]], Converter]
+_V2_SIZES: tuple[int, ...] = tuple(OBJECT_TYPES[i].size if i in OBJECT_TYPES else 0 for i in range(256))
+_V2_EXPORTERS: tuple[_Exporter | None, ...] = tuple(
+    (
+        _SLOT[spec.field],
+        struct.Struct(_STRUCT_CODES[spec.size, spec.signed]).unpack_from,
+        _converter(spec),
+    )
+    if spec is not None and spec.field is not None
+    else None
+    for spec in (OBJECT_TYPES.get(i) for i in range(256))
+)
+# BTHome v1 carries each value's format and length in its control byte; only slot and scale come from here.
+_V1_EXPORTERS: dict[int, tuple[int, Converter]] = {
+    oid: (_SLOT[spec.field], _converter(spec)) for oid, spec in OBJECT_TYPES.items() if spec.field is not None
+}
+_FLOAT_STRUCTS = {2: struct.Struct("<e"), 4: struct.Struct("<f"), 8: struct.Struct("<d")}
+
+
+def _walk_v2(data: bytes, pos: int, vals: list[Any]) -> tuple[int, str | None]:
+    """Walk BTHome v2 objects from `pos`; return (complete objects seen, reason the walk stopped early)."""
+    n = len(data)
+    count = 0
+    while pos < n:
+        oid = data[pos]
+        size = _V2_SIZES[oid]
+        if size == 0:
+            return count, REASON_UNKNOWN_OBJECT
+        start = pos + 1
+        if size == VARIABLE:
+            if start >= n:
+                return count, REASON_TRUNCATED
+            start += 1
+            size = data[start - 1]
+        end = start + size
+        if end > n:
+            return count, REASON_TRUNCATED
+        exporter = _V2_EXPORTERS[oid]
+        if exporter is not None:
+            slot, unpack, convert = exporter
+            if vals[slot] is None:
+                vals[slot] = convert(unpack(data, start)[0])
+        count += 1
+        pos = end
+    return count, None
+
+
+def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, str | None]:
+    """Walk BTHome v1 objects `[ctrl][id][value]`; ctrl bits 5-7 format, bits 0-4 length incl. the id."""
+    n = len(data)
+    pos = 0
+    count = 0
+    while pos < n:
+        ctrl = data[pos]
+        length = ctrl & 0x1F  # bits 0-4
+        if length == 0:
+            return count, REASON_BAD_LENGTH
+        end = pos + 1 + length
+        if end > n:
+            return count, REASON_TRUNCATED
+        exporter = _V1_EXPORTERS.get(data[pos + 1])
+        vlen = length - 1
+        if exporter is not None and 1 <= vlen <= 8:
+            slot, convert = exporter
+            if vals[slot] is None:
+                fmt = ctrl >> 5  # bits 5-7: 0 uint, 1 sint, 2 float, 3 string, 4 MAC/raw
+                raw: Number | None = None
+                if fmt <= 1:
+                    raw = int.from_bytes(data[pos + 2 : end], "little", signed=fmt == 1)
+                elif fmt == 2 and vlen in _FLOAT_STRUCTS:
+                    raw = _FLOAT_STRUCTS[vlen].unpack_from(data, pos + 2)[0]
+                    if not math.isfinite(raw):
+                        raw = None
+                if raw is not None:
+                    vals[slot] = convert(raw)
+        count += 1
+        pos = end
+    return count, None
+
+
+def _reading(
+    fmt: str, encrypted: bool, vals: list[Any], counter: int | None = None, mac: str | None = None
+) -> Reading:
+    return Reading(
+        fmt,
+        encrypted,
+        vals[_T],
+        vals[_H],
+        vals[_B],
+        vals[_V],
+        vals[_PID],
+        counter,
+        mac,
+        vals[_PWR],
+        vals[_OPN],
+    )
+
+
+def _mac_bytes(mac: str) -> bytes | None:
+    """'A4:C1:38:AA:BB:CC' -> 6 bytes in display order, None if it is not such an address."""
+    if len(mac) != 17:
+        return None
+    try:
+        raw = bytes.fromhex(mac.replace(":", ""))
+    except ValueError:
+        return None
+    return raw if len(raw) == 6 else None
+
+
+def _same_mac(payload_mac: str, mac: str) -> bool:
+    return payload_mac == mac or payload_mac == mac.upper()
+
+
+def _decrypt(bindkey: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes | None) -> bytes | None:
+    """AES-CCM with a 4-byte tag; None when the tag does not verify or the key is not 16 bytes."""
+    if len(bindkey) != 16:
+        return None
+    try:
+        return AESCCM(bindkey, tag_length=4).decrypt(nonce, ciphertext_and_tag, aad)
+    except InvalidTag:
+        return None
+
+
+# --- BTHome v2 -----------------------------------------------------------------------------------------
+
+_V2_UUID_LE = b"\xd2\xfc"
+
+
+def _parse_bthome_v2(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    n = len(data)
+    if n == 0:
+        return _ND[REASON_TRUNCATED]
+    info = data[0]
+    if info >> 5 != 2:  # bits 5-7: BTHome version
+        return _ND[REASON_UNSUPPORTED_VERSION]
+    pos = 1
+    payload_mac: str | None = None
+    if info & 0x02:  # bit 1: MAC included (6 bytes, reversed) - bthome-ble's use of the reserved bit
+        if n < 7:
+            return _ND[REASON_TRUNCATED]
+        payload_mac = data[6:0:-1].hex(":").upper()
+        pos = 7
+    vals: list[Any] = [None] * len(_FIELDS)
+    if not info & 0x01:  # bit 0: encryption
+        count, stop = _walk_v2(data, pos, vals)
+        if stop is not None and count == 0:
+            return _ND[stop]
+        return _reading(FORMAT_BTHOME_V2, False, vals, None, payload_mac)
+
+    # Encrypted: info [mac] ciphertext counter(4, LE) MIC(4); nonce = MAC ‖ D2 FC ‖ info ‖ counter; no AAD.
+    if n < pos + 8:
+        return _ND[REASON_TRUNCATED]
+    if bindkey is None:
+        return _ND[REASON_ENCRYPTED_NO_KEY]
+    nonce_mac = data[6:0:-1] if payload_mac is not None else _mac_bytes(mac)
+    if nonce_mac is None:
+        return _ND[REASON_MAC_MISMATCH]
+    counter_bytes = data[n - 8 : n - 4]
+    nonce = nonce_mac + _V2_UUID_LE + data[0:1] + counter_bytes
+    plain = _decrypt(bindkey, nonce, data[pos : n - 8] + data[n - 4 :], None)
+    if plain is None:
+        return _ND[REASON_DECRYPT_FAILED]
+    count, stop = _walk_v2(plain, 0, vals)
+    if stop is not None and count == 0:
+        return _ND[stop]
+    return _reading(FORMAT_BTHOME_V2, True, vals, int.from_bytes(counter_bytes, "little"), payload_mac)
+
+
+# --- BTHome v1 -----------------------------------------------------------------------------------------
+
+_V1_ENC_UUID_LE = b"\x1e\x18"
+_V1_AAD = b"\x11"
+
+
+def _finish_v1(data: bytes, encrypted: bool, counter: int | None) -> Reading | NotDecodable:
+    vals: list[Any] = [None] * len(_FIELDS)
+    count, stop = _walk_v1(data, vals)
+    if stop is not None and count == 0:
+        return _ND[stop]
+    return _reading(FORMAT_BTHOME_V1, encrypted, vals, counter)
+
+
+def _parse_bthome_v1(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    if not data:
+        return _ND[REASON_TRUNCATED]
+    return _finish_v1(data, False, None)
+
+
+def _parse_bthome_v1_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    # ciphertext ‖ counter(4, LE) ‖ MIC(4); nonce = MAC ‖ 1E 18 ‖ counter; AAD 0x11.
+    n = len(data)
+    if n < 8:
+        return _ND[REASON_TRUNCATED]
+    if bindkey is None:
+        return _ND[REASON_ENCRYPTED_NO_KEY]
+    mac_raw = _mac_bytes(mac)
+    if mac_raw is None:
+        return _ND[REASON_MAC_MISMATCH]
+    counter_bytes = data[n - 8 : n - 4]
+    nonce = mac_raw + _V1_ENC_UUID_LE + counter_bytes
+    plain = _decrypt(bindkey, nonce, data[: n - 8] + data[n - 4 :], _V1_AAD)
+    if plain is None:
+        return _ND[REASON_DECRYPT_FAILED]
+    return _finish_v1(plain, True, int.from_bytes(counter_bytes, "little"))
+
+
+# --- pvvx custom and atc1441 (UUID 0x181A) ---------------------------------------------------------
+
+_CUSTOM = struct.Struct("<hHHBB")  # temp ×0.01, hum ×0.01, battery mV, battery %, counter (+ flags)
+_ATC1441 = struct.Struct(">hBBHB")  # temp ×0.1, hum %, battery %, battery mV, counter
+_CUSTOM_ENC = struct.Struct("<hHBB")  # temp ×0.01, hum ×0.01, battery %, flags
+_PVVX_AAD = b"\x11"
+
+
+def _parse_custom(data: bytes, mac: str) -> Reading | NotDecodable:
+    payload_mac = data[5::-1].hex(":").upper()  # MAC LSB first
+    if not _same_mac(payload_mac, mac):
+        return _ND[REASON_MAC_MISMATCH]
+    temp, hum, mv, batt, count = _CUSTOM.unpack_from(data, 6)
+    flags: int | None = None
+    power: bool | None = None
+    opening: bool | None = None
+    if len(data) == 15:
+        flags = data[14]
+        power = bool(flags & 0x02)  # bit 1: GPIO_TRG output value
+        opening = bool(flags & 0x01)  # bit 0: reed switch input
+    return Reading(
+        FORMAT_PVVX,
+        False,
+        temp / 100,
+        hum / 100,
+        batt,
+        mv / 1000,
+        count,
+        None,
+        payload_mac,
+        power,
+        opening,
+        flags,
+    )
+
+
+def _parse_atc1441(data: bytes, mac: str) -> Reading | NotDecodable:
+    payload_mac = data[:6].hex(":").upper()  # MAC in display order
+    if not _same_mac(payload_mac, mac):
+        return _ND[REASON_MAC_MISMATCH]
+    temp, hum, batt, mv, count = _ATC1441.unpack_from(data, 6)
+    return Reading(FORMAT_ATC1441, False, temp / 10, float(hum), batt, mv / 1000, count, None, payload_mac)
+
+
+def _decrypt_pvvx(data: bytes, mac: str, bindkey: bytes | None) -> bytes | NotDecodable:
+    """Encrypted custom/atc1441: counter(1) ‖ ciphertext ‖ MIC(4).
+
+    Nonce = MAC (LSB first) ‖ the first 5 bytes of the AD element (length, 0x16, 1A 18, counter); AAD 0x11.
+    """
+    if bindkey is None:
+        return _ND[REASON_ENCRYPTED_NO_KEY]
+    mac_raw = _mac_bytes(mac)
+    if mac_raw is None:
+        return _ND[REASON_MAC_MISMATCH]
+    nonce = mac_raw[::-1] + bytes((len(data) + 3, 0x16, 0x1A, 0x18, data[0]))
+    plain = _decrypt(bindkey, nonce, data[1:], _PVVX_AAD)
+    if plain is None:
+        return _ND[REASON_DECRYPT_FAILED]
+    return plain
+
+
+def _parse_custom_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    plain = _decrypt_pvvx(data, mac, bindkey)
+    if isinstance(plain, NotDecodable):
+        return plain
+    temp, hum, batt, flags = _CUSTOM_ENC.unpack(plain)
+    count = data[0]
+    return Reading(
+        FORMAT_PVVX,
+        True,
+        temp / 100,
+        hum / 100,
+        batt,
+        None,
+        count,
+        count,
+        None,
+        power=bool(flags & 0x02),
+        opening=bool(flags & 0x01),
+        flags=flags,
+    )
+
+
+def _parse_atc1441_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    plain = _decrypt_pvvx(data, mac, bindkey)
+    if isinstance(plain, NotDecodable):
+        return plain
+    # temp (v/2 - 40 °C), humidity (v/2 %), bit 7 "TRG output controlled by thresholds" + 7-bit battery
+    batt = plain[2]
+    count = data[0]
+    return Reading(
+        FORMAT_ATC1441,
+        True,
+        plain[0] / 2 - 40,
+        plain[1] / 2,
+        batt & 0x7F,
+        None,
+        count,
+        count,
+        None,
+        flags=0x04 if batt & 0x80 else 0,
+    )
+
+
+def _parse_environmental(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
+    n = len(data)
+    if n in (14, 15):
+        return _parse_custom(data, mac)
+    if n == 13:
+        return _parse_atc1441(data, mac)
+    if n == 11:
+        return _parse_custom_encrypted(data, mac, bindkey)
+    if n == 8:
+        return _parse_atc1441_encrypted(data, mac, bindkey)
+    return _ND[REASON_BAD_LENGTH]
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+_Decoder = Callable[[bytes, str, bytes | None], Reading | NotDecodable]
+_DECODERS: dict[int, _Decoder] = {
+    UUID_BTHOME_V2: _parse_bthome_v2,
+    UUID_BTHOME_V1: _parse_bthome_v1,
+    UUID_BTHOME_V1_ENCRYPTED: _parse_bthome_v1_encrypted,
+    UUID_ENVIRONMENTAL_SENSING: _parse_environmental,
+}
+
+
+def parse(uuid16: int, data: bytes, mac: str, bindkey: bytes | None = None) -> Reading | NotDecodable:
+    """Decode one service-data payload (the bytes after the 16-bit UUID) sent by `mac`.
+
+    Pure and total: any bytes give a Reading or a NotDecodable, never an exception. `bindkey` (16 bytes)
+    is only used for encrypted formats and is never stored in the result.
+    """
+    decoder = _DECODERS.get(uuid16)
+    if decoder is None:
+        return _ND[REASON_UNKNOWN_UUID]
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) > MAX_PAYLOAD:
+        return _ND[REASON_BAD_LENGTH]
+    return decoder(data, mac, bindkey)
