@@ -1,0 +1,48 @@
+"""The file-only log of the spec, which keeps working when logrotate moves the file or the disk fills."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LogFileError(Exception):
+    """The log file cannot be created or written."""
+
+
+class _QuietWatchedFileHandler(logging.handlers.WatchedFileHandler):
+    """Reopens the file after rotation (WatchedFileHandler) and drops a record it cannot write (full
+    disk, deleted directory) instead of printing a traceback: the scan loop must outlive its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1
+
+    dropped = 0
+
+
+def setup_logging(path: str | None, level: int = logging.INFO) -> logging.Handler:
+    """Send every record of the process to `path` only (or to stderr when `path` is None).
+
+    Calling it again replaces the previous handler rather than adding a second one.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_ble_exporter", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler: logging.Handler
+    if path is None:
+        handler = logging.StreamHandler()
+    else:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            handler = _QuietWatchedFileHandler(path, encoding="utf-8")
+        except OSError as e:
+            raise LogFileError(f"log file {path} cannot be written ({e.strerror})") from None
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler._ble_exporter = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,218 @@
+"""Command line: `run` (the exporter), `watch` (the terminal view), `check-config`.
+
+Exit statuses (also in the README and the man page):
+  0  clean stop on SIGTERM/SIGINT (or `check-config` found no problem)
+  1  Bluetooth failure: no adapter, a scan that failed to start or stop, BlueZ or the adapter gone
+  2  config or usage error
+  3  the HTTP address cannot be bound
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ble_exporter import __version__, sdnotify
+from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, Device, load_config
+from ble_exporter.engine import ScanEngine
+from ble_exporter.logger import LogFileError, setup_logging
+from ble_exporter.scanner import BluezScanner, Scanner, ScanError, run_cycles
+
+log = logging.getLogger("ble_exporter")
+
+EXIT_OK = 0
+EXIT_BLUETOOTH = 1
+EXIT_CONFIG = 2
+EXIT_LISTEN = 3
+
+
+def error(message: str) -> None:
+    """A fatal error: once on stderr (for the journal and `systemctl status`) and once in the log."""
+    for line in message.splitlines():
+        print(f"ble-exporter: error: {line}", file=sys.stderr)
+    log.error("%s", message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ble-exporter", description="Export BLE thermometer readings (pvvx/atc1441 firmware) to Prometheus."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=f"config file (default {DEFAULT_PATH})")
+        return sub
+
+    run = command("run", "run the exporter: scan and serve /metrics")
+    run.add_argument("--simulate", action="store_true", help="simulated sensors instead of the Bluetooth adapter")
+    run.add_argument("--log-file", metavar="PATH", help="log here instead of the config's log_file")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    watch = command("watch", "show live readings in the terminal")
+    watch.add_argument("--simulate", action="store_true", help="simulated sensors instead of the Bluetooth adapter")
+    watch.add_argument("--all", action="store_true", help="also list sensors in range that are not in the config")
+    command("check-config", "validate the config file and print a summary")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"ble-exporter: error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    keys = sum(d.bindkey is not None for d in cfg.devices)
+    print(
+        f"{cfg.path}: OK: {len(cfg.devices)} devices ({keys} with bindkey), scan {cfg.scan_duration_seconds:g} s "
+        f"every {cfg.scan_interval_seconds:g} s on {cfg.adapter} ({cfg.scan_mode}), "
+        f"HTTP on {cfg.listen_address or '*'}:{cfg.listen_port}, log {cfg.log_file}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    log_file = args.log_file or cfg.log_file
+    try:
+        setup_logging(log_file, getattr(logging, args.log_level.upper()))
+    except LogFileError as e:
+        where = "--log-file" if args.log_file else cfg.where("log_file")
+        raise ConfigError([f"{where}: {e}; choose a writable path or create the directory"]) from None
+    devices = cfg.devices
+    if not devices:
+        log.warning("no devices in %s: add your thermometers under `devices:` (find them with `ble-exporter watch --all`)", cfg.path)
+        if args.simulate:
+            from ble_exporter.simulator import DEMO_DEVICES
+
+            devices = DEMO_DEVICES
+    log.info("ble-exporter %s starting: %d devices, config %s", __version__, len(devices), cfg.path)
+    return asyncio.run(_run(cfg, devices, args.simulate))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from ble_exporter.watch import run_watch
+
+    cfg = load_config(args.config)
+    return run_watch(cfg, simulate=args.simulate, show_all=args.all)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "watch": cmd_watch,
+    "check-config": cmd_check_config,
+}
+
+
+def make_scanner(cfg: Config, devices: Sequence[Device], engine: ScanEngine, simulate: bool) -> Scanner:
+    if simulate:
+        from ble_exporter.simulator import SimulatedScanner
+
+        return SimulatedScanner(devices, engine.ingest)
+    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest)
+
+
+def status_document(engine: ScanEngine, cfg: Config, started: float, now: float) -> dict[str, Any]:
+    """/status: the spec's four keys first, then what helps a user see why readings are missing."""
+    snapshot = engine.snapshot
+    health = engine.health
+    return {
+        "scan_interval_seconds": cfg.scan_interval_seconds,
+        "scan_duration_seconds": cfg.scan_duration_seconds,
+        "last_scan_timestamp": int(snapshot.ended) if snapshot.ended is not None else None,
+        "devices_seen": len(snapshot.devices),
+        "devices_configured": len(engine.devices),
+        "version": __version__,
+        "uptime_seconds": round(now - started, 1),
+        "adapter": cfg.adapter,
+        "scan_mode": health.mode,
+        "scanner": {"up": health.up, "restarts": health.restarts, "last_error": health.last_error},
+        "devices": [
+            {"name": d.name, "mac": d.mac, "last_seen_timestamp": int(d.last_seen), "format": d.format}
+            for d in snapshot.devices
+        ],
+    }
+
+
+async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
+    from ble_exporter.exporter import make_app, serve
+    from ble_exporter.metrics import build_registry
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started_at = time.time()
+    engine = ScanEngine(devices)
+    scanner = make_scanner(cfg, devices, engine, simulate)
+    app = make_app(build_registry(engine), lambda: status_document(engine, cfg, started_at, time.time()))
+    try:
+        runner = await serve(app, cfg.listen_address, cfg.listen_port)
+    except OSError as e:
+        error(
+            f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); "
+            f"is another exporter running? change listen_port in {cfg.path}"
+        )
+        return EXIT_LISTEN
+    scanning = asyncio.Event()
+    cycles = loop.create_task(
+        run_cycles(
+            engine,
+            scanner,
+            cfg.scan_interval_seconds,
+            cfg.scan_duration_seconds,
+            stop,
+            silent_scans_before_restart=cfg.watchdog_silent_scans,
+            started=scanning,
+        )
+    )
+    watchdog = loop.create_task(_ping_watchdog())
+    try:
+        await asyncio.wait([cycles, loop.create_task(scanning.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if scanning.is_set():
+            sdnotify.notify("READY=1")
+            log.info("ready: HTTP on %s:%d, scanning on %s (%s)", cfg.listen_address or "*", cfg.listen_port, cfg.adapter, engine.health.mode)
+        await cycles
+    except ScanError as e:
+        engine.health.last_error = str(e)
+        error(str(e))
+        return EXIT_BLUETOOTH
+    finally:
+        sdnotify.notify("STOPPING=1")
+        watchdog.cancel()
+        if not cycles.done():
+            cycles.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ScanError):
+            await cycles
+        await runner.cleanup()
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _ping_watchdog() -> None:
+    """WATCHDOG=1 from the event loop itself, so a blocked loop stops the pings and systemd restarts us."""
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The radio edge: BlueZ scanning through bleak, and the scan cycle both front ends run.
+
+bleak is imported only when a real scanner starts, so `--simulate` and the tests of the cycle need
+no D-Bus. Every failure of the Bluetooth stack leaves this module as a ScanError with one line that
+says what broke and what to do; the caller exits non-zero and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ble_exporter.engine import ScanEngine
+from ble_exporter.parser import SERVICE_UUIDS
+
+log = logging.getLogger(__name__)
+
+# engine.ingest: (address, rssi, service data by 128-bit UUID, time of arrival)
+AdvertSink = Callable[[str, "int | None", Mapping[str, bytes], float], None]
+
+PASSIVE = "passive"
+ACTIVE = "active"
+SIMULATED = "simulated"
+
+
+class ScanError(Exception):
+    """The Bluetooth stack failed; the message is one line with the fix."""
+
+
+class Scanner(Protocol):
+    mode: str  # the mode actually in use, once started
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def renew(self) -> None:
+        """Forget the scanning session (stopped first) so the next start opens a fresh one: the
+        silent-scan watchdog's remedy."""
+
+
+class BluezScanner:
+    """bleak's BlueZ backend, passive where BlueZ offers it (or_patterns on our service UUIDs)."""
+
+    def __init__(self, adapter: str, scan_mode: str, sink: AdvertSink) -> None:
+        self.adapter = adapter
+        self.scan_mode = scan_mode
+        self.mode = ACTIVE if scan_mode == ACTIVE else PASSIVE
+        self._sink = sink
+        self._scanner: Any = None
+
+    def _on_detect(self, device: Any, adv: Any) -> None:
+        self._sink(device.address, adv.rssi, adv.service_data, time.time())
+
+    def _new_scanner(self, mode: str) -> Any:
+        from bleak import BleakScanner
+
+        if mode == ACTIVE:
+            return BleakScanner(self._on_detect, scanning_mode="active", adapter=self.adapter)
+        from bleak.assigned_numbers import AdvertisementDataType
+        from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
+
+        patterns = [
+            OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
+            for uuid16 in sorted(set(SERVICE_UUIDS.values()))
+        ]
+        return BleakScanner(
+            self._on_detect, scanning_mode="passive", adapter=self.adapter, bluez={"or_patterns": patterns}
+        )
+
+    async def start(self) -> None:
+        if self._scanner is None:
+            self._scanner = self._new_scanner(self.mode)
+        try:
+            await self._scanner.start()
+            return
+        except Exception as e:
+            if not (self.mode == PASSIVE and self.scan_mode == "auto" and _passive_unavailable(e)):
+                self._scanner = None
+                raise ScanError(describe_failure(e, self.adapter, "start")) from e
+            log.warning(
+                "passive scanning is not available on %s (%s); scanning actively instead. Passive scanning "
+                "needs bluetoothd --experimental (Experimental = true in /etc/bluetooth/main.conf)",
+                self.adapter,
+                e,
+            )
+        self.mode = ACTIVE
+        self._scanner = self._new_scanner(ACTIVE)
+        try:
+            await self._scanner.start()
+        except Exception as e:
+            self._scanner = None
+            raise ScanError(describe_failure(e, self.adapter, "start")) from e
+
+    async def stop(self) -> None:
+        if self._scanner is None:
+            return
+        try:
+            await self._scanner.stop()
+        except Exception as e:
+            self._scanner = None
+            raise ScanError(describe_failure(e, self.adapter, "stop")) from e
+
+    def renew(self) -> None:
+        self._scanner = None
+
+
+def _passive_unavailable(e: Exception) -> bool:
+    # bleak >= 0.21 raises BleakNoPassiveScanError; 0.20 a BleakError naming passive scanning.
+    return type(e).__name__ == "BleakNoPassiveScanError" or "passive scanning" in str(e)
+
+
+def describe_failure(e: BaseException, adapter: str, action: str) -> str:
+    """One line naming what failed and the likely fix, from whatever bleak or D-Bus raised."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, (FileNotFoundError, ConnectionRefusedError)) or "ServiceUnknown" in text or "org.bluez was not provided" in text:
+        fix = "BlueZ is not running on the system D-Bus; start it with `systemctl start bluetooth`"
+    elif "not found" in text and adapter in text or "No Bluetooth adapters" in text:
+        fix = f"adapter {adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config"
+    elif "NotReady" in text or "No powered" in text or "powered" in text.lower():
+        fix = f"adapter {adapter} is powered off or blocked; run `rfkill unblock bluetooth` and `bluetoothctl power on`"
+    elif "UnknownObject" in text or "does not exist" in text:
+        fix = f"adapter {adapter} disappeared; check the adapter (USB dongle, `dmesg`) and `bluetoothctl list`"
+    elif "AccessDenied" in text or "NotPermitted" in text or isinstance(e, PermissionError):
+        fix = "not allowed to use BlueZ; the service user must be in the `bluetooth` group"
+    elif "InProgress" in text:
+        fix = "BlueZ reports a scan already in progress; restarting usually clears it"
+    else:
+        fix = "check `systemctl status bluetooth` and `journalctl -u bluetooth`"
+    return f"Bluetooth scan {action} on {adapter} failed: {text.strip().splitlines()[0]}; {fix}"
+
+
+async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
+    """Sleep until the loop time `deadline`, waking early when `stop` is set."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay <= 0 or stop.is_set():
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _watch_silence(engine: ScanEngine, scanner: Scanner, scanning: bool, limit: int) -> None:
+    """Count scans that heard nothing; renew the scanning session at the limit."""
+    health = engine.health
+    if engine.adverts_in_window:
+        if not health.up:
+            log.info("scanner: adverts are arriving again")
+        health.silent_scans = 0
+        health.up = True
+        return
+    health.silent_scans += 1
+    if health.silent_scans < limit:
+        return
+    health.up = False
+    health.restarts += 1
+    health.silent_scans = 0
+    last = engine.last_advert
+    log.warning(
+        "scanner: no advert at all in %d scans on %s (%s mode, last advert %s); restarting the scanner",
+        limit,
+        getattr(scanner, "adapter", "-"),
+        scanner.mode,
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never",
+    )
+    if scanning:
+        await scanner.stop()
+    scanner.renew()
+    if scanning:
+        await scanner.start()
+
+
+async def run_cycles(
+    engine: ScanEngine,
+    scanner: Scanner,
+    interval: float,
+    duration: float,
+    stop: asyncio.Event,
+    *,
+    continuous: bool = False,
+    silent_scans_before_restart: int = 0,
+    started: asyncio.Event | None = None,
+    on_scan: Callable[[], None] | None = None,
+) -> None:
+    """Every `interval` seconds scan for `duration` and publish the snapshot; runs until `stop` is set.
+
+    With `continuous` (the watch view) the radio stays on and only the windows rotate, so readings
+    arrive per advert. A ScanError propagates: the caller decides to exit.
+    """
+    loop = asyncio.get_running_loop()
+    next_start = loop.time()
+    scanning = False
+    try:
+        while not stop.is_set():
+            engine.open_window(time.time())
+            if not scanning:
+                log.debug("scan: start (%s, %s)", scanner.mode, f"{duration:g}s")
+                await scanner.start()
+                scanning = True
+                engine.health.mode = scanner.mode
+                if started is not None:
+                    started.set()
+            await _sleep_until(stop, loop.time() + duration)
+            if not continuous or stop.is_set():
+                await scanner.stop()
+                scanning = False
+            snapshot = engine.close_window(time.time())
+            log.info(
+                "scan: end, heard %d of %d devices (%s), %d adverts from any device",
+                len(snapshot.devices),
+                len(engine.devices),
+                ", ".join(d.name for d in snapshot.devices) or "none",
+                engine.adverts_in_window,
+            )
+            if engine.devices and silent_scans_before_restart > 0:
+                await _watch_silence(engine, scanner, scanning, silent_scans_before_restart)
+            if on_scan is not None:
+                on_scan()
+            next_start += interval
+            if next_start < loop.time():  # a slow stop: skip missed cycles rather than scan back to back
+                next_start = loop.time() + (0 if continuous else interval - duration)
+            await _sleep_until(stop, next_start)
+    finally:
+        if scanning:
+            await asyncio.shield(scanner.stop())

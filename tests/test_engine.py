@@ -1,0 +1,200 @@
+"""The scan engine: address filter, merging of one scan's packets, snapshots, replay and downgrade."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from ble_exporter.config import Device
+from ble_exporter.engine import COUNTER_RESET_BELOW, RESET_AFTER_SECONDS, ScanEngine
+from ble_exporter.parser import uuid128
+
+BTHOME = uuid128(0xFCD2)
+ENV_SENSING = uuid128(0x181A)
+MAC = "A4:C1:38:AA:BB:CC"
+KEY_AA = bytes.fromhex("aa" * 16)
+
+# pvvx issue #740 (fw 5.5, LYWSD03MMC B1.7): data1 and data2 carry the SAME packet id 176.
+P3_DATA1 = bytes.fromhex("4000b00151028d0a038d11")  # 81 %, 27.01 °C, 44.93 %
+P3_DATA2 = bytes.fromhex("4000b00c200b10001101")  # 2.848 V, switch 0, opening 1
+# pvvx atc_mi_format_test.py, MAC A4:C1:38:AA:BB:CC, key aa×16: encrypted BTHome v2, counter 9904 and 9913.
+E5 = bytes.fromhex("4195b0efda789dd953b02600009341626f")  # 80 %, 19.20 °C, 62.22 %
+E6 = bytes.fromhex("41d46cc8e774b9260000cbd84a40")  # 2.764 V
+# pvvx atc_mi_format_test.py: pvvx custom format (0x181A, 15 bytes) for the same MAC.
+C1 = bytes.fromhex("ccbbaa38c1a46c07fa13d60a52090f")  # 19.00 °C, 51.14 %, 2.774 V, 82 %
+
+
+def engine(*devices: Device, keep_unknown: bool = False) -> ScanEngine:
+    e = ScanEngine(devices or (Device(MAC, "kitchen"),), keep_unknown=keep_unknown)
+    e.open_window(0.0)
+    return e
+
+
+def test_pvvx_packets_with_the_same_packet_id_are_merged_not_dropped() -> None:
+    e = engine()
+    e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
+    e.ingest(MAC, -71, {BTHOME: P3_DATA2}, 2.0)
+    (d,) = e.close_window(5.0).devices
+    assert (d.temperature, d.humidity, d.battery, d.voltage) == (27.01, 44.93, 81, 2.848)
+    assert (d.rssi, d.last_seen, d.packets, d.format, d.name) == (-71, 2.0, 2, "bthome_v2", "kitchen")
+    assert e.counters.adverts_decoded == 2
+
+
+def test_snapshot_holds_only_devices_heard_in_the_latest_scan() -> None:
+    other = Device("A4:C1:38:00:00:01", "attic")
+    e = engine(Device(MAC, "kitchen"), other)
+    e.ingest(MAC, -70, {ENV_SENSING: C1}, 1.0)
+    assert [d.name for d in e.close_window(5.0).devices] == ["kitchen"]
+    e.open_window(30.0)
+    assert e.close_window(35.0).devices == ()
+    assert e.snapshot.started == 30.0 and e.snapshot.ended == 35.0
+    assert e.counters.scans == 2
+
+
+def test_snapshot_is_immutable_and_replaced_whole() -> None:
+    e = engine()
+    e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
+    first = e.close_window(5.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.devices[0].temperature = 0.0  # type: ignore[misc]
+    e.open_window(30.0)
+    e.ingest(MAC, -70, {BTHOME: P3_DATA2}, 31.0)
+    assert e.snapshot is first  # the open window does not leak into the published snapshot
+    second = e.close_window(35.0)
+    assert second.devices[0].temperature is None and second.devices[0].voltage == 2.848
+    assert first.devices[0].temperature == 27.01
+
+
+def test_unknown_devices_are_counted_and_dropped_before_parsing() -> None:
+    e = engine()
+    e.ingest("11:22:33:44:55:66", -50, {BTHOME: b"\x40"}, 1.0)  # would be NotDecodable if parsed
+    assert e.counters.adverts_received == 1
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 0
+    assert "11:22:33:44:55:66" not in e.live
+    assert e.close_window(2.0).devices == ()
+
+
+def test_keep_unknown_tracks_decodable_neighbours_in_live_state_only() -> None:
+    e = engine(keep_unknown=True)
+    e.ingest("A4:C1:38:99:99:99", -50, {BTHOME: P3_DATA1}, 1.0)
+    assert e.live["A4:C1:38:99:99:99"].temperature == 27.01
+    assert e.live["A4:C1:38:99:99:99"].name is None
+    assert e.close_window(2.0).devices == ()
+
+
+def test_other_service_data_is_ignored() -> None:
+    e = engine()
+    e.ingest(MAC, -70, {uuid128(0xFE95): b"\x01\x02", BTHOME: P3_DATA1}, 1.0)
+    assert e.counters.adverts_decoded == 1 and e.counters.rejected == {}
+
+
+def test_undecodable_packets_are_counted_by_reason_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    e = engine()
+    with caplog.at_level(logging.WARNING):
+        for t in range(3):
+            e.ingest(MAC, -70, {BTHOME: bytes.fromhex("4002ca")}, float(t))  # temperature cut short
+        e.ingest(MAC, -70, {BTHOME: bytes.fromhex("40feca09")}, 4.0)  # bthome-ble test_bthome_wrong_object_id
+    assert e.counters.rejected == {"truncated": 3, "unknown_object": 1}
+    assert len([r for r in caplog.records if MAC in r.getMessage()]) == 2  # once per device and reason
+
+
+def test_encrypted_packets_decode_with_the_bindkey() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: E5}, 1.0)
+    e.ingest(MAC, -60, {BTHOME: E6}, 2.0)
+    (d,) = e.close_window(5.0).devices
+    assert (d.temperature, d.humidity, d.battery, d.voltage, d.encrypted) == (19.2, 62.22, 80, 2.764, True)
+
+
+def test_encrypted_packet_without_bindkey_is_rejected_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    e = engine()
+    with caplog.at_level(logging.WARNING):
+        e.ingest(MAC, -60, {BTHOME: E5}, 1.0)
+        e.ingest(MAC, -60, {BTHOME: E6}, 2.0)
+    assert e.counters.rejected == {"encrypted_no_key": 2}
+    (record,) = [r for r in caplog.records if MAC in r.getMessage()]
+    assert "bindkey" in record.getMessage()
+
+
+def test_wrong_bindkey_is_rejected_with_a_hint_and_the_key_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    wrong = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+    e = engine(Device(MAC, "shed", wrong))
+    with caplog.at_level(logging.DEBUG):
+        e.ingest(MAC, -60, {BTHOME: E5}, 1.0)
+        e.ingest(MAC, -60, {BTHOME: E5}, 2.0)
+    assert e.counters.rejected == {"decrypt_failed": 2}
+    text = caplog.text
+    assert "probably wrong" in text
+    assert wrong.hex() not in text.lower() and KEY_AA.hex() not in text.lower()
+
+
+def test_plaintext_from_a_device_with_a_bindkey_is_a_downgrade() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: P3_DATA1}, 1.0)
+    assert e.counters.rejected == {"downgrade": 1}
+    assert e.close_window(2.0).devices == ()
+
+
+def test_replayed_counter_is_rejected() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: E6}, 1.0)  # counter 9913
+    e.ingest(MAC, -60, {BTHOME: E6}, 2.0)  # the same packet again
+    e.ingest(MAC, -60, {BTHOME: E5}, 3.0)  # an older counter (9904)
+    assert e.counters.rejected == {"replay": 2}
+    assert e.counters.adverts_decoded == 1
+
+
+def _encrypted(counter: int) -> bytes:
+    from ble_exporter.encoder import encode
+    from ble_exporter.parser import Reading
+
+    _, payload = encode(Reading("bthome_v2", True, temperature=20.0), MAC, KEY_AA, counter)
+    return payload
+
+
+def test_counter_reset_after_a_battery_change_is_accepted() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: _encrypted(50_000)}, 1.0)
+    e.ingest(MAC, -60, {BTHOME: _encrypted(3)}, 2.0)  # restarted near zero
+    e.ingest(MAC, -60, {BTHOME: _encrypted(4)}, 3.0)
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 3
+
+
+def test_counter_going_back_is_accepted_after_a_long_silence() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: _encrypted(50_000)}, 1.0)
+    e.ingest(MAC, -60, {BTHOME: _encrypted(COUNTER_RESET_BELOW + 10)}, 2.0)
+    assert e.counters.rejected == {"replay": 1}
+    e.ingest(MAC, -60, {BTHOME: _encrypted(COUNTER_RESET_BELOW + 10)}, 2.0 + RESET_AFTER_SECONDS + 1)
+    assert e.counters.adverts_decoded == 2
+
+
+def test_live_state_updates_per_advert_with_a_temperature_history() -> None:
+    e = engine()
+    e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
+    e.ingest(MAC, -72, {BTHOME: P3_DATA2}, 2.0)
+    live = e.live[MAC]
+    assert (live.temperature, live.voltage, live.rssi, live.packets, live.last_seen) == (27.01, 2.848, -72, 2, 2.0)
+    assert live.history == [(1.0, 27.01)]
+
+
+def test_history_stays_bounded() -> None:
+    e = engine()
+    for t in range(10_000):
+        e.ingest(MAC, -70, {BTHOME: P3_DATA1}, float(t))
+    history = e.live[MAC].history
+    assert len(history) < 700
+    assert history[-1][0] == 9999.0 and history[0][0] >= 9999 - 700
+
+
+def test_adverts_in_window_counts_every_device() -> None:
+    e = engine()
+    e.ingest("11:22:33:44:55:66", -50, {}, 1.0)
+    e.ingest(MAC, -50, {BTHOME: P3_DATA1}, 1.0)
+    assert e.adverts_in_window == 2
+    e.close_window(2.0)
+    e.open_window(3.0)
+    assert e.adverts_in_window == 0
+    assert e.last_advert == 1.0

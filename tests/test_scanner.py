@@ -1,0 +1,129 @@
+"""The scan cycle (with the simulated radio and a failing fake) and the bleak failure messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ble_exporter.config import Device
+from ble_exporter.engine import ScanEngine
+from ble_exporter.scanner import ScanError, describe_failure, run_cycles
+from ble_exporter.simulator import SimulatedScanner
+
+DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
+
+
+async def _cycle(engine: ScanEngine, scanner: object, scans: int, **kwargs: object) -> None:
+    stop = asyncio.Event()
+
+    def count() -> None:
+        if engine.counters.scans >= scans:
+            stop.set()
+
+    await asyncio.wait_for(
+        run_cycles(engine, scanner, 0.12, 0.1, stop, on_scan=count, **kwargs),  # type: ignore[arg-type]
+        timeout=10,
+    )
+
+
+def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 3))
+    assert engine.counters.scans == 3
+    assert scanner.sessions == 3  # one scanning session per cycle
+    assert {d.name for d in engine.snapshot.devices} == {"one", "two"}
+    assert engine.health.mode == "simulated"
+    received = engine.counters.adverts_received
+    asyncio.run(asyncio.sleep(0.1))
+    assert engine.counters.adverts_received == received  # stopped: nothing arrives after the run
+
+
+def test_continuous_mode_keeps_one_session() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 3, continuous=True))
+    assert scanner.sessions == 1 and engine.counters.scans == 3
+
+
+def test_silent_scanner_is_renewed_and_recovers() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    scanner.silent = True
+    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
+    assert scanner.renewals == 1
+    assert engine.health.restarts == 1 and not engine.health.up
+    scanner.silent = False
+    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=3))
+    assert engine.health.up and engine.health.restarts == 1
+
+
+def test_silence_without_configured_devices_is_not_a_fault() -> None:
+    engine = ScanEngine(())
+    scanner = SimulatedScanner((), engine.ingest, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=1))
+    assert scanner.renewals == 0 and engine.health.up
+
+
+class FailingScanner:
+    mode = "active"
+
+    def __init__(self, fail_on: str) -> None:
+        self.fail_on = fail_on
+        self.stops = 0
+
+    async def start(self) -> None:
+        if self.fail_on == "start":
+            raise ScanError("Bluetooth scan start on hci0 failed: adapter 'hci0' not found; ...")
+
+    async def stop(self) -> None:
+        self.stops += 1
+        if self.fail_on == "stop":
+            raise ScanError("Bluetooth scan stop on hci0 failed: ...")
+
+    def renew(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail_on", ["start", "stop"])
+def test_scan_errors_propagate(fail_on: str) -> None:
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError, match=fail_on):
+        asyncio.run(_cycle(engine, FailingScanner(fail_on), 5))
+    assert engine.counters.scans == 0
+
+
+def test_cancelling_the_cycle_stops_the_scanner() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = FailingScanner("never")
+
+    async def go() -> None:
+        task = asyncio.ensure_future(run_cycles(engine, scanner, 10, 5, asyncio.Event()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert scanner.stops == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "fix"),
+    [
+        (Exception("adapter 'hci1' not found"), "adapter hci1 does not exist; check `bluetoothctl list`"),
+        (Exception("No Bluetooth adapters found."), "adapter hci1 does not exist"),
+        (FileNotFoundError(2, "No such file or directory"), "BlueZ is not running on the system D-Bus"),
+        (Exception("[org.freedesktop.DBus.Error.ServiceUnknown] The name org.bluez was not provided"), "BlueZ is not running"),
+        (Exception("[org.bluez.Error.NotReady] Resource Not Ready"), "powered off or blocked"),
+        (Exception("[org.freedesktop.DBus.Error.UnknownObject] Method StopDiscovery"), "disappeared"),
+        (Exception("[org.freedesktop.DBus.Error.AccessDenied] Rejected send message"), "`bluetooth` group"),
+        (Exception("[org.bluez.Error.InProgress] Operation already in progress"), "restarting usually clears it"),
+        (Exception("something new\nsecond line"), "journalctl -u bluetooth"),
+    ],
+)
+def test_failures_become_one_line_with_a_fix(exc: Exception, fix: str) -> None:
+    message = describe_failure(exc, "hci1", "start")
+    assert message.startswith("Bluetooth scan start on hci1 failed: ")
+    assert fix in message and "\n" not in message
