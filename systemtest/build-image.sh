@@ -1,0 +1,172 @@
+#!/bin/bash
+# Build (or reuse) the system-test guest image: a debootstrapped Debian bookworm with the kernel,
+# BlueZ and its test tools, Prometheus and the runtime dependencies of ble-exporter.deb.
+#
+# Output, cached outside the repo in $SYSTEMTEST_CACHE (default /var/cache/ble-exporter-systemtest),
+# in a directory keyed by a hash of packages.txt and this script:
+#   image-<key>/rootfs.ext4   root filesystem (boot it with -drive ...,snapshot=on to keep it pristine)
+#   image-<key>/vmlinuz       the guest's kernel
+#   image-<key>/initrd.img    a cut-down initrd (virtio + ext4 only)
+#   image-<key>/id_ed25519    ssh key for root@guest
+#   image-<key>/prometheus    the guest's prometheus binary (usable on the host too)
+#   image-<key>/info          what was built, when, and how long it took
+# Prints the image directory on stdout. Needs root (debootstrap, chroot, file ownership).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" = 0 ] || die "build-image.sh must run as root"
+
+OUT="$(st_image_dir)"
+if [ -f "$OUT/info" ] && [ -f "$OUT/rootfs.ext4" ]; then
+    log "image cached: $OUT"
+    echo "$OUT"
+    exit 0
+fi
+
+for tool in debootstrap mkfs.ext4 ssh-keygen; do
+    command -v "$tool" >/dev/null || die "$tool missing (apt-get install debootstrap e2fsprogs openssh-client)"
+done
+
+mkdir -p "$ST_CACHE"
+# One build at a time; a second caller waits (bounded) and then reuses the result.
+exec 9>"$ST_CACHE/.build.lock"
+flock -w 1200 9 || die "another image build holds $ST_CACHE/.build.lock"
+if [ -f "$OUT/info" ] && [ -f "$OUT/rootfs.ext4" ]; then
+    log "image cached (built meanwhile): $OUT"
+    echo "$OUT"
+    exit 0
+fi
+
+T_START=$EPOCHREALTIME
+WORK="$(mktemp -d "$ST_CACHE/build.XXXXXX")"
+TREE="$WORK/tree"
+MOUNTS=()
+cleanup() {
+    local m
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
+    # debootstrap may leave its own mounts if it failed half-way
+    for m in proc sys dev/pts dev; do
+        mountpoint -q "$TREE/$m" 2>/dev/null && umount -l "$TREE/$m" || true
+    done
+    rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+
+MIRROR="$(st_mirror)"
+PKGS="$(st_packages)"
+mkdir -p "$ST_CACHE/debs/archives/partial"
+log "debootstrap bookworm minbase into $TREE (mirror from the host's apt sources)"
+debootstrap --variant=minbase --cache-dir="$ST_CACHE/debs" \
+    bookworm "$TREE" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
+    tail -30 "$WORK/debootstrap.log" >&2
+    tail -30 "$TREE/debootstrap/debootstrap.log" >&2 || true
+    die "debootstrap failed"
+}
+log "debootstrap done; apt-get install $(echo "$PKGS" | tr ',' ' ' | wc -w) packages"
+
+in_chroot() { chroot "$TREE" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+
+# apt (not debootstrap) resolves the rest: virtual packages, alternatives. No service starts.
+printf '#!/bin/sh\nexit 101\n' >"$TREE/usr/sbin/policy-rc.d"
+chmod +x "$TREE/usr/sbin/policy-rc.d"
+# The kernel's postinst builds its initrd with MODULES=list (small, fast); ours is made below.
+mkdir -p "$TREE/etc/initramfs-tools/conf.d"
+echo 'MODULES=list' >"$TREE/etc/initramfs-tools/conf.d/systemtest"
+mount -t proc proc "$TREE/proc" && MOUNTS+=("$TREE/proc")
+mount -t sysfs sys "$TREE/sys" && MOUNTS+=("$TREE/sys")
+mount --bind "$ST_CACHE/debs/archives" "$TREE/var/cache/apt/archives" && MOUNTS+=("$TREE/var/cache/apt/archives")
+in_chroot apt-get update -q >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get update failed"; }
+# shellcheck disable=SC2046
+in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    $(echo "$PKGS" | tr ',' ' ') >>"$WORK/apt.log" 2>&1 || { tail -30 "$WORK/apt.log" >&2; die "apt-get install failed"; }
+log "packages installed"
+
+# --- configuration -----------------------------------------------------------------------------
+echo systest >"$TREE/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 systest\n' >"$TREE/etc/hosts"
+echo '/dev/vda / ext4 defaults,noatime 0 1' >"$TREE/etc/fstab"
+: >"$TREE/etc/resolv.conf"   # the guest has no DNS (and no network but the host's forwards)
+# apt inside the guest must never try the network: only local .debs get installed there.
+echo 'Acquire::Languages "none";' >"$TREE/etc/apt/apt.conf.d/99systemtest"
+
+# Network: static address on qemu's user network (no DHCP wait).
+mkdir -p "$TREE/etc/systemd/network"
+cat >"$TREE/etc/systemd/network/10-qemu.network" <<'EOF'
+[Match]
+Name=eth0 en*
+
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+EOF
+in_chroot systemctl enable systemd-networkd.service >/dev/null 2>&1
+in_chroot systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
+
+# Keep the boot short and quiet: nothing periodic, no Prometheus of the package's own
+# (the test starts Prometheus with its own config), journald in memory.
+for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+    fstrim.timer man-db.timer dpkg-db-backup.timer prometheus.service; do
+    in_chroot systemctl disable "$unit" >/dev/null 2>&1 || true
+done
+in_chroot systemctl mask prometheus.service >/dev/null 2>&1 || true
+mkdir -p "$TREE/etc/systemd/journald.conf.d"
+printf '[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\n' >"$TREE/etc/systemd/journald.conf.d/systemtest.conf"
+mkdir -p "$TREE/etc/systemd/system.conf.d"
+printf '[Manager]\nDefaultTimeoutStopSec=15s\n' >"$TREE/etc/systemd/system.conf.d/systemtest.conf"
+
+# ssh: root with key only, fast login.
+ssh-keygen -q -t ed25519 -N '' -C systemtest -f "$WORK/id_ed25519"
+install -d -m 700 "$TREE/root/.ssh"
+install -m 600 "$WORK/id_ed25519.pub" "$TREE/root/.ssh/authorized_keys"
+cat >"$TREE/etc/ssh/sshd_config.d/systemtest.conf" <<'EOF'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UseDNS no
+GSSAPIAuthentication no
+EOF
+
+# --- kernel and a cut-down initrd ----------------------------------------------------------------
+KVER="$(ls "$TREE/lib/modules" | sort -V | tail -1)"
+[ -n "$KVER" ] || die "no kernel in the tree"
+printf 'virtio_pci\nvirtio_blk\next4\n' >"$TREE/etc/initramfs-tools/modules"
+in_chroot mkinitramfs -o /boot/initrd.small "$KVER" >"$WORK/mkinitramfs.log" 2>&1 || {
+    tail -20 "$WORK/mkinitramfs.log" >&2
+    die "mkinitramfs failed"
+}
+mkdir -p "$WORK/out"
+cp "$TREE/boot/vmlinuz-$KVER" "$WORK/out/vmlinuz"
+mv "$TREE/boot/initrd.small" "$WORK/out/initrd.img"
+rm -f "$TREE/boot/initrd.img-$KVER"   # the full-size one is never used
+cp "$TREE/usr/bin/prometheus" "$WORK/out/prometheus"
+rm -f "$TREE/usr/sbin/policy-rc.d"
+for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[$i]}"; done
+MOUNTS=()
+rm -rf "$TREE/var/lib/apt/lists/"*
+: >"$TREE/etc/apt/sources.list"
+
+# --- root filesystem -------------------------------------------------------------------------------
+USED_MB=$(du -sm --one-file-system "$TREE" | cut -f1)
+SIZE_MB=$((USED_MB + 1024))
+log "mkfs.ext4 -d tree ($USED_MB MB used, image $SIZE_MB MB)"
+truncate -s "${SIZE_MB}M" "$WORK/out/rootfs.ext4"
+mkfs.ext4 -q -L root -d "$TREE" "$WORK/out/rootfs.ext4"
+mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
+{
+    echo "key=$(st_image_key)"
+    echo "built=$(date -Is)"
+    echo "kernel=$KVER"
+    echo "mirror=$MIRROR"
+    echo "build_seconds=$(awk -v a="$EPOCHREALTIME" -v b="$T_START" 'BEGIN { printf "%.0f", a - b }')"
+    echo "initrd_bytes=$(stat -c %s "$WORK/out/initrd.img")"
+    echo "tree_mb=$USED_MB"
+} >"$WORK/out/info"
+rm -rf "$OUT"
+mv "$WORK/out" "$OUT"
+# Keep only this image and the .deb cache.
+for old in "$ST_CACHE"/image-*; do
+    [ "$old" = "$OUT" ] || rm -rf --one-file-system "$old"
+done
+log "image built in $(grep build_seconds "$OUT/info" | cut -d= -f2) s: $OUT"
+echo "$OUT"
