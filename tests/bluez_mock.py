@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TypedDict
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 BUS_ENV = "DBUS_SYSTEM_BUS_ADDRESS"
@@ -280,11 +281,13 @@ class BluezMockUnavailable(BluezMockError):
     """A tool the mock needs is not installed."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_dbusmock(python: str) -> bool:
     if not Path(python).exists():
         return False
-    probe = subprocess.run([python, "-c", "import dbus, dbusmock"], capture_output=True, timeout=30, check=False)
+    probe = subprocess.run(
+        [python, "-c", "import dbus, dbusmock"], capture_output=True, timeout=30, check=False
+    )
     return probe.returncode == 0
 
 
@@ -323,6 +326,13 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=_STOP_TIMEOUT)
+
+
+class _AdapterState(TypedDict):
+    powered: bool
+    discovering: bool
+    discovery_starts: int
+    monitors: list[str]
 
 
 @dataclass
@@ -418,7 +428,7 @@ class BluezMock:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl)
             )
         assert self._daemon.stdout is not None
         # dbus-daemon prints its address once it listens; readline() returns "" if it dies.
@@ -456,7 +466,7 @@ class BluezMock:
                 stdout=log,
                 stderr=log,
                 env=self.env(),
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl)
             )
         deadline = time.monotonic() + _START_TIMEOUT
         while not self._name_has_owner("org.bluez"):
@@ -483,7 +493,9 @@ class BluezMock:
 
     # ---- adapters --------------------------------------------------------------------------
 
-    def add_adapter(self, name: str = "hci0", address: str = "00:01:02:03:04:05", powered: bool = True) -> None:
+    def add_adapter(
+        self, name: str = "hci0", address: str = "00:01:02:03:04:05", powered: bool = True
+    ) -> None:
         """Add an org.bluez.Adapter1 (InterfacesAdded), as when a USB dongle is plugged in."""
         adapter = _Adapter(address=address, powered=powered)
         self._add_adapter_object(name, adapter)
@@ -492,7 +504,7 @@ class BluezMock:
     def remove_adapter(self, name: str = "hci0") -> None:
         """Remove the adapter and its devices (InterfacesRemoved), as when a dongle is pulled."""
         self._call("RemoveAdapterWithDevices", f"string:{name}")
-        del self._adapters[name]
+        self._adapters.pop(name, None)
 
     def power_off(self, name: str = "hci0") -> None:
         """Powered=False (and Discovering=False if it was on), with PropertiesChanged."""
@@ -503,16 +515,16 @@ class BluezMock:
         self._set_powered(name, True)
 
     def is_discovering(self, adapter: str = "hci0") -> bool:
-        return bool(self._adapter_state(adapter)["discovering"])
+        return self._adapter_state(adapter)["discovering"]
 
     def discovery_starts(self, adapter: str = "hci0") -> int:
         """How many times StartDiscovery was called on the adapter (from dbusmock's call log,
         rejected calls included; the count starts again when the adapter is re-added)."""
-        return int(self._adapter_state(adapter)["discovery_starts"])
+        return self._adapter_state(adapter)["discovery_starts"]
 
     def registered_monitors(self, adapter: str = "hci0") -> list[str]:
         """Object paths registered through AdvertisementMonitorManager1 (passive scanning)."""
-        return [str(p) for p in self._adapter_state(adapter)["monitors"]]
+        return self._adapter_state(adapter)["monitors"]
 
     def _add_adapter_object(self, name: str, adapter: _Adapter) -> None:
         self._call(
@@ -527,8 +539,8 @@ class BluezMock:
         self._call("SetAdapterPowered", f"string:{name}", f"boolean:{str(powered).lower()}")
         self._adapters[name].powered = powered
 
-    def _adapter_state(self, name: str) -> dict[str, object]:
-        state: dict[str, object] = json.loads(self._call("AdapterState", f"string:{name}"))
+    def _adapter_state(self, name: str) -> _AdapterState:
+        state: _AdapterState = json.loads(self._call("AdapterState", f"string:{name}"))
         return state
 
     # ---- devices ---------------------------------------------------------------------------
@@ -539,6 +551,7 @@ class BluezMock:
         service_data: Mapping[str, bytes],
         rssi: int = -60,
         name: str | None = None,
+        *,
         adapter: str = "hci0",
         manufacturer_data: Mapping[int, bytes] | None = None,
     ) -> None:
@@ -597,7 +610,10 @@ class BluezMock:
 
     def _name_has_owner(self, name: str) -> bool:
         result = self._dbus_send(
-            "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner", f"string:{name}"
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.NameHasOwner",
+            f"string:{name}",
         )
         if result.returncode != 0:
             raise BluezMockError(f"NameHasOwner failed: {result.stderr.strip()}")

@@ -403,7 +403,12 @@ def test_subprocess_scans_through_env(bluez: BluezMock) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", child], env=bluez.env(), capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-c", child],
+        env=bluez.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "scanned"
