@@ -247,12 +247,15 @@ def encode(reading: Reading, mac: str, bindkey: bytes | None = None, counter: in
 
 
 def advertising_data(uuid16: int, payload: bytes, name: str | None = None) -> bytes:
-    """Raw advertising data: Flags AD (02 01 06, which BlueZ passive scanning needs), then the
-    service-data AD `[len] 16 [uuid16 LE] payload`, then an optional complete local name AD."""
+    """Raw advertising data as bthome.io/format lays it out: Flags AD (02 01 06, which BlueZ passive
+    scanning needs), an optional complete-local-name AD, then the service-data AD
+    `[len] 16 [uuid16 LE] payload`."""
     if len(payload) > 252:
         raise ValueError("service data longer than one AD element can hold")
-    out = b"\x02\x01\x06" + bytes((len(payload) + 3, 0x16)) + uuid16.to_bytes(2, "little") + payload
+    out = b"\x02\x01\x06"
     if name is not None:
         encoded = name.encode()
+        if len(encoded) > 29:
+            raise ValueError("local name longer than a legacy advertisement can hold")
         out += bytes((len(encoded) + 1, 0x09)) + encoded
-    return out
+    return out + bytes((len(payload) + 3, 0x16)) + uuid16.to_bytes(2, "little") + payload

@@ -19,7 +19,7 @@ Choices made where the sources leave room (each is pinned by a test):
   does). If the walk ends before a single complete object, the packet is NotDecodable. Ids out of
   ascending order are accepted (the spec asks senders for order; rejecting would only lose data).
   If a property occurs twice (e.g. two temperatures), the first one wins.
-- A device-info byte with no objects after it is a valid, empty Reading.
+- A BTHome packet without objects (v2: just the device-info byte; v1: empty) is a valid, empty Reading.
 - BTHome v2 "MAC included" (device-info bit 1): the payload MAC is reported in ``Reading.mac`` and used for
   the nonce; it is not compared with the advertiser address, because that bit exists for devices that
   advertise from random addresses.
@@ -463,8 +463,6 @@ def _finish_v1(data: bytes, encrypted: bool, counter: int | None) -> Reading | N
 
 
 def _parse_bthome_v1(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
-    if not data:
-        return _ND[REASON_TRUNCATED]
     return _finish_v1(data, False, None)
 
 

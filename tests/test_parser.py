@@ -291,12 +291,12 @@ NEGATIVE = [
     pytest.param(V2, "60 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(REASON_UNSUPPORTED_VERSION), id="v2-is-v3"),
     # empty service data on every UUID, and an unknown UUID (MiBeacon 0xFE95 is out of scope)
     pytest.param(V2, "", MAC_BTHOME, None, NotDecodable(REASON_TRUNCATED), id="empty-v2"),
-    pytest.param(V1, "", MAC_BTHOME, None, NotDecodable(REASON_TRUNCATED), id="empty-v1"),
+    pytest.param(V1, "", MAC_BTHOME, None, v1(), id="empty-v1"),
     pytest.param(V1_ENC, "", MAC_BTHOME, KEY_BTHOME, NotDecodable(REASON_TRUNCATED), id="empty-v1-enc"),
     pytest.param(ENV, "", MAC_PVVX, None, NotDecodable(REASON_BAD_LENGTH), id="empty-181a"),
     pytest.param(0xFE95, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
                  NotDecodable(REASON_UNKNOWN_UUID), id="mibeacon-unknown-uuid"),
-    # a device-info byte and nothing else is a valid, empty packet
+    # a device-info byte and nothing else is a valid, empty packet (as is an empty v1 packet above)
     pytest.param(V2, "40", MAC_BTHOME, None, v2(), id="v2-no-objects"),
     # MAC-included bit but the MAC is cut short
     pytest.param(V2, "42 b2 18 8d", MAC_BTHOME, None, NotDecodable(REASON_TRUNCATED), id="v2-mac-cut"),
