@@ -107,3 +107,8 @@ vm_stop() {
     VM_PID=""
     log "qemu (pid $pid) stopped"
 }
+
+# vm_put_dir LOCAL_DIR REMOTE_DIR   copies a directory's contents into the guest (tar over ssh)
+vm_put_dir() {
+    tar -C "$1" -cf - . | vm_ssh -t 120 "mkdir -p '$2' && tar -C '$2' -xf -"
+}
