@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: demo test lint venv clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux.
+TEST_DEBS := dbus python3-dbusmock prometheus tmux
+
+.PHONY: demo test test-deps lint venv clean
 
 $(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,16 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/ble-exporter run --simulate --config etc/ble-exporter/config.yaml --log-file logs/ble_exporter.log
 
-test: venv
+test: venv test-deps
 	$(VPY) -m pytest -q
+
+test-deps:
+	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing the Debian test tools:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 lint: venv
 	$(VENV)/bin/ruff check ble_exporter tests
@@ -49,7 +61,7 @@ deb:
 lint-deb:
 	PATH=$(DEB_PATH) lintian --fail-on error,warning --display-info --info dist/ble-exporter.deb
 
-deb-test:
+deb-test: deb
 	PATH=$(DEB_PATH) packaging/deb-test.sh dist/ble-exporter.deb
 
 

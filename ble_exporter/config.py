@@ -187,7 +187,10 @@ class _Validator:
                 continue
             mac = normalise_mac(key_node.value)
             if mac is None:
-                self.fail(key_node, f"`{key_node.value}` is not a MAC address; write six hex pairs like A4:C1:38:12:34:56")
+                self.fail(
+                    key_node,
+                    f"`{key_node.value}` is not a MAC address; write six hex pairs like A4:C1:38:12:34:56",
+                )
                 continue
             line = key_node.start_mark.line + 1
             if mac in macs:
@@ -198,7 +201,10 @@ class _Validator:
             if name is None:
                 continue
             if name in names:
-                self.fail(value_node, f"device name `{name}` is used twice (also on line {names[name]}); names must differ")
+                self.fail(
+                    value_node,
+                    f"device name `{name}` is used twice (also on line {names[name]}); names must differ",
+                )
                 continue
             names[name] = line
             devices.append(Device(mac, name, bindkey))
@@ -232,7 +238,10 @@ class _Validator:
         text = node.value if isinstance(node, yaml.ScalarNode) else ""
         if not isinstance(text, str) or not _BINDKEY.match(text):
             # The value itself is not repeated: it may be a real key with a typo.
-            self.fail(node, f"device {mac}: the bindkey must be 32 hex characters (16 bytes), as the flasher shows it")
+            self.fail(
+                node,
+                f"device {mac}: the bindkey must be 32 hex characters (16 bytes), as the flasher shows it",
+            )
             return None
         return bytes.fromhex(text)
 

@@ -173,7 +173,12 @@ class ScanEngine:
         last = self._last_counter.get(mac)
         if last is None or counter > last[0] or counter < COUNTER_RESET_BELOW or now - last[1] > RESET_AFTER_SECONDS:
             if last is not None and counter <= last[0]:
-                log.warning("device %s: encryption counter restarted (%d after %d); accepted as a reset", mac, counter, last[0])
+                log.warning(
+                    "device %s: encryption counter restarted (%d after %d); accepted as a reset",
+                    mac,
+                    counter,
+                    last[0],
+                )
             self._last_counter[mac] = (counter, now)
             return True
         return False
@@ -184,7 +189,12 @@ class ScanEngine:
         if (device.mac, reason) in self._warned:
             return
         self._warned.add((device.mac, reason))
-        log.warning("device %s (%s): advert rejected: %s (logged once per device)", device.name, device.mac, _EXPLAIN.get(reason, reason))
+        log.warning(
+            "device %s (%s): advert rejected: %s (logged once per device)",
+            device.name,
+            device.mac,
+            _EXPLAIN.get(reason, reason),
+        )
 
     # -- scan windows --------------------------------------------------------------------------------
 

@@ -10,10 +10,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-StatusSource = Callable[[], dict[str, Any]]
-
-REGISTRY_KEY = "registry"
-STATUS_KEY = "status"
+from ble_exporter import __version__
 
 LANDING = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ble-exporter</title></head>
@@ -23,34 +20,26 @@ LANDING = """<!DOCTYPE html>
 <li><a href="status">/status</a> – scanner status (JSON)</li>
 <li><a href="healthz">/healthz</a> – liveness</li></ul>
 </body></html>
-"""
+""".format(version=html.escape(__version__))
 
 
-async def metrics(request: web.Request) -> web.Response:
-    registry: CollectorRegistry = request.app[REGISTRY_KEY]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="OK\n")
-
-
-async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATUS_KEY]())
-
-
-async def landing(request: web.Request) -> web.Response:
-    from ble_exporter import __version__
-
-    return web.Response(text=LANDING.format(version=html.escape(__version__)), content_type="text/html")
-
-
-def make_app(registry: CollectorRegistry, status_source: StatusSource) -> web.Application:
+def make_app(registry: CollectorRegistry, status_source: Callable[[], dict[str, Any]]) -> web.Application:
     """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(status_source())
+
+    async def landing(request: web.Request) -> web.Response:
+        return web.Response(text=LANDING, content_type="text/html")
+
     app = web.Application(client_max_size=1024)
-    app[REGISTRY_KEY] = registry
-    app[STATUS_KEY] = status_source
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

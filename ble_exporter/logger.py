@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 from pathlib import Path
 
+HANDLER_NAME = "ble_exporter"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -17,10 +18,10 @@ class _QuietWatchedFileHandler(logging.handlers.WatchedFileHandler):
     """Reopens the file after rotation (WatchedFileHandler) and drops a record it cannot write (full
     disk, deleted directory) instead of printing a traceback: the scan loop must outlive its log."""
 
+    dropped = 0  # records lost to write errors
+
     def handleError(self, record: logging.LogRecord) -> None:
         self.dropped += 1
-
-    dropped = 0
 
 
 def setup_logging(path: str | None, level: int = logging.INFO) -> logging.Handler:
@@ -29,7 +30,7 @@ def setup_logging(path: str | None, level: int = logging.INFO) -> logging.Handle
     Calling it again replaces the previous handler rather than adding a second one.
     """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_ble_exporter", False)]:
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
         old.close()
     handler: logging.Handler
@@ -42,7 +43,7 @@ def setup_logging(path: str | None, level: int = logging.INFO) -> logging.Handle
         except OSError as e:
             raise LogFileError(f"log file {path} cannot be written ({e.strerror})") from None
     handler.setFormatter(logging.Formatter(FORMAT))
-    handler._ble_exporter = True  # type: ignore[attr-defined]
+    handler.set_name(HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(level)
     return handler

@@ -19,8 +19,16 @@ from ble_exporter.engine import DeviceSnapshot, ScanEngine
 
 # (name, help, value of a device snapshot); a device gets a sample only where the value is known.
 SENSOR_GAUGES: tuple[tuple[str, str, Callable[[DeviceSnapshot], float | None]], ...] = (
-    ("ble_sensor_temperature_celsius", "Temperature last advertised in the latest scan.", lambda d: d.temperature),
-    ("ble_sensor_humidity_percent", "Relative humidity last advertised in the latest scan.", lambda d: d.humidity),
+    (
+        "ble_sensor_temperature_celsius",
+        "Temperature last advertised in the latest scan.",
+        lambda d: d.temperature,
+    ),
+    (
+        "ble_sensor_humidity_percent",
+        "Relative humidity last advertised in the latest scan.",
+        lambda d: d.humidity,
+    ),
     ("ble_sensor_battery_percent", "Battery level last advertised in the latest scan.", lambda d: d.battery),
     ("ble_sensor_battery_volts", "Battery voltage last advertised in the latest scan.", lambda d: d.voltage),
     ("ble_sensor_rssi_dbm", "Signal strength of the last advert heard in the latest scan.", lambda d: d.rssi),
@@ -71,10 +79,14 @@ def exporter_families(engine: ScanEngine) -> Iterator[Metric]:
     health = engine.health
     yield _counter("ble_exporter_scans", "Scans completed.", counters.scans)
     yield _gauge(
-        "ble_exporter_scanner_up", "1 while the scanner hears adverts; 0 after scans that heard none.", health.up
+        "ble_exporter_scanner_up",
+        "1 while the scanner hears adverts; 0 after scans that heard none.",
+        health.up,
     )
     yield _counter(
-        "ble_exporter_scanner_restarts", "Scanner sessions restarted by the silent-scan watchdog.", health.restarts
+        "ble_exporter_scanner_restarts",
+        "Scanner sessions restarted by the silent-scan watchdog.",
+        health.restarts,
     )
     yield _counter(
         "ble_exporter_advertisements_received",
@@ -105,7 +117,9 @@ def exporter_families(engine: ScanEngine) -> Iterator[Metric]:
         info.add_metric([device.name, device.mac], 1)
     yield info
     build = GaugeMetricFamily(
-        "ble_exporter_build_info", "ble-exporter's version and Python's.", labels=["version", "python_version"]
+        "ble_exporter_build_info",
+        "ble-exporter's version and Python's.",
+        labels=["version", "python_version"],
     )
     build.add_metric([__version__, platform.python_version()], 1)
     yield build

@@ -8,6 +8,7 @@ says what broke and what to do; the caller exits non-zero and systemd restarts t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -116,9 +117,13 @@ def _passive_unavailable(e: Exception) -> bool:
 def describe_failure(e: BaseException, adapter: str, action: str) -> str:
     """One line naming what failed and the likely fix, from whatever bleak or D-Bus raised."""
     text = str(e) or type(e).__name__
-    if isinstance(e, (FileNotFoundError, ConnectionRefusedError)) or "ServiceUnknown" in text or "org.bluez was not provided" in text:
+    if (
+        isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+        or "ServiceUnknown" in text
+        or "org.bluez was not provided" in text
+    ):
         fix = "BlueZ is not running on the system D-Bus; start it with `systemctl start bluetooth`"
-    elif "not found" in text and adapter in text or "No Bluetooth adapters" in text:
+    elif ("not found" in text and adapter in text) or "No Bluetooth adapters" in text:
         fix = f"adapter {adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config"
     elif "NotReady" in text or "No powered" in text or "powered" in text.lower():
         fix = f"adapter {adapter} is powered off or blocked; run `rfkill unblock bluetooth` and `bluetoothctl power on`"
@@ -138,10 +143,8 @@ async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
     delay = deadline - asyncio.get_running_loop().time()
     if delay <= 0 or stop.is_set():
         return
-    try:
+    with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), delay)
-    except asyncio.TimeoutError:
-        pass
 
 
 async def _watch_silence(engine: ScanEngine, scanner: Scanner, scanning: bool, limit: int) -> None:

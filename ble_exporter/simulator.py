@@ -73,8 +73,10 @@ class SimulatedSensor:
         reading = climate
         if self.format in ("bthome_v2", "bthome_v1"):
             climate = replace(climate, voltage=None)
-            reading = climate if self.adverts % 2 == 0 else Reading(
-                format=self.format, encrypted=encrypted, voltage=self.voltage, packet_id=self.packet_id
+            reading = (
+                climate
+                if self.adverts % 2 == 0
+                else Reading(format=self.format, encrypted=encrypted, voltage=self.voltage, packet_id=self.packet_id)
             )
         self.adverts += 1
         self.counter += 1

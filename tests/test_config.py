@@ -22,7 +22,14 @@ def problems(text: str) -> list[str]:
 def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
     cfg = load_config(SHIPPED)
     defaults = Config()
-    for key in ("scan_interval_seconds", "scan_duration_seconds", "listen_port", "adapter", "scan_mode", "log_file"):
+    for key in (
+        "scan_interval_seconds",
+        "scan_duration_seconds",
+        "listen_port",
+        "adapter",
+        "scan_mode",
+        "log_file",
+    ):
         assert getattr(cfg, key) == getattr(defaults, key), key
     assert cfg.devices == ()
 
@@ -68,7 +75,10 @@ def test_empty_devices_is_valid() -> None:
         ("devices: [", "c.yaml:1: not valid YAML"),
         ("a:\n\t- b\n", "indent with spaces, not tabs"),
         ("- just\n- a list\n", "c.yaml:1: the file must be a mapping"),
-        ("scan_intervall_seconds: 3\n", "c.yaml:1: unknown key `scan_intervall_seconds`; did you mean `scan_interval_seconds`?"),
+        (
+            "scan_intervall_seconds: 3\n",
+            "c.yaml:1: unknown key `scan_intervall_seconds`; did you mean `scan_interval_seconds`?",
+        ),
         ("colour: red\n", "valid keys:"),
         ("listen_port: eighty\n", "c.yaml:1: `listen_port` must be a whole number, not `eighty`"),
         ("listen_port: true\n", "`listen_port` must be a whole number"),
@@ -76,7 +86,10 @@ def test_empty_devices_is_valid() -> None:
         ("scan_interval_seconds: 0\n", "scan_interval_seconds must be above 0"),
         ("scan_interval_seconds: -5\n", "scan_interval_seconds must be above 0"),
         ("scan_duration_seconds: 0\n", "scan_duration_seconds must be above 0"),
-        ("scan_interval_seconds: 10\nscan_duration_seconds: 11\n", "c.yaml:2: scan_duration_seconds (11) is longer"),
+        (
+            "scan_interval_seconds: 10\nscan_duration_seconds: 11\n",
+            "c.yaml:2: scan_duration_seconds (11) is longer",
+        ),
         ("listen_port: 0\n", "listen_port 0 is not a TCP port; use 1-65535"),
         ("listen_port: 65536\n", "listen_port 65536 is not a TCP port"),
         ("scan_mode: loud\n", "scan_mode `loud` is not one of auto, passive, active"),
@@ -84,13 +97,22 @@ def test_empty_devices_is_valid() -> None:
         ("devices:\n  A4:C1:38:AA:BB: x\n", "c.yaml:2: `A4:C1:38:AA:BB` is not a MAC address"),
         ("devices:\n  A4:C1:38:AA:BB:GG: x\n", "is not a MAC address"),
         ("devices:\n  A4:C1-38:AA:BB:CC: x\n", "is not a MAC address"),
-        ("devices:\n  A4:C1:38:AA:BB:CC: a\n  a4-c1-38-aa-bb-cc: b\n", "c.yaml:3: device A4:C1:38:AA:BB:CC is listed twice (also on line 2)"),
-        ("devices:\n  A4:C1:38:AA:BB:CC: a\n  A4:C1:38:AA:BB:CD: a\n", "c.yaml:3: device name `a` is used twice"),
+        (
+            "devices:\n  A4:C1:38:AA:BB:CC: a\n  a4-c1-38-aa-bb-cc: b\n",
+            "c.yaml:3: device A4:C1:38:AA:BB:CC is listed twice (also on line 2)",
+        ),
+        (
+            "devices:\n  A4:C1:38:AA:BB:CC: a\n  A4:C1:38:AA:BB:CD: a\n",
+            "c.yaml:3: device name `a` is used twice",
+        ),
         ('devices:\n  A4:C1:38:AA:BB:CC: ""\n', "has an empty name"),
         ("devices:\n  A4:C1:38:AA:BB:CC:\n", "has an empty name"),
         ("devices:\n  A4:C1:38:AA:BB:CC: {bindkey: " + KEY + "}\n", "has no `name`"),
         ("devices:\n  A4:C1:38:AA:BB:CC: {name: a, key: " + KEY + "}\n", "unknown key `key`"),
-        ("devices:\n  A4:C1:38:AA:BB:CC: {name: a, bindkey: 1234}\n", "the bindkey must be 32 hex characters"),
+        (
+            "devices:\n  A4:C1:38:AA:BB:CC: {name: a, bindkey: 1234}\n",
+            "the bindkey must be 32 hex characters",
+        ),
         ("devices:\n  A4:C1:38:AA:BB:CC: [a]\n", "the name must be text"),
         ("listen_port: 1\nlisten_port: 2\n", "c.yaml:2: `listen_port` is given twice"),
         ("", "the file is empty"),
@@ -115,7 +137,11 @@ def test_bindkey_never_appears_in_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("text", "mac"),
-    [("a4:c1:38:aa:bb:cc", "A4:C1:38:AA:BB:CC"), ("A4-C1-38-AA-BB-CC", "A4:C1:38:AA:BB:CC"), ("A4C138AABBCC", None)],
+    [
+        ("a4:c1:38:aa:bb:cc", "A4:C1:38:AA:BB:CC"),
+        ("A4-C1-38-AA-BB-CC", "A4:C1:38:AA:BB:CC"),
+        ("A4C138AABBCC", None),
+    ],
 )
 def test_normalise_mac(text: str, mac: str | None) -> None:
     assert normalise_mac(text) == mac

@@ -108,7 +108,9 @@ def test_encrypted_packets_decode_with_the_bindkey() -> None:
     assert (d.temperature, d.humidity, d.battery, d.voltage, d.encrypted) == (19.2, 62.22, 80, 2.764, True)
 
 
-def test_encrypted_packet_without_bindkey_is_rejected_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_encrypted_packet_without_bindkey_is_rejected_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     e = engine()
     with caplog.at_level(logging.WARNING):
         e.ingest(MAC, -60, {BTHOME: E5}, 1.0)
@@ -118,7 +120,9 @@ def test_encrypted_packet_without_bindkey_is_rejected_and_logged_once(caplog: py
     assert "bindkey" in record.getMessage()
 
 
-def test_wrong_bindkey_is_rejected_with_a_hint_and_the_key_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_bindkey_is_rejected_with_a_hint_and_the_key_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     wrong = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
     e = engine(Device(MAC, "shed", wrong))
     with caplog.at_level(logging.DEBUG):
@@ -176,7 +180,13 @@ def test_live_state_updates_per_advert_with_a_temperature_history() -> None:
     e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
     e.ingest(MAC, -72, {BTHOME: P3_DATA2}, 2.0)
     live = e.live[MAC]
-    assert (live.temperature, live.voltage, live.rssi, live.packets, live.last_seen) == (27.01, 2.848, -72, 2, 2.0)
+    assert (live.temperature, live.voltage, live.rssi, live.packets, live.last_seen) == (
+        27.01,
+        2.848,
+        -72,
+        2,
+        2.0,
+    )
     assert live.history == [(1.0, 27.01)]
 
 

@@ -115,11 +115,17 @@ def test_cancelling_the_cycle_stops_the_scanner() -> None:
         (Exception("adapter 'hci1' not found"), "adapter hci1 does not exist; check `bluetoothctl list`"),
         (Exception("No Bluetooth adapters found."), "adapter hci1 does not exist"),
         (FileNotFoundError(2, "No such file or directory"), "BlueZ is not running on the system D-Bus"),
-        (Exception("[org.freedesktop.DBus.Error.ServiceUnknown] The name org.bluez was not provided"), "BlueZ is not running"),
+        (
+            Exception("[org.freedesktop.DBus.Error.ServiceUnknown] The name org.bluez was not provided"),
+            "BlueZ is not running",
+        ),
         (Exception("[org.bluez.Error.NotReady] Resource Not Ready"), "powered off or blocked"),
         (Exception("[org.freedesktop.DBus.Error.UnknownObject] Method StopDiscovery"), "disappeared"),
         (Exception("[org.freedesktop.DBus.Error.AccessDenied] Rejected send message"), "`bluetooth` group"),
-        (Exception("[org.bluez.Error.InProgress] Operation already in progress"), "restarting usually clears it"),
+        (
+            Exception("[org.bluez.Error.InProgress] Operation already in progress"),
+            "restarting usually clears it",
+        ),
         (Exception("something new\nsecond line"), "journalctl -u bluetooth"),
     ],
 )

@@ -1,0 +1,152 @@
+"""The command line, and the exporter end to end as a process: real HTTP, real signals, exit statuses."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ExporterFactory, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from ble_exporter import __version__
+from ble_exporter.main import main
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = "scan_interval_seconds: 0.6\nscan_duration_seconds: 0.5\n"
+DEVICES = """devices:
+  "A4:C1:38:00:00:01": one
+  "A4:C1:38:00:00:02": two
+  "A4:C1:38:00:00:03": {name: three, bindkey: 231d39c1d7cc1ab1aee224cd096db932}
+"""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(REPO / "etc/ble-exporter/config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "OK: 0 devices" in out
+
+
+def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("listen_port: 0\nscan_mode: loud\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"ble-exporter: error: {config}:1: listen_port 0 is not a TCP port; use 1-65535, e.g. 8000",
+        f"ble-exporter: error: {config}:2: scan_mode `loud` is not one of auto, passive, active",
+    ]
+
+
+def samples(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels.get("device", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_run_simulated_end_to_end(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + DEVICES, "--simulate")
+    exporter.wait_healthy()
+    deadline = time.monotonic() + 20
+    got: dict[tuple[str, str], float] = {}
+    while time.monotonic() < deadline:
+        got = samples(exporter.get("/metrics")[1])
+        if all(("ble_sensor_seen", d) in got for d in ("one", "two", "three")):
+            break
+        time.sleep(0.2)
+    for device in ("one", "two", "three"):
+        assert got[("ble_sensor_seen", device)] == 1
+        assert abs(got[("ble_sensor_last_update_timestamp_seconds", device)] - time.time()) < 30
+    assert got[("ble_exporter_configured_devices", "")] == 3
+    assert got[("ble_exporter_advertisements_decoded_total", "")] >= 3
+    assert not any(name == "ble_sensor_seen" and d.startswith("neighbour") for name, d in got)
+    for (name, _device), value in got.items():
+        if name == "ble_sensor_temperature_celsius":
+            assert -10 <= value <= 40
+        elif name == "ble_sensor_humidity_percent":
+            assert 0 <= value <= 100
+    status, body = exporter.get("/status")
+    assert status == 200 and '"devices_configured": 3' in body and '"scan_mode": "simulated"' in body
+    began = time.monotonic()
+    assert exporter.stop() == 0
+    assert time.monotonic() - began < 2.0
+    log = exporter.log_file.read_text()
+    assert "scan: end, heard" in log and "stopped" in log
+    assert "231d39c1d7cc1ab1aee224cd096db932" not in log
+
+
+def test_run_simulated_with_no_devices_invents_demo_sensors(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + "devices: {}\n", "--simulate")
+    exporter.wait_healthy()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and 'ble_sensor_seen{device="demo_' not in exporter.get("/metrics")[1]:
+        time.sleep(0.2)
+    assert 'ble_sensor_seen{device="demo_' in exporter.get("/metrics")[1]
+    assert exporter.stop() == 0
+    assert "no devices in" in exporter.log_file.read_text()
+
+
+def test_sigint_is_a_clean_stop_too(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + DEVICES, "--simulate")
+    exporter.wait_healthy()
+    exporter.process.send_signal(signal.SIGINT)
+    assert exporter.process.wait(5) == 0
+
+
+def test_bad_config_exits_2_with_one_line(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory("scan_mode: loud\n", "--simulate")
+    assert exporter.process.wait(10) == 2
+    err = exporter.stderr()
+    assert err.count("\n") == 1 and "scan_mode `loud`" in err and "Traceback" not in err
+
+
+def test_unwritable_log_file_is_a_config_error(exporter_factory: ExporterFactory, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    exporter = exporter_factory(FAST, "--simulate", "--log-file", f"{blocker}/sub/x.log")
+    assert exporter.process.wait(10) == 2
+    err = exporter.stderr()
+    assert err.startswith("ble-exporter: error: --log-file: log file ") and "cannot be written" in err
+    assert "Traceback" not in err
+
+
+def test_port_in_use_exits_3(exporter_factory: ExporterFactory) -> None:
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        exporter = exporter_factory(FAST + DEVICES, "--simulate", port=port)
+        assert exporter.process.wait(10) == 3
+    err = exporter.stderr()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_no_bluetooth_at_all_exits_1_with_a_clear_error(exporter_factory: ExporterFactory, tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path}/no-bus")
+    exporter = exporter_factory(FAST + DEVICES, env=env)
+    assert exporter.process.wait(15) == 1
+    err = exporter.stderr()
+    assert err.startswith("ble-exporter: error: Bluetooth scan start on hci0 failed:")
+    assert "systemctl start bluetooth" in err and "Traceback" not in err
+    assert err.count("\n") == 1

@@ -1,0 +1,117 @@
+"""The collector: exactly the spec's series for devices heard in the latest scan, fresh per scrape."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ble_exporter.config import Device
+from ble_exporter.engine import ScanEngine
+from ble_exporter.metrics import build_registry
+from ble_exporter.parser import uuid128
+
+BTHOME = uuid128(0xFCD2)
+KITCHEN = Device("A4:C1:38:AA:BB:CC", "kitchen")
+ATTIC = Device("A4:C1:38:00:00:01", "attic")
+# pvvx issue #740: data1 and data2 of one measurement (packet id 176).
+DATA1 = bytes.fromhex("4000b00151028d0a038d11")
+DATA2 = bytes.fromhex("4000b00c200b10001101")
+
+
+def scraped(engine: ScanEngine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(build_registry(engine)).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.startswith("process_")
+    }
+
+
+def one_scan(engine: ScanEngine, *packets: bytes) -> None:
+    engine.open_window(1000.0)
+    for i, packet in enumerate(packets):
+        engine.ingest(KITCHEN.mac, -67, {BTHOME: packet}, 1001.0 + i)
+    engine.close_window(1005.0)
+
+
+def test_sensor_series_for_a_device_heard() -> None:
+    engine = ScanEngine((KITCHEN, ATTIC))
+    one_scan(engine, DATA1, DATA2)
+    got = scraped(engine)
+    k = (("device", "kitchen"),)
+    assert got[("ble_sensor_temperature_celsius", k)] == 27.01
+    assert got[("ble_sensor_humidity_percent", k)] == 44.93
+    assert got[("ble_sensor_battery_percent", k)] == 81
+    assert got[("ble_sensor_battery_volts", k)] == 2.848
+    assert got[("ble_sensor_rssi_dbm", k)] == -67
+    assert got[("ble_sensor_last_update_timestamp_seconds", k)] == 1002.0
+    assert got[("ble_sensor_seen", k)] == 1
+    sensor_series = {name for name, labels in got if name.startswith("ble_sensor_")}
+    assert len(sensor_series) == 7
+    assert not any(labels == (("device", "attic"),) for name, labels in got if name.startswith("ble_sensor_"))
+
+
+def test_a_device_not_heard_in_the_latest_scan_has_no_sensor_series() -> None:
+    engine = ScanEngine((KITCHEN,))
+    one_scan(engine, DATA1)
+    assert ("ble_sensor_seen", (("device", "kitchen"),)) in scraped(engine)
+    one_scan(engine)
+    assert not any(name.startswith("ble_sensor_") for name, _ in scraped(engine))
+
+
+def test_fields_not_heard_have_no_sample() -> None:
+    engine = ScanEngine((KITCHEN,))
+    one_scan(engine, DATA2)  # voltage only
+    got = scraped(engine)
+    assert ("ble_sensor_battery_volts", (("device", "kitchen"),)) in got
+    assert ("ble_sensor_temperature_celsius", (("device", "kitchen"),)) not in got
+
+
+def test_exporter_metrics() -> None:
+    engine = ScanEngine((KITCHEN, ATTIC))
+    one_scan(engine, DATA1, bytes.fromhex("4002ca"))
+    engine.ingest("11:22:33:44:55:66", -90, {}, 1006.0)
+    got = scraped(engine)
+    assert got[("ble_exporter_scans_total", ())] == 1
+    assert got[("ble_exporter_advertisements_received_total", ())] == 3
+    assert got[("ble_exporter_advertisements_decoded_total", ())] == 1
+    assert got[("ble_exporter_advertisements_rejected_total", (("reason", "truncated"),))] == 1
+    assert got[("ble_exporter_last_scan_timestamp_seconds", ())] == 1005.0
+    assert got[("ble_exporter_configured_devices", ())] == 2
+    assert got[("ble_exporter_devices_seen", ())] == 1
+    assert got[("ble_exporter_scanner_up", ())] == 1
+    assert got[("ble_exporter_scanner_restarts_total", ())] == 0
+    assert got[("ble_exporter_device_info", (("device", "attic"), ("mac", "A4:C1:38:00:00:01")))] == 1
+    assert any(name == "ble_exporter_build_info" for name, _ in got)
+
+
+def test_no_devices_still_exposes_the_exporter_series() -> None:
+    got = scraped(ScanEngine(()))
+    assert got[("ble_exporter_configured_devices", ())] == 0
+    assert ("ble_exporter_last_scan_timestamp_seconds", ()) not in got  # no scan has ended yet
+
+
+def test_samples_carry_no_timestamps() -> None:
+    engine = ScanEngine((KITCHEN,))
+    one_scan(engine, DATA1)
+    families = list(text_string_to_metric_families(generate_latest(build_registry(engine)).decode()))
+    samples = [s for family in families for s in family.samples]
+    assert samples and all(s.timestamp is None for s in samples)
+
+
+def test_promtool_finds_nothing_to_complain_about() -> None:
+    assert shutil.which("promtool"), "promtool is missing: apt-get install prometheus (make test-deps does)"
+    engine = ScanEngine((KITCHEN, ATTIC))
+    one_scan(engine, DATA1, DATA2)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        check=False,
+        input=generate_latest(build_registry(engine)),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and result.stdout + result.stderr == b"", result
