@@ -46,12 +46,21 @@ cat "$RUN/bt-setup.log" >&2
 fail=0
 for mode in passive active; do
     t=$EPOCHREALTIME
+    # btmon on hci0 shows which scan type the kernel really asked the controller for
+    vm_ssh "systemd-run --quiet --unit=btmon-$mode --collect sh -c 'exec btmon -i hci0 >/run/systemtest/btmon-$mode.txt 2>&1'; sleep 1"
     if out=$(vm_ssh -t 200 "python3 /opt/systemtest/bleak-probe.py --mode $mode --adapter hci0 --sender hci1"); then
-        step "bleak $mode scan hci0 <- hci1" ok "$(since "$t")" "$out"
+        res=ok
     else
-        step "bleak $mode scan hci0 <- hci1" FAIL "$(since "$t")" "$out"
-        fail=1
+        res=FAIL; fail=1
     fi
+    vm_ssh "systemctl stop btmon-$mode"
+    types=$(vm_ssh "grep -E '^ +Type: (Passive|Active)' /run/systemtest/btmon-$mode.txt | sort | uniq -c | tr -s ' ' | paste -sd';' -")
+    want=$([ "$mode" = passive ] && echo Passive || echo Active)
+    other=$([ "$mode" = passive ] && echo Active || echo Passive)
+    if ! grep -q "Type: $want" <<<"$types" || grep -q "Type: $other" <<<"$types"; then
+        res=FAIL; fail=1
+    fi
+    step "bleak $mode scan hci0 <- hci1" "$res" "$(since "$t")" "$out btmon: $types"
 done
 vm_ssh "journalctl -b --no-pager -u bluetooth" >"$RUN/bluetoothd.log" 2>&1 || true
 [ "$fail" = 0 ] && RC=0
