@@ -122,8 +122,7 @@ def uuid128(uuid16: int) -> str:
 
 
 SERVICE_UUIDS: dict[str, int] = {
-    uuid128(u): u
-    for u in (UUID_BTHOME_V2, UUID_BTHOME_V1, UUID_BTHOME_V1_ENCRYPTED, UUID_ENVIRONMENTAL_SENSING)
+    uuid128(u): u for u in (UUID_BTHOME_V2, UUID_BTHOME_V1, UUID_BTHOME_V1_ENCRYPTED, UUID_ENVIRONMENTAL_SENSING)
 }
 
 MAX_PAYLOAD = 252
@@ -146,9 +145,7 @@ class ObjectSpec:
     field: str | None = None  # Reading field this object fills
 
 
-def _spec(
-    name: str, size: int, signed: bool = False, factor: float = 1.0, field: str | None = None
-) -> ObjectSpec:
+def _spec(name: str, size: int, signed: bool = False, factor: float = 1.0, field: str | None = None) -> ObjectSpec:
     return ObjectSpec(name, size, signed, factor, field)
 
 
@@ -360,9 +357,7 @@ def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, str | None]:
     return count, None
 
 
-def _reading(
-    fmt: str, encrypted: bool, vals: list[Any], counter: int | None = None, mac: str | None = None
-) -> Reading:
+def _reading(fmt: str, encrypted: bool, vals: list[Any], counter: int | None = None, mac: str | None = None) -> Reading:
     return Reading(
         fmt,
         encrypted,

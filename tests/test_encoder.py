@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from ble_exporter.parser import (
     FORMAT_BTHOME_V2,
     FORMAT_PVVX,
     REASON_DECRYPT_FAILED,
+    REASON_UNKNOWN_OBJECT,
     NotDecodable,
     Reading,
     parse,
@@ -102,11 +104,29 @@ def test_seal_helpers_authenticate_arbitrary_plaintext() -> None:
         assert result != NotDecodable(REASON_DECRYPT_FAILED)
 
 
+def test_encrypted_unknown_first_object_is_unknown_object() -> None:
+    payload = seal_bthome_v2(b"\xfe\x01", MAC_BTHOME, KEY_BTHOME, 1)
+    assert parse(0xFCD2, payload, MAC_BTHOME, KEY_BTHOME) == NotDecodable(REASON_UNKNOWN_OBJECT)
+
+
+def test_pvvx_flags_follow_power_and_opening_when_not_given() -> None:
+    reading = Reading(FORMAT_PVVX, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
+    uuid16, payload = encode(dataclasses.replace(reading, power=True, opening=False), MAC_PVVX)
+    assert payload[-1] == 0x02
+    assert parse(uuid16, payload, MAC_PVVX) == dataclasses.replace(
+        reading, mac=MAC_PVVX, power=True, opening=False, flags=0x02
+    )
+
+
+def test_rejects_a_mac_that_is_not_one() -> None:
+    reading = Reading(FORMAT_ATC1441, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
+    with pytest.raises(ValueError, match="MAC"):
+        encode(reading, "A4:C1:38:AA:BB")
+
+
 # --- encode -> parse round trips -----------------------------------------------------------------------
 
-ROUND_TRIP = settings(
-    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+ROUND_TRIP = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 MACS = st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":").upper())
 KEYS = st.binary(min_size=16, max_size=16)
 U8 = st.integers(0, 255)
@@ -198,9 +218,7 @@ def atc1441_cases(draw: Callable[..., Any]) -> Case:
     return reading, mac, draw(KEYS) if encrypted else None, counter
 
 
-ALL_CASES = st.one_of(
-    bthome_cases(FORMAT_BTHOME_V2), bthome_cases(FORMAT_BTHOME_V1), pvvx_cases(), atc1441_cases()
-)
+ALL_CASES = st.one_of(bthome_cases(FORMAT_BTHOME_V2), bthome_cases(FORMAT_BTHOME_V1), pvvx_cases(), atc1441_cases())
 
 
 @ROUND_TRIP
@@ -267,9 +285,7 @@ def test_off_grid_values_round_to_the_format_resolution(
     mac: str,
 ) -> None:
     """What a sensor measures, as each format can carry it: within half a step of the truth."""
-    reading = Reading(
-        fmt, encrypted, temperature, humidity, battery, voltage, packet_id=1 if not encrypted else None
-    )
+    reading = Reading(fmt, encrypted, temperature, humidity, battery, voltage, packet_id=1 if not encrypted else None)
     result = parse(*encode(reading, mac, key, 1), mac, key)
     assert isinstance(result, Reading)
     dt, dh, dv = TOLERANCE[fmt, encrypted]

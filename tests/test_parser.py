@@ -221,9 +221,7 @@ VECTORS = [
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
-def test_published_vector(
-    uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading
-) -> None:
+def test_published_vector(uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading) -> None:
     assert parse(uuid16, payload, mac, key) == expected
 
 
@@ -238,9 +236,7 @@ def _is_subset(part: Reading, whole: Reading) -> bool:
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
-def test_truncated_at_every_byte(
-    uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading
-) -> None:
+def test_truncated_at_every_byte(uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading) -> None:
     """Each prefix is NotDecodable or a Reading with fewer fields: never an exception, never new values."""
     for cut in range(len(payload)):
         result = parse(uuid16, payload[:cut], mac, key)
@@ -251,9 +247,7 @@ def test_truncated_at_every_byte(
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
-def test_every_single_bit_flip(
-    uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading
-) -> None:
+def test_every_single_bit_flip(uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading) -> None:
     """Flipping any one bit never raises; in encrypted packets it always fails authentication."""
     for i in range(len(payload) * 8):
         mutated = bytearray(payload)
@@ -286,6 +280,10 @@ NEGATIVE = [
                  NotDecodable(REASON_DECRYPT_FAILED), id="key-not-16-bytes"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", "not a mac", KEY_BTHOME,
                  NotDecodable(REASON_MAC_MISMATCH), id="advertiser-not-a-mac"),
+    pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", "ZZ:48:E6:8F:80:A5", KEY_BTHOME,
+                 ND(REASON_MAC_MISMATCH), id="advertiser-not-hex"),
+    pytest.param(ENV, "bd e9 b7 5d b8 56 f3 03", "A4-C1-38-AA-BB-CC", KEY_PVVX, ND(REASON_MAC_MISMATCH),
+                 id="atc1441-enc-advertiser-not-a-mac"),
     # bthome-ble test_parser_v2.py test_bthome_has_incorrect_version: version bits 1 and 3
     pytest.param(V2, "20 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(REASON_UNSUPPORTED_VERSION), id="v2-is-v1"),
     pytest.param(V2, "60 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(REASON_UNSUPPORTED_VERSION), id="v2-is-v3"),
@@ -381,9 +379,7 @@ def test_object_table_covers_the_spec() -> None:
     expected_ids = set(range(0x00, 0x30)) | {0x3A} | set(range(0x3C, 0x65)) | {0xF0, 0xF1, 0xF2}
     assert set(OBJECT_TYPES) == expected_ids
     sizes = {oid: spec.size for oid, spec in OBJECT_TYPES.items()}
-    assert (
-        sizes[0x04] == 3 and sizes[0x3E] == 4 and sizes[0x50] == 4 and sizes[0xF1] == 4 and sizes[0xF2] == 3
-    )
+    assert sizes[0x04] == 3 and sizes[0x3E] == 4 and sizes[0x50] == 4 and sizes[0xF1] == 4 and sizes[0xF2] == 3
     assert sizes[0x53] == sizes[0x54] == VARIABLE
     exported = {oid: spec.field for oid, spec in OBJECT_TYPES.items() if spec.field}
     assert exported == {
@@ -421,9 +417,7 @@ def test_names_are_short_snake_case_label_values() -> None:
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
-def test_bindkey_never_in_result(
-    uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading
-) -> None:
+def test_bindkey_never_in_result(uuid16: int, payload: bytes, mac: str, key: bytes | None, expected: Reading) -> None:
     for k in (key, KEY_WRONG):
         if k is None:
             continue
@@ -452,9 +446,7 @@ MACS = st.one_of(
     st.sampled_from([MAC_PVVX, MAC_BTHOME, "", "zz", "A4:C1:38:AA:BB"]),
     st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":").upper()),
 )
-KEYS = st.one_of(
-    st.none(), st.sampled_from([KEY_PVVX, KEY_BTHOME, b"", b"short"]), st.binary(min_size=16, max_size=16)
-)
+KEYS = st.one_of(st.none(), st.sampled_from([KEY_PVVX, KEY_BTHOME, b"", b"short"]), st.binary(min_size=16, max_size=16))
 
 
 @FUZZ
