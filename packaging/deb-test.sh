@@ -1,0 +1,386 @@
+#!/bin/bash
+# deb-test: prove the Debian package on a booted Debian 12, not on this host.
+#
+#   packaging/deb-test.sh [dist/ble-exporter.deb]        (run by `make deb-test`, as root)
+#
+# Boots a debootstrapped bookworm tree with systemd as PID 1 in systemd-nspawn (the tree is
+# cached under $DEB_TEST_CACHE, default /var/cache/ble-exporter-deb-test, keyed by its package
+# list; --volatile=overlay keeps it pristine), then:
+#   1. install   apt install ./ble-exporter_*.deb; dependencies come from the archive
+#   2. no-bt     no Bluetooth adapter: the service fails fast with a clear error in the journal
+#                and `systemctl status`, and is restarted until the start limit
+#   3. simulate  with a drop-in adding --simulate: active, user ble-exporter, no capabilities,
+#                watchdog pings, /healthz /status /metrics with readings, log file written
+#   4. upgrade   a rebuilt higher revision keeps the locally edited conffile; purge removes
+#                config and logs
+# The container shares the host's network (apt needs it), so the exporter is moved to a free
+# port (the local config edit that step 4 checks). Everything started here is stopped by PID
+# on exit, also on failure. Exit status 0 only if every step passed.
+set -uo pipefail
+
+DEB=${1:-dist/ble-exporter.deb}
+CACHE=${DEB_TEST_CACHE:-/var/cache/ble-exporter-deb-test}
+SUITE=bookworm
+BASE_PKGS=systemd,systemd-sysv,dbus,curl,logrotate,ca-certificates
+BASE_FORMAT=1 # bump to force a new base tree when its set-up below changes
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+T0=$(date +%s.%N)
+
+NSPAWN_PID=""
+LEADER=""
+WORK=""
+RESULTS=()
+FAILED=0
+
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+say() { printf '[deb-test %6ss] %s\n' "$(elapsed "$T0")" "$*"; }
+die() {
+	say "FATAL: $*"
+	exit 1
+}
+
+cleanup() {
+	local rc=$?
+	if [[ -n $NSPAWN_PID ]] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+		# SIGTERM makes systemd-nspawn power the container off cleanly.
+		kill -TERM "$NSPAWN_PID" 2>/dev/null
+		for _ in $(seq 1 100); do
+			kill -0 "$NSPAWN_PID" 2>/dev/null || break
+			sleep 0.2
+		done
+		if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+			say "container did not stop in 20 s; killing systemd-nspawn $NSPAWN_PID"
+			kill -KILL "$NSPAWN_PID" 2>/dev/null
+		fi
+		wait "$NSPAWN_PID" 2>/dev/null
+	fi
+	[[ -n $WORK ]] && rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn)"
+for tool in debootstrap systemd-nspawn nsenter dpkg-deb flock curl; do
+	command -v "$tool" >/dev/null || die "$tool is missing; run: make build-deps"
+done
+[[ -f $DEB ]] || die "$DEB not found; run: make deb"
+DEB=$(readlink -f "$DEB")
+
+# The archive the host's apt uses (so no mirror is written down here).
+host_mirror() {
+	local uri
+	uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
+	[[ -n $uri ]] || uri=$(awk '$1 == "deb" && $0 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+	[[ -n $uri ]] || die "cannot find the Debian mirror in the host's apt sources"
+	echo "$uri"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The cached base tree
+
+MIRROR=$(host_mirror)
+KEY=$(printf '%s\n' "$SUITE" "$BASE_PKGS" "$MIRROR" "$BASE_FORMAT" | sha256sum | cut -c1-12)
+BASE=$CACHE/base-$KEY
+mkdir -p "$CACHE/archives/partial"
+exec 9>"$CACHE/lock"
+flock -w 900 9 || die "another deb-test holds $CACHE/lock"
+
+if [[ ! -e $BASE/.complete ]]; then
+	t=$(date +%s.%N)
+	say "base: debootstrap $SUITE ($BASE_PKGS) into $BASE (first run only)"
+	rm -rf "$BASE" "$BASE.tmp"
+	debootstrap --variant=minbase --include="$BASE_PKGS" --cache-dir="$CACHE/archives" \
+		"$SUITE" "$BASE.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
+		{
+			tail -n 30 "$CACHE/debootstrap.log"
+			die "debootstrap failed (log: $CACHE/debootstrap.log)"
+		}
+	# The host's Debian sources (main, updates, security), so dependencies resolve the same.
+	rm -f "$BASE.tmp/etc/apt/sources.list"
+	if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+		cp /etc/apt/sources.list.d/debian.sources "$BASE.tmp/etc/apt/sources.list.d/"
+	else
+		grep -E '^deb ' /etc/apt/sources.list >"$BASE.tmp/etc/apt/sources.list"
+	fi
+	echo ble-deb-test >"$BASE.tmp/etc/hostname"
+	rm -f "$BASE.tmp/etc/machine-id" && touch "$BASE.tmp/etc/machine-id"
+	# Keep what apt downloads (the cache directory is bind-mounted over it).
+	echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >"$BASE.tmp/etc/apt/apt.conf.d/90keep"
+	touch "$BASE.tmp/.complete"
+	mv "$BASE.tmp" "$BASE"
+	# Drop bases made from another package list.
+	for old in "$CACHE"/base-*; do
+		[[ $old == "$BASE" ]] || rm -rf "$old"
+	done
+	say "base: ready in $(elapsed "$t") s, $(du -sh "$BASE" | cut -f1)"
+else
+	say "base: cached $BASE"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The packages: the one under test, and a rebuilt higher revision for the upgrade
+
+WORK=$(mktemp -d /tmp/ble-deb-test.XXXXXX)
+chmod 755 "$WORK"
+mkdir "$WORK/debs"
+V1=$(dpkg-deb -f "$DEB" Version)
+cp "$DEB" "$WORK/debs/ble-exporter_${V1}_all.deb"
+REV2=$((${V1##*-} + 1))
+t=$(date +%s.%N)
+DEB_REVISION=$REV2 DEB_OUT="$WORK/v2" "$REPO/packaging/build-deb.sh" >"$WORK/build-v2.log" 2>&1 ||
+	{
+		cat "$WORK/build-v2.log"
+		die "rebuilding revision $REV2 failed"
+	}
+DEB2=$(ls "$WORK"/v2/ble-exporter_*-"$REV2"_all.deb)
+V2=$(dpkg-deb -f "$DEB2" Version)
+cp "$DEB2" "$WORK/debs/"
+dpkg --compare-versions "$V2" gt "$V1" || die "rebuilt version $V2 is not higher than $V1"
+say "packages: $V1 (under test) and $V2 (rebuilt in $(elapsed "$t") s, for the upgrade)"
+
+# A free TCP port on the host for the exporter (the container shares the host's network).
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+# ---------------------------------------------------------------------------------------------
+# Boot
+
+t=$(date +%s.%N)
+systemd-nspawn --quiet -D "$BASE" --volatile=overlay --register=no --keep-unit -b \
+	--machine="ble-deb-test-$$" \
+	--bind="$CACHE/archives:/var/cache/apt/archives" --bind-ro="$WORK/debs:/debs" \
+	>"$WORK/console.log" 2>&1 </dev/null &
+NSPAWN_PID=$!
+for _ in $(seq 1 100); do
+	LEADER=$(pgrep -P "$NSPAWN_PID" | head -n 1)
+	[[ -n $LEADER ]] && break
+	kill -0 "$NSPAWN_PID" 2>/dev/null || break
+	sleep 0.1
+done
+[[ -n $LEADER ]] || {
+	cat "$WORK/console.log"
+	die "systemd-nspawn did not start a container"
+}
+
+# Run a command in the container (all its namespaces), with a clean environment.
+ct() { nsenter -t "$LEADER" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb "$@"; }
+ct_sh() { ct sh -c "$1"; }
+
+state=""
+for _ in $(seq 1 300); do
+	state=$(ct systemctl is-system-running 2>/dev/null)
+	[[ $state == running || $state == degraded ]] && break
+	sleep 0.1
+done
+[[ $state == running || $state == degraded ]] || {
+	tail -n 30 "$WORK/console.log"
+	die "the container did not finish booting (state: ${state:-none})"
+}
+[[ $(ct cat /proc/1/comm) == systemd ]] || die "PID 1 in the container is not systemd"
+say "boot: systemd is PID 1 in the container ($state) after $(elapsed "$t") s"
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+STEP_OK=1
+check() { # check DESCRIPTION COMMAND...: run COMMAND on the host side, record the outcome
+	local what=$1
+	shift
+	if "$@" >"$WORK/check.out" 2>&1; then
+		say "  ok   $what"
+	else
+		say "  FAIL $what"
+		sed -n '1,40s/^/         | /p' "$WORK/check.out"
+		STEP_OK=0
+	fi
+}
+show() { ct systemctl show -p "$2" --value "$1"; }
+wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds
+	local deadline=$(($(date +%s) + $1))
+	shift
+	until "$@"; do
+		(($(date +%s) >= deadline)) && return 1
+		sleep 0.2
+	done
+}
+step() { # step NAME FUNCTION
+	local t
+	t=$(date +%s.%N)
+	STEP_OK=1
+	say "step $1"
+	"$2"
+	local took
+	took=$(elapsed "$t")
+	if ((STEP_OK)); then
+		RESULTS+=("PASS  $1 (${took} s)")
+	else
+		RESULTS+=("FAIL  $1 (${took} s)")
+		FAILED=1
+	fi
+	return $((1 - STEP_OK))
+}
+
+CONF=/etc/ble-exporter/config.yaml
+UNIT=ble-exporter.service
+DROPIN=/run/systemd/system/$UNIT.d
+
+step_install() {
+	check "apt-get update" ct_sh "apt-get update -q >/tmp/apt-update.log 2>&1 || { cat /tmp/apt-update.log; false; }"
+	check "apt install ./ble-exporter_${V1}_all.deb (dependencies from the archive)" ct_sh \
+		"cd /debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./ble-exporter_${V1}_all.deb \
+			>/tmp/apt-install.log 2>&1 || { tail -n 40 /tmp/apt-install.log; false; }"
+	say "       $(ct_sh "grep -E '^(Need to get|After this operation|[0-9]+ upgraded)' /tmp/apt-install.log | tr '\n' ' '")"
+	check "package installed at $V1" test "$(ct dpkg-query -W -f '${Status} ${Version}' ble-exporter)" = "install ok installed $V1"
+	check "bluez installed as a dependency" ct dpkg-query -W bluez
+	check "/usr/bin/ble-exporter --version" ct_sh "/usr/bin/ble-exporter --version | grep -q '^ble-exporter '"
+	check "$CONF is a conffile" ct_sh "dpkg-query -W -f '\${Conffiles}' ble-exporter | grep -q ' $CONF '"
+	check "the shipped config passes check-config" ct /usr/bin/ble-exporter check-config --config "$CONF"
+	check "system user ble-exporter in group bluetooth" ct_sh \
+		"id ble-exporter && id -nG ble-exporter | tr ' ' '\n' | grep -qx bluetooth && \
+		 getent passwd ble-exporter | grep -q ':/usr/sbin/nologin$'"
+	check "/var/log/ble-exporter owned by ble-exporter" test "$(ct stat -c %U /var/log/ble-exporter)" = ble-exporter
+	check "logrotate snippet, tmpfiles, sysusers, man page installed" ct test -f /etc/logrotate.d/ble-exporter \
+		-a -f /usr/lib/tmpfiles.d/ble-exporter.conf -a -f /usr/lib/sysusers.d/ble-exporter.conf \
+		-a -f /usr/share/man/man1/ble-exporter.1.gz
+	check "logrotate accepts the snippet" ct logrotate --debug /etc/logrotate.d/ble-exporter
+	check "unit enabled" test "$(ct systemctl is-enabled $UNIT)" = enabled
+	check "systemd-analyze verify $UNIT" ct_sh "systemd-analyze verify --man=no $UNIT 2>&1 | tee /tmp/verify.log; ! test -s /tmp/verify.log"
+	# The exporter shares the host's network here: move it to a free port. This is also the
+	# local edit of the conffile that the upgrade must keep.
+	ct systemctl stop $UNIT
+	check "local config edit: listen_port $PORT" ct_sh \
+		"sed -i 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' $CONF && grep -q '# deb-test local edit' $CONF"
+}
+
+step_no_bluetooth() {
+	check "shipped unit: Restart=on-failure, RestartSec=$(show $UNIT RestartUSec), start limit $(show $UNIT StartLimitBurst) in $(show $UNIT StartLimitIntervalUSec)" \
+		test "$(show $UNIT Restart)" = on-failure
+	# A shorter restart delay, so the start limit is reached in seconds (burst and interval kept).
+	ct mkdir -p "$DROPIN"
+	ct_sh "printf '[Service]\nRestartSec=1s\n' >$DROPIN/50-deb-test-fast-restart.conf"
+	ct systemctl daemon-reload
+	ct systemctl reset-failed $UNIT 2>/dev/null
+	local since
+	since=$(ct date '+%Y-%m-%d %H:%M:%S')
+	local t
+	t=$(date +%s.%N)
+	check "systemctl start fails (no adapter)" ct_sh "! systemctl start $UNIT 2>/dev/null"
+	say "       first start failed after $(elapsed "$t") s: $(show $UNIT Result), exit status $(show $UNIT ExecMainStatus)"
+	local first
+	first=$(elapsed "$t")
+	check "fails fast (first start failed in < 10 s)" awk -v e="$first" 'BEGIN { exit !(e < 10) }'
+	check "exit status 1 (Bluetooth failure)" test "$(show $UNIT ExecMainStatus)" = 1
+	# Enough time for the remaining starts of the burst at the pace of the first one.
+	local budget
+	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 1.5) + 5; print int(b < 180 ? b : 180) }')
+	local seen=() n last=""
+	wait_for "$budget" sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p Result --value $UNIT)\" = start-limit-hit" &
+	local waiter=$!
+	while kill -0 $waiter 2>/dev/null; do
+		n=$(show $UNIT NRestarts)
+		if [[ $n != "$last" ]]; then
+			seen+=("$n")
+			last=$n
+		fi
+		sleep 0.3
+	done
+	wait $waiter
+	local limit_rc=$?
+	say "       NRestarts seen: ${seen[*]}; result: $(show $UNIT Result), state: $(show $UNIT ActiveState)"
+	check "restarted by systemd (NRestarts grew)" test "${#seen[@]}" -ge 2
+	check "stopped at the start limit (Result=start-limit-hit)" test $limit_rc = 0
+	ct_sh "journalctl -u $UNIT --since '$since' --no-pager -o cat" >"$WORK/journal-no-bt.log"
+	local err
+	err=$(grep -m 1 'ble-exporter: error:' "$WORK/journal-no-bt.log")
+	say "       journal: ${err:-<no error line>}"
+	check "clear error in journalctl -u ble-exporter" grep -qiE 'ble-exporter: error: .*(adapter|bluetooth|bluez)' "$WORK/journal-no-bt.log"
+	ct_sh "systemctl status --no-pager -l -n 20 $UNIT" >"$WORK/status-no-bt.log"
+	check "systemctl status shows it failed, with the error" \
+		sh -c "grep -q 'Active: failed' '$WORK/status-no-bt.log' && grep -qiE 'error: .*(adapter|bluetooth|bluez)' '$WORK/status-no-bt.log'"
+	ct systemctl stop $UNIT
+	ct rm -f "$DROPIN/50-deb-test-fast-restart.conf"
+}
+
+step_simulate() {
+	ct_sh "printf '[Service]\nExecStart=\nExecStart=/usr/bin/ble-exporter run --config $CONF --simulate\nWatchdogSec=4s\n' \
+		>$DROPIN/50-deb-test-simulate.conf"
+	ct systemctl stop $UNIT
+	ct systemctl daemon-reload
+	ct systemctl reset-failed $UNIT
+	local t
+	t=$(date +%s.%N)
+	check "systemctl start (--simulate drop-in) returns once READY=1" ct systemctl start $UNIT
+	say "       ready after $(elapsed "$t") s"
+	local pid
+	pid=$(show $UNIT MainPID)
+	check "active (running)" test "$(show $UNIT ActiveState)/$(show $UNIT SubState)" = active/running
+	ct cat "/proc/$pid/status" >"$WORK/proc-status" 2>/dev/null
+	local uid
+	uid=$(ct id -u ble-exporter)
+	say "       MainPID $pid: $(grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|CapBnd|NoNewPrivs)' "$WORK/proc-status" | tr -s '\t' ' ' | tr '\n' ';')"
+	check "runs as ble-exporter (uid $uid)" test "$(awk '/^Uid:/ { print $2 $3 $4 $5 }' "$WORK/proc-status")" = "$uid$uid$uid$uid"
+	check "no capabilities (CapEff, CapPrm, CapBnd all 0)" test \
+		"$(awk '/^Cap(Eff|Prm|Bnd|Amb):/ { print $2 }' "$WORK/proc-status" | sort -u)" = 0000000000000000
+	check "NoNewPrivs" grep -qE '^NoNewPrivs:\s+1' "$WORK/proc-status"
+	check "/healthz: 200 OK" ct_sh "test \"\$(curl -fsS http://127.0.0.1:$PORT/healthz)\" = OK"
+	check "/status: JSON with the spec's keys" ct_sh "curl -fsS http://127.0.0.1:$PORT/status | python3 -c \
+		'import json, sys; d = json.load(sys.stdin); assert {\"scan_interval_seconds\", \"scan_duration_seconds\", \"last_scan_timestamp\", \"devices_seen\"} <= set(d), d'"
+	check "/metrics has readings (within 20 s)" wait_for 20 ct_sh \
+		"curl -fsS http://127.0.0.1:$PORT/metrics >/tmp/metrics && grep -qE '^ble_sensor_temperature_celsius\{' /tmp/metrics \
+		 && grep -qE '^ble_sensor_humidity_percent\{' /tmp/metrics"
+	say "       $(ct_sh "grep -E '^ble_sensor_temperature_celsius' /tmp/metrics | head -n 1")"
+	check "/status reports devices seen" ct_sh "curl -fsS http://127.0.0.1:$PORT/status | python3 -c \
+		'import json, sys; d = json.load(sys.stdin); assert d[\"devices_seen\"] > 0, d'"
+	check "log file written under /var/log/ble-exporter, owned by ble-exporter" ct_sh \
+		"test -s /var/log/ble-exporter/ble-exporter.log && test \"\$(stat -c %U /var/log/ble-exporter/ble-exporter.log)\" = ble-exporter"
+	say "       log: $(ct tail -n 1 /var/log/ble-exporter/ble-exporter.log)"
+	# WatchdogSec=4s in the drop-in: still the same process after 6 s means it pings.
+	sleep 6
+	check "watchdog pinged (same MainPID after 6 s with WatchdogSec=4s, no restart)" \
+		test "$(show $UNIT MainPID)/$(show $UNIT NRestarts)" = "$pid/0"
+}
+
+step_upgrade_purge() {
+	local pid
+	pid=$(show $UNIT MainPID)
+	check "apt install ./ble-exporter_${V2}_all.deb (upgrade)" ct_sh \
+		"cd /debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./ble-exporter_${V2}_all.deb \
+			>/tmp/apt-upgrade.log 2>&1 || { tail -n 40 /tmp/apt-upgrade.log; false; }"
+	check "package at $V2" test "$(ct dpkg-query -W -f '${Version}' ble-exporter)" = "$V2"
+	check "local config edit kept (conffile)" ct grep -q "^listen_port: $PORT  # deb-test local edit" $CONF
+	check "no .dpkg-new/.dpkg-dist left" ct_sh "! ls /etc/ble-exporter/*.dpkg-* 2>/dev/null"
+	check "service restarted by the upgrade and active" \
+		sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p ActiveState --value $UNIT)\" = active && \
+		       test \"\$(nsenter -t $LEADER -a systemctl show -p MainPID --value $UNIT)\" != $pid"
+	check "/healthz after the upgrade" wait_for 10 ct_sh "test \"\$(curl -fsS http://127.0.0.1:$PORT/healthz)\" = OK"
+	local t
+	t=$(date +%s.%N)
+	check "clean stop on SIGTERM (exit status 0)" sh -c \
+		"nsenter -t $LEADER -a systemctl stop $UNIT && \
+		 test \"\$(nsenter -t $LEADER -a systemctl show -p Result --value $UNIT)\" = success"
+	say "       stopped in $(elapsed "$t") s"
+	check "apt purge ble-exporter" ct_sh \
+		"DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ble-exporter >/tmp/apt-purge.log 2>&1 || { tail -n 40 /tmp/apt-purge.log; false; }"
+	check "package gone" ct_sh "! dpkg-query -W -f '\${Status}' ble-exporter 2>/dev/null | grep -q installed"
+	check "config removed (/etc/ble-exporter)" ct test ! -e /etc/ble-exporter
+	check "logs removed (/var/log/ble-exporter)" ct test ! -e /var/log/ble-exporter
+	check "unit gone" test "$(show $UNIT LoadState)" = not-found
+	check "no ble-exporter process left" ct_sh "! pgrep -u ble-exporter >/dev/null"
+}
+
+step "1 install" step_install || die "install failed; later steps need it"
+step "2 no Bluetooth adapter: fails fast, restarted until the start limit" step_no_bluetooth
+step "3 simulate: active, unprivileged, endpoints, log file" step_simulate
+step "4 upgrade keeps the edited conffile; purge removes config and logs" step_upgrade_purge
+
+echo
+say "summary:"
+for r in "${RESULTS[@]}"; do
+	echo "  $r"
+done
+if ((FAILED)); then
+	say "deb-test: FAIL"
+	exit 1
+fi
+say "deb-test: PASS"
