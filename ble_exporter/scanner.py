@@ -59,18 +59,24 @@ class BluezScanner:
     def _new_scanner(self, mode: str) -> Any:
         from bleak import BleakScanner
 
-        if mode == ACTIVE:
-            return BleakScanner(self._on_detect, scanning_mode="active", adapter=self.adapter)
+        try:  # bleak >= 1.0 (PyPI)
+            from bleak.args.bluez import OrPattern
+        except ImportError:  # bleak 0.20 (Debian 12)
+            from bleak.backends.bluezdbus.advertisement_monitor import OrPattern  # type: ignore[no-redef]
         from bleak.assigned_numbers import AdvertisementDataType
-        from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
 
-        patterns = [
-            OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
-            for uuid16 in sorted(set(SERVICE_UUIDS.values()))
-        ]
-        return BleakScanner(
-            self._on_detect, scanning_mode="passive", adapter=self.adapter, bluez={"or_patterns": patterns}
-        )
+        bluez: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"scanning_mode": mode, "bluez": bluez}
+        if _bluez_args_take_adapter():
+            bluez["adapter"] = self.adapter
+        else:
+            kwargs["adapter"] = self.adapter
+        if mode == PASSIVE:
+            bluez["or_patterns"] = [
+                OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
+                for uuid16 in sorted(set(SERVICE_UUIDS.values()))
+            ]
+        return BleakScanner(self._on_detect, **kwargs)
 
     async def start(self) -> None:
         if self._scanner is None:
@@ -109,6 +115,15 @@ class BluezScanner:
         self._scanner = None
 
 
+def _bluez_args_take_adapter() -> bool:
+    """bleak >= 1.0 takes the adapter inside `bluez={...}` and deprecates the keyword."""
+    try:
+        from bleak.args.bluez import BlueZScannerArgs
+    except ImportError:
+        return False
+    return "adapter" in BlueZScannerArgs.__annotations__
+
+
 def _passive_unavailable(e: Exception) -> bool:
     # bleak >= 0.21 raises BleakNoPassiveScanError; 0.20 a BleakError naming passive scanning.
     return type(e).__name__ == "BleakNoPassiveScanError" or "passive scanning" in str(e)
@@ -116,7 +131,9 @@ def _passive_unavailable(e: Exception) -> bool:
 
 def describe_failure(e: BaseException, adapter: str, action: str) -> str:
     """One line naming what failed and the likely fix, from whatever bleak or D-Bus raised."""
-    text = str(e) or type(e).__name__
+    # bleak 3's BleakBluetoothNotAvailableError prints as a tuple; its message is the first argument.
+    plain = type(e).__name__ == "BleakBluetoothNotAvailableError" and e.args and isinstance(e.args[0], str)
+    text = (e.args[0] if plain else str(e)) or type(e).__name__
     if (
         isinstance(e, (FileNotFoundError, ConnectionRefusedError))
         or "ServiceUnknown" in text

@@ -285,9 +285,7 @@ class BluezMockUnavailable(BluezMockError):
 def _has_dbusmock(python: str) -> bool:
     if not Path(python).exists():
         return False
-    probe = subprocess.run(
-        [python, "-c", "import dbus, dbusmock"], capture_output=True, timeout=30, check=False
-    )
+    probe = subprocess.run([python, "-c", "import dbus, dbusmock"], capture_output=True, timeout=30, check=False)
     return probe.returncode == 0
 
 
@@ -493,9 +491,7 @@ class BluezMock:
 
     # ---- adapters --------------------------------------------------------------------------
 
-    def add_adapter(
-        self, name: str = "hci0", address: str = "00:01:02:03:04:05", powered: bool = True
-    ) -> None:
+    def add_adapter(self, name: str = "hci0", address: str = "00:01:02:03:04:05", powered: bool = True) -> None:
         """Add an org.bluez.Adapter1 (InterfacesAdded), as when a USB dongle is plugged in."""
         adapter = _Adapter(address=address, powered=powered)
         self._add_adapter_object(name, adapter)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ExporterFactory, free_port
+from bluez_mock import BluezMock
+from conftest import Exporter, ExporterFactory, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter import __version__
@@ -150,3 +152,71 @@ def test_no_bluetooth_at_all_exits_1_with_a_clear_error(exporter_factory: Export
     assert err.startswith("ble-exporter: error: Bluetooth scan start on hci0 failed:")
     assert "systemctl start bluetooth" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+# ---- the exporter process scanning through real bleak and a mock bluetoothd (tests/bluez_mock.py) ----
+
+MOCK_DEVICES = 'devices:\n  "A4:C1:38:AA:BB:CC": kitchen\n'
+PVVX = {  # pvvx issue #740: data1 and data2 under the same packet id 176
+    "0000fcd2-0000-1000-8000-00805f9b34fb": [
+        bytes.fromhex("4000b00151028d0a038d11"),
+        bytes.fromhex("4000b00c200b10001101"),
+    ]
+}
+
+
+def advertise_until(bluez: BluezMock, exporter: Exporter, wanted: str, timeout: float = 20) -> str:
+    """Advertise the pvvx pair over and over until /metrics shows `wanted`; return the scrape."""
+    deadline = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < deadline:
+        key, packets = next(iter(PVVX.items()))
+        bluez.advertise("A4:C1:38:AA:BB:CC", {key: packets[i % 2]}, rssi=-58)
+        i += 1
+        text = exporter.get("/metrics")[1]
+        if wanted in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"{wanted} never appeared; log:\n{exporter.log_file.read_text()}")
+
+
+def test_run_with_bleak_exports_what_bluez_reports(bluez: BluezMock, exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + MOCK_DEVICES, env=bluez.env())
+    exporter.wait_healthy()
+    text = advertise_until(bluez, exporter, 'ble_sensor_battery_volts{device="kitchen"}')
+    text = advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
+    got = samples(text)
+    assert got[("ble_sensor_temperature_celsius", "kitchen")] == 27.01
+    assert got[("ble_sensor_humidity_percent", "kitchen")] == 44.93
+    assert got[("ble_sensor_battery_percent", "kitchen")] == 81
+    assert got[("ble_sensor_rssi_dbm", "kitchen")] == -58
+    assert '"scan_mode": "active"' in exporter.get("/status")[1]
+    assert exporter.stop() == 0
+    assert not bluez.is_discovering()  # the scan was stopped on the way out
+    assert "scanning actively instead" in exporter.log_file.read_text()
+
+
+def test_run_without_the_adapter_exits_1(bluez: BluezMock, exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + MOCK_DEVICES + "adapter: hci7\n", env=bluez.env())
+    assert exporter.process.wait(15) == 1
+    err = exporter.stderr()
+    assert err.startswith("ble-exporter: error: Bluetooth scan start on hci7 failed: ")
+    assert "adapter hci7 does not exist" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "adapter hci7 does not exist" in exporter.log_file.read_text()
+
+
+@pytest.mark.parametrize(
+    ("fault", "fix"),
+    # Removed mid-scan: the stop fails ("disappeared"); between scans: the next start does ("does not exist").
+    [("kill_bluetoothd", "BlueZ is not running"), ("remove_adapter", "adapter hci0 (disappeared|does not exist)")],
+)
+def test_bluez_or_adapter_vanishing_mid_run_exits_1(
+    bluez: BluezMock, exporter_factory: ExporterFactory, fault: str, fix: str
+) -> None:
+    exporter = exporter_factory(FAST + MOCK_DEVICES, env=bluez.env())
+    exporter.wait_healthy()
+    advertise_until(bluez, exporter, 'ble_sensor_seen{device="kitchen"}')
+    getattr(bluez, fault)()
+    assert exporter.process.wait(10) == 1
+    err = exporter.stderr()
+    assert re.search(fix, err) and err.count("\n") == 1 and "Traceback" not in err

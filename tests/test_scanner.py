@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 
 import pytest
+from bluez_mock import BUS_ENV, BluezMock
 
 from ble_exporter.config import Device
 from ble_exporter.engine import ScanEngine
-from ble_exporter.scanner import ScanError, describe_failure, run_cycles
+from ble_exporter.parser import uuid128
+from ble_exporter.scanner import BluezScanner, ScanError, describe_failure, run_cycles
 from ble_exporter.simulator import SimulatedScanner
 
 DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
@@ -133,3 +138,105 @@ def test_failures_become_one_line_with_a_fix(exc: Exception, fix: str) -> None:
     message = describe_failure(exc, "hci1", "start")
     assert message.startswith("Bluetooth scan start on hci1 failed: ")
     assert fix in message and "\n" not in message
+
+
+# ---- the real bleak BlueZ backend against a mock bluetoothd on a private D-Bus (tests/bluez_mock.py) ----
+
+PVVX_DATA1 = bytes.fromhex("4000b00151028d0a038d11")  # pvvx issue #740: 81 %, 27.01 °C, 44.93 %
+BTHOME_KEY = uuid128(0xFCD2)
+
+
+async def _scan(engine: ScanEngine, scanner: BluezScanner, bluez: BluezMock, adverts: int = 1) -> None:
+    engine.open_window(time.time())
+    await scanner.start()
+    for i in range(adverts):
+        bluez.advertise(DEVICES[0].mac, {BTHOME_KEY: PVVX_DATA1[:-1] + bytes([i])}, rssi=-61)
+    deadline = time.monotonic() + 5
+    while engine.counters.adverts_decoded < adverts and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await scanner.stop()
+    engine.close_window(time.time())
+
+
+def test_bluez_auto_mode_falls_back_to_active_and_hears_adverts(
+    bluez: BluezMock, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", "auto", engine.ingest)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(_scan(engine, scanner, bluez, adverts=2))
+    assert scanner.mode == "active"
+    assert "passive scanning is not available on hci0" in caplog.text and "--experimental" in caplog.text
+    (device,) = engine.snapshot.devices
+    assert (device.name, device.temperature, device.battery, device.rssi) == ("one", 27.01, 81, -61)
+    assert device.packets == 2 and bluez.discovery_starts() == 1 and not bluez.is_discovering()
+
+
+def test_bluez_passive_mode_where_bluez_offers_it() -> None:
+    with BluezMock(passive_supported=True) as bluez:
+        bluez.add_adapter("hci0")
+        os.environ[BUS_ENV] = bluez.bus_address
+        try:
+            engine = ScanEngine(DEVICES)
+            scanner = BluezScanner("hci0", "auto", engine.ingest)
+            asyncio.run(_scan(engine, scanner, bluez))
+        finally:
+            del os.environ[BUS_ENV]
+        assert scanner.mode == "passive"
+        assert bluez.discovery_starts() == 0 and bluez.registered_monitors() == []
+        assert engine.snapshot.devices[0].temperature == 27.01
+
+
+def test_bluez_passive_only_fails_without_experimental(bluez: BluezMock) -> None:
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError, match=r"scan start on hci0 failed: passive scanning"):
+        asyncio.run(_scan(engine, BluezScanner("hci0", "passive", engine.ingest), bluez))
+
+
+def test_bluez_missing_adapter(bluez: BluezMock) -> None:
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError, match="adapter hci1 does not exist; check `bluetoothctl list`"):
+        asyncio.run(_scan(engine, BluezScanner("hci1", "active", engine.ingest), bluez))
+
+
+def test_bluez_powered_off_adapter(bluez: BluezMock) -> None:
+    bluez.power_off("hci0")
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError, match="powered off or blocked"):
+        asyncio.run(_scan(engine, BluezScanner("hci0", "active", engine.ingest), bluez))
+
+
+@pytest.mark.parametrize(
+    ("fault", "fix"), [("kill_bluetoothd", "BlueZ is not running"), ("remove_adapter", "disappeared")]
+)
+def test_bluez_vanishing_mid_scan_fails_the_stop(bluez: BluezMock, fault: str, fix: str) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", "active", engine.ingest)
+
+    async def go() -> None:
+        await scanner.start()
+        getattr(bluez, fault)()
+        await scanner.stop()
+
+    with pytest.raises(ScanError, match=f"scan stop on hci0 failed: .*{fix}"):
+        asyncio.run(go())
+
+
+def test_bluez_renew_opens_a_fresh_discovery_session(bluez: BluezMock) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", "active", engine.ingest)
+
+    async def go() -> None:
+        await scanner.start()
+        await scanner.stop()
+        scanner.renew()
+        await scanner.start()
+        bluez.advertise(DEVICES[0].mac, {BTHOME_KEY: PVVX_DATA1}, rssi=-50)
+        deadline = time.monotonic() + 5
+        while not engine.counters.adverts_decoded and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await scanner.stop()
+
+    engine.open_window(0)
+    asyncio.run(go())
+    assert bluez.discovery_starts() == 2 and engine.counters.adverts_decoded == 1
