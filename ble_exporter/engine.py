@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ble_exporter.config import Device
-from ble_exporter.parser import SERVICE_UUIDS, NotDecodable, Reading, parse
+from ble_exporter.parser import FORMAT_BTHOME_V1, FORMAT_BTHOME_V2, SERVICE_UUIDS, NotDecodable, Reading, parse
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,11 @@ REJECT_DOWNGRADE = "downgrade"
 # forever by rejecting every packet after a reset (bthome-ble #116).
 COUNTER_RESET_BELOW = 256
 RESET_AFTER_SECONDS = 3600.0
+# Formats whose encryption counter is 32-bit and rises with every advert. Encrypted pvvx custom and
+# atc1441 carry an 8-bit measurement count that wraps every 256 measurements and repeats across the
+# adverts of one measurement, so it can't tell a replay from a resend; their AES-CCM tag still
+# authenticates every packet.
+COUNTER_FORMATS = frozenset({FORMAT_BTHOME_V2, FORMAT_BTHOME_V1})
 
 
 @dataclass(slots=True)
@@ -151,7 +156,11 @@ class ScanEngine:
             if not result.encrypted:
                 self._reject(device, REJECT_DOWNGRADE, now)
                 return
-            if result.counter is not None and not self._counter_ok(device.mac, result.counter, now):
+            if (
+                result.counter is not None
+                and result.format in COUNTER_FORMATS
+                and not self._counter_ok(device.mac, result.counter, now)
+            ):
                 self._reject(device, REJECT_REPLAY, now)
                 return
         self.counters.adverts_decoded += 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import replace
 
 import pytest
 
 from ble_exporter.config import Device
 from ble_exporter.engine import COUNTER_RESET_BELOW, RESET_AFTER_SECONDS, ScanEngine
-from ble_exporter.parser import uuid128
+from ble_exporter.encoder import encode
+from ble_exporter.parser import Reading, uuid128
 
 BTHOME = uuid128(0xFCD2)
 ENV_SENSING = uuid128(0x181A)
@@ -151,9 +153,6 @@ def test_replayed_counter_is_rejected() -> None:
 
 
 def _encrypted(counter: int) -> bytes:
-    from ble_exporter.encoder import encode
-    from ble_exporter.parser import Reading
-
     _, payload = encode(Reading("bthome_v2", True, temperature=20.0), MAC, KEY_AA, counter)
     return payload
 
@@ -173,6 +172,16 @@ def test_counter_going_back_is_accepted_after_a_long_silence() -> None:
     assert e.counters.rejected == {"replay": 1}
     e.ingest(MAC, -60, {BTHOME: _encrypted(COUNTER_RESET_BELOW + 10)}, 2.0 + RESET_AFTER_SECONDS + 1)
     assert e.counters.adverts_decoded == 2
+
+
+def test_8_bit_counters_of_encrypted_pvvx_custom_are_not_replay_checked() -> None:
+    # The pvvx custom counter counts measurements (8 bits) and repeats while a measurement is re-sent.
+    e = engine(Device(MAC, "shed", KEY_AA))
+    reading = Reading("pvvx", True, temperature=20.0, humidity=50.0, battery=90, packet_id=200)
+    for counter in (200, 200, 201, 3):
+        _, payload = encode(replace(reading, packet_id=counter), MAC, KEY_AA, counter)
+        e.ingest(MAC, -60, {ENV_SENSING: payload}, float(counter))
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 4
 
 
 def test_live_state_updates_per_advert_with_a_temperature_history() -> None:
