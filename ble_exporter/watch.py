@@ -1,0 +1,425 @@
+"""`ble-exporter watch`: the live terminal view, drawn with rich from the same ScanEngine as the exporter.
+
+`render` is pure (engine state and the time in, a renderable out) so the tests can look at exactly
+what a user sees; `run_watch` is the thin terminal edge around it: scanner, keys, signals, redraws.
+rich is imported here only, so the daemon never loads it (tests/test_layering.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ble_exporter.config import Config, Device
+from ble_exporter.engine import HISTORY_SECONDS, LiveState, ScanEngine
+from ble_exporter.scanner import SIMULATED, BluezScanner, ScanError, Scanner, run_cycles
+
+log = logging.getLogger(__name__)
+
+# The firmware advertises every 2.5 s by default and can be set to 10 s to save battery: a sensor
+# quiet for 30 s has missed at least three adverts in a row, which radio noise alone rarely does.
+STALE_SECONDS = 30.0
+# Unconfigured sensors (--all) heard longer ago than this have walked away; they leave the list.
+UNKNOWN_FORGET_SECONDS = 300.0
+TREND_SECONDS = HISTORY_SECONDS  # the sparkline spans what the engine keeps
+REFRESH_SECONDS = 0.25  # how often the view checks for news; it redraws only when something changed
+RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
+SPARKS = "▁▂▃▄▅▆▇█"
+MIN_SPARK_RANGE = 0.5  # °C: sensor noise of a few hundredths must not look like a swing
+
+FORMAT_NAMES = {"bthome_v2": "BTHome v2", "bthome_v1": "BTHome v1", "pvvx": "pvvx", "atc1441": "atc1441"}
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the view shows about the process rather than the sensors."""
+
+    adapter: str  # "hci0", or "simulator" with --simulate
+    started: float  # time.time() at start, for the uptime
+    rate: float | None  # adverts/s from any device; None until there is a measurement
+    config_path: str = "config.yaml"
+
+
+# --- pure formatting ---------------------------------------------------------------------------------
+
+
+def format_name(state: LiveState) -> str:
+    if state.format is None:
+        return "–"
+    name = FORMAT_NAMES.get(state.format, state.format)
+    return f"{name} enc" if state.encrypted else name
+
+
+def format_age(seconds: float) -> str:
+    """`4s`, `12m`, `3h`: whole units that keep the column narrow."""
+    seconds = max(0.0, seconds)
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    if seconds < 100 * 60:
+        return f"{seconds // 60:.0f}m"
+    return f"{seconds // 3600:.0f}h"
+
+
+def format_uptime(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    days, s = divmod(s, 86400)
+    text = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+def format_count(n: int) -> str:
+    return str(n) if n < 10000 else f"{n // 1000}k"
+
+
+def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, span: float = TREND_SECONDS) -> str:
+    """Temperatures of the last `span` seconds in `width` block characters, oldest left, newest right;
+    a blank where nothing was heard. The scale is the visible min..max, at least MIN_SPARK_RANGE wide."""
+    if width <= 0:
+        return ""
+    start = now - span
+    sums = [0.0] * width
+    counts = [0] * width
+    for t, value in history:
+        if t < start or t > now:
+            continue
+        i = min(width - 1, int((t - start) / span * width))
+        sums[i] += value
+        counts[i] += 1
+    means = [s / c if c else None for s, c in zip(sums, counts, strict=True)]
+    heard = [m for m in means if m is not None]
+    if not heard:
+        return " " * width
+    low, high = min(heard), max(heard)
+    if high - low < MIN_SPARK_RANGE:
+        middle = (high + low) / 2
+        low, high = middle - MIN_SPARK_RANGE / 2, middle + MIN_SPARK_RANGE / 2
+    top = len(SPARKS) - 1
+    return "".join(" " if m is None else SPARKS[round((m - low) / (high - low) * top)] for m in means)
+
+
+def trend_width(width: int) -> int:
+    """Six characters (100 s each) in 80 columns; a wider terminal gives the extra to the trend."""
+    return max(6, min(24, width - 74))
+
+
+# --- the view ----------------------------------------------------------------------------------------
+
+
+def _header(engine: ScanEngine, now: float, header: Header) -> Text:
+    health = engine.health
+    heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
+    if health.mode == SIMULATED:
+        radio = "simulated sensors"
+    else:
+        radio = f"{header.adapter} {health.mode}" + ("" if health.mode == "starting" else " scan")
+    if not health.up:
+        radio += " (silent)"
+    rate = "–" if header.rate is None else f"{header.rate:.1f}"
+    text = Text()
+    text.append("ble-exporter watch", style="bold")
+    text.append(f" · {radio} · up {format_uptime(now - header.started)} · {rate} adverts/s")
+    if engine.devices:
+        text.append(f" · {heard}/{len(engine.devices)} heard")
+    return text
+
+
+def _fresh(state: LiveState, now: float) -> bool:
+    return state.last_seen is not None and now - state.last_seen <= STALE_SECONDS
+
+
+def _value(value: float | int | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _battery(state: LiveState) -> str:
+    parts = []
+    if state.battery is not None:
+        parts.append(f"{state.battery}%")
+    if state.voltage is not None:
+        parts.append(f"{state.voltage:.2f}V")
+    return " ".join(parts) or "–"
+
+
+def _age(age: float) -> Text:
+    """Seconds since last heard; a stale device gets a `!` (visible without colour) and red."""
+    if age > STALE_SECONDS:
+        return Text(format_age(age) + "!", style="bold red")
+    return Text(format_age(age) + " ")
+
+
+def _devices_table(engine: ScanEngine, now: float, width: int) -> Table:
+    """Only the name and the trend give way in a narrow terminal; the figures keep their width."""
+    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold")
+    table.add_column("name", min_width=6)
+    table.add_column("MAC", no_wrap=True)
+    table.add_column("°C", justify="right", no_wrap=True)
+    sparks = trend_width(width)
+    table.add_column("trend", width=sparks, no_wrap=True)
+    table.add_column("RH%", justify="right", no_wrap=True)
+    table.add_column("battery", no_wrap=True)
+    table.add_column("dBm", justify="right", no_wrap=True)
+    table.add_column("ago", justify="right", no_wrap=True)
+    table.add_column("pkts", justify="right", no_wrap=True)
+    table.add_column("format", no_wrap=True)
+    for device in engine.devices:
+        state = engine.live[device.mac]
+        name = Text(device.name, no_wrap=True, overflow="ellipsis")
+        if state.last_seen is None:
+            # Nothing known yet, the format included: the format column says why the row is empty.
+            table.add_row(name, device.mac, "–", "", "–", "–", "–", "– ", "0", "waiting…", style="dim")
+            continue
+        age = now - state.last_seen
+        stale = age > STALE_SECONDS
+        table.add_row(
+            name,
+            device.mac,
+            _value(state.temperature, ".2f"),
+            Text(sparkline(state.history, now, sparks), style="" if stale else "cyan"),
+            _value(state.humidity, ".1f"),
+            _battery(state),
+            _value(state.rssi, "d"),
+            _age(age),
+            format_count(state.packets),
+            format_name(state),
+            style="dim" if stale else None,
+        )
+    return table
+
+
+def unknown_sensors(engine: ScanEngine, now: float) -> list[LiveState]:
+    """Sensors in range that are not in the config, strongest signal first: the new thermometer on
+    the desk next to the Pi is at the top."""
+    found = [
+        s
+        for s in engine.live.values()
+        if s.name is None and s.last_seen is not None and now - s.last_seen <= UNKNOWN_FORGET_SECONDS
+    ]
+    return sorted(found, key=lambda s: (-(s.rssi if s.rssi is not None else -999), s.mac))
+
+
+def _unknown_table(states: Sequence[LiveState], now: float) -> Table:
+    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold")
+    table.add_column("MAC", no_wrap=True)
+    table.add_column("°C", justify="right", no_wrap=True)
+    table.add_column("RH%", justify="right", no_wrap=True)
+    table.add_column("battery", no_wrap=True)
+    table.add_column("dBm", justify="right", no_wrap=True)
+    table.add_column("ago", justify="right", no_wrap=True)
+    table.add_column("pkts", justify="right", no_wrap=True)
+    table.add_column("format", no_wrap=True)
+    for state in states:
+        age = now - (state.last_seen or now)
+        table.add_row(
+            state.mac,
+            _value(state.temperature, ".2f"),
+            _value(state.humidity, ".1f"),
+            _battery(state),
+            _value(state.rssi, "d"),
+            _age(age),
+            format_count(state.packets),
+            format_name(state),
+            style="dim" if age > STALE_SECONDS else None,
+        )
+    return table
+
+
+def render(
+    engine: ScanEngine, now: float, header: Header, *, show_all: bool = False, width: int = 80, height: int = 24
+) -> RenderableType:
+    """The whole view for one moment: header, configured devices, (--all) unconfigured ones, keys.
+
+    `width` and `height` are the terminal's: the trend takes spare columns, and the --all list is cut
+    to fit so the view never scrolls.
+    """
+    parts: list[RenderableType] = [_header(engine, now, header), Text()]
+    used = 4  # header, blank line, blank line, footer
+    config_name = Path(header.config_path).name
+    if engine.devices:
+        parts.append(_devices_table(engine, now, width))
+        used += 1 + len(engine.devices)
+    else:
+        hint = "" if show_all else "; --all lists the sensors in range"
+        parts.append(Text(f"No devices in {header.config_path}{hint}.", style="yellow"))
+        used += 1
+    if show_all:
+        states = unknown_sensors(engine, now)
+        parts.append(Text())
+        parts.append(Text("In range, not in the config:", style="bold"))
+        used += 2
+        if not states:
+            parts.append(Text("none heard yet (a sensor advertises every few seconds)", style="dim"))
+        else:
+            room = max(1, height - used - 2)  # the table's header and the hint line
+            shown = states if len(states) <= room else states[: max(1, room - 1)]
+            parts.append(_unknown_table(shown, now))
+            if len(shown) < len(states):
+                parts.append(Text(f"… and {len(states) - len(shown)} more", style="dim"))
+            hint_line = Text(f"to add one, put under `devices:` in {config_name}:  ", style="dim")
+            hint_line.append(f'"{states[0].mac}": my_room', style="bold")
+            parts.append(hint_line)
+    parts.append(Text())
+    footer = Text()
+    footer.append(" q ", style="bold reverse")
+    footer.append(f" quit · ! not heard for {STALE_SECONDS:.0f} s · trend: last {TREND_SECONDS / 60:.0f} min")
+    parts.append(footer)
+    return Group(*parts)
+
+
+# --- the terminal edge -------------------------------------------------------------------------------
+
+
+class AdvertRate:
+    """Adverts per second from the engine's running count, averaged over the last few seconds."""
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, count: int) -> float | None:
+        samples = self._samples
+        samples.append((now, count))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        first_time, first_count = samples[0]
+        if now - first_time < 1.0:
+            return None
+        return (count - first_count) / (now - first_time)
+
+
+@contextlib.contextmanager
+def cbreak(stream: object) -> Iterator[int | None]:
+    """Keys without Enter and without echo while the view runs; the terminal is restored on any exit.
+    Yields the fd to read keys from, or None when stdin is not a terminal (no keys then, signals only)."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        yield None
+        return
+    if not os.isatty(fd):
+        yield None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)  # ISIG stays on: Ctrl-C still sends SIGINT
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _log_to_console(console: Console) -> logging.Handler:
+    """Warnings and errors print above the live view (Live keeps the display below them). Info lines
+    (one per scan window) would scroll the screen for nothing; the service's log file is not touched."""
+
+    class ConsoleHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                console.print(Text(f"{record.levelname.lower()}: {self.format(record)}", style="yellow"))
+            except Exception:
+                self.handleError(record)
+
+    handler = ConsoleHandler(logging.WARNING)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    return handler
+
+
+def make_scanner(cfg: Config, devices: Sequence[Device], engine: ScanEngine, simulate: bool) -> Scanner:
+    if simulate:
+        from ble_exporter.simulator import SimulatedScanner
+
+        return SimulatedScanner(devices, engine.ingest, advert_interval=2.5)
+    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest)
+
+
+async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_all: bool, console: Console) -> None:
+    """Scan continuously and redraw until q, Ctrl-C, SIGTERM or SIGHUP; a ScanError propagates."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    engine = ScanEngine(devices, keep_unknown=show_all)
+    scanner = make_scanner(cfg, devices, engine, simulate)
+    header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path)
+    rate = AdvertRate()
+    cycles = loop.create_task(
+        run_cycles(
+            engine,
+            scanner,
+            cfg.scan_interval_seconds,
+            cfg.scan_duration_seconds,
+            stop,
+            continuous=True,
+            silent_scans_before_restart=cfg.watchdog_silent_scans,
+        )
+    )
+
+    def view(now: float) -> RenderableType:
+        size = console.size
+        return render(engine, now, header, show_all=show_all, width=size.width, height=size.height)
+
+    with cbreak(sys.stdin) as fd, Live(view(time.time()), console=console, auto_refresh=False) as live:
+        if fd is not None:
+
+            def on_key() -> None:
+                with contextlib.suppress(OSError):
+                    if any(k in os.read(fd, 64) for k in (b"q", b"Q")):
+                        stop.set()
+
+            loop.add_reader(fd, on_key)
+        try:
+            drawn: tuple[object, ...] = ()
+            while not stop.is_set() and not cycles.done():
+                now = time.time()
+                header = replace(header, rate=rate.update(now, engine.counters.adverts_received))
+                # Redraw when a packet arrived, a second ticked or the terminal was resized: an idle
+                # view costs next to nothing on a Pi Zero, and an unchanged frame is never rewritten.
+                state = (engine.counters.adverts_received, int(now), engine.health.mode, console.size)
+                if state != drawn:
+                    live.update(view(now), refresh=True)
+                    drawn = state
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
+        finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+            stop.set()
+            await cycles  # stops the scanner; re-raises its ScanError
+
+
+def run_watch(cfg: Config, simulate: bool = False, show_all: bool = False) -> int:
+    """The `watch` command: 0 on q/Ctrl-C/SIGTERM, 1 on a Bluetooth failure (one line on stderr)."""
+    devices: Sequence[Device] = cfg.devices
+    if not devices and simulate:
+        from ble_exporter.simulator import DEMO_DEVICES
+
+        devices = DEMO_DEVICES
+    console = Console()
+    _log_to_console(console)
+    try:
+        asyncio.run(_watch(cfg, devices, simulate, show_all, console))
+    except ScanError as e:
+        logging.getLogger().handlers.clear()
+        logging.getLogger().addHandler(logging.NullHandler())
+        print(f"ble-exporter: error: {e}", file=sys.stderr)
+        return 1
+    return 0
