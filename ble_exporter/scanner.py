@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +39,9 @@ class Scanner(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def check(self) -> None:
+        """Raise ScanError when the Bluetooth stack is gone; called every second of the cycle."""
+
     def renew(self) -> None:
         """Forget the scanning session (stopped first) so the next start opens a fresh one: the
         silent-scan watchdog's remedy."""
@@ -52,6 +56,8 @@ class BluezScanner:
         self.mode = ACTIVE if scan_mode == ACTIVE else PASSIVE
         self._sink = sink
         self._scanner: Any = None
+        self._bluez: tuple[Any, dict[str, Any]] | None = None
+        self._message_type: Any = None
 
     def _on_detect(self, device: Any, adv: Any) -> None:
         self._sink(device.address, adv.rssi, adv.service_data, time.time())
@@ -83,7 +89,6 @@ class BluezScanner:
             self._scanner = self._new_scanner(self.mode)
         try:
             await self._scanner.start()
-            return
         except Exception as e:
             if not (self.mode == PASSIVE and self.scan_mode == "auto" and _passive_unavailable(e)):
                 self._scanner = None
@@ -94,13 +99,15 @@ class BluezScanner:
                 self.adapter,
                 e,
             )
-        self.mode = ACTIVE
-        self._scanner = self._new_scanner(ACTIVE)
-        try:
-            await self._scanner.start()
-        except Exception as e:
-            self._scanner = None
-            raise ScanError(describe_failure(e, self.adapter, "start")) from e
+            self.mode = ACTIVE
+            self._scanner = self._new_scanner(ACTIVE)
+            try:
+                await self._scanner.start()
+            except Exception as e:
+                self._scanner = None
+                raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        if self._bluez is None:
+            await self._attach_bluez()
 
     async def stop(self) -> None:
         if self._scanner is None:
@@ -113,6 +120,59 @@ class BluezScanner:
 
     def renew(self) -> None:
         self._scanner = None
+
+    async def check(self) -> None:
+        """Fail at once when bluetoothd leaves the bus or the adapter is removed or powered off.
+
+        bleak raises nothing while scanning when that happens (only a later stop() does, and not at
+        all for a power-off), so look at what bleak's BlueZ manager knows, plus one NameHasOwner call.
+        """
+        if self._bluez is None:
+            return
+        bus, objects = self._bluez
+        try:
+            reply = await bus.call(self._message_type(**_NAME_HAS_OWNER))
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "check")) from e
+        if reply.body and reply.body[0] is False:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: BlueZ (org.bluez) left the system D-Bus; "
+                "check `systemctl status bluetooth`"
+            )
+        adapter = objects.get(f"/org/bluez/{self.adapter}", {}).get("org.bluez.Adapter1")
+        if adapter is None:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} disappeared; check the adapter "
+                "(USB dongle, `dmesg`) and `bluetoothctl list`"
+            )
+        if adapter.get("Powered") is False:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} was powered off; run "
+                "`rfkill unblock bluetooth` and `bluetoothctl power on`"
+            )
+
+    async def _attach_bluez(self) -> None:
+        """Reach bleak's BlueZ manager (its D-Bus connection and object cache) for check()."""
+        try:
+            from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+            manager = await get_global_bluez_manager()
+            bus, objects = manager._bus, manager._properties
+            package = importlib.import_module(type(bus).__module__.split(".")[0])  # dbus_fast or dbus_next
+            self._message_type = package.Message
+            self._bluez = (bus, objects)
+        except Exception as e:  # an internal of bleak changed: scanning works, only the fast check is lost
+            log.warning("cannot watch BlueZ for failures between scans (%s); failures show at the next scan", e)
+
+
+_NAME_HAS_OWNER = {
+    "destination": "org.freedesktop.DBus",
+    "path": "/org/freedesktop/DBus",
+    "interface": "org.freedesktop.DBus",
+    "member": "NameHasOwner",
+    "signature": "s",
+    "body": ["org.bluez"],
+}
 
 
 def _bluez_args_take_adapter() -> bool:
@@ -155,13 +215,21 @@ def describe_failure(e: BaseException, adapter: str, action: str) -> str:
     return f"Bluetooth scan {action} on {adapter} failed: {text.strip().splitlines()[0]}; {fix}"
 
 
-async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
-    """Sleep until the loop time `deadline`, waking early when `stop` is set."""
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay <= 0 or stop.is_set():
-        return
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
+CHECK_EVERY_SECONDS = 1.0
+
+
+async def _sleep_until(stop: asyncio.Event, deadline: float, scanner: Scanner | None = None) -> None:
+    """Sleep until the loop time `deadline`, waking early when `stop` is set, checking the scanner
+    every second on the way (its ScanError propagates)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        delay = deadline - loop.time()
+        if delay <= 0:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(delay, CHECK_EVERY_SECONDS))
+        if scanner is not None and not stop.is_set():
+            await scanner.check()
 
 
 async def _watch_silence(engine: ScanEngine, scanner: Scanner, scanning: bool, limit: int) -> None:
@@ -224,7 +292,7 @@ async def run_cycles(
                 engine.health.mode = scanner.mode
                 if started is not None:
                     started.set()
-            await _sleep_until(stop, loop.time() + duration)
+            await _sleep_until(stop, loop.time() + duration, scanner)
             if not continuous or stop.is_set():
                 await scanner.stop()
                 scanning = False
@@ -243,7 +311,10 @@ async def run_cycles(
             next_start += interval
             if next_start < loop.time():  # a slow stop: skip missed cycles rather than scan back to back
                 next_start = loop.time() + (0 if continuous else interval - duration)
-            await _sleep_until(stop, next_start)
+            await _sleep_until(stop, next_start, scanner)
     finally:
-        if scanning:
-            await asyncio.shield(scanner.stop())
+        if scanning:  # leave BlueZ not discovering; a failure here must not hide the one that got us here
+            try:
+                await asyncio.shield(scanner.stop())
+            except ScanError as e:
+                log.warning("%s", e)

@@ -122,6 +122,7 @@ class SimulatedScanner:
         self.sessions = 0
         self.renewals = 0
         self.silent = False  # True: the radio goes quiet, as BlueZ sometimes does
+        self.failure: Exception | None = None  # raised by check(), as when BlueZ goes away
 
     async def start(self) -> None:
         if self._task is None:
@@ -137,6 +138,10 @@ class SimulatedScanner:
 
     def renew(self) -> None:
         self.renewals += 1
+
+    async def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
     async def _advertise(self) -> None:
         if not self.sensors:

@@ -207,16 +207,26 @@ def test_run_without_the_adapter_exits_1(bluez: BluezMock, exporter_factory: Exp
 
 @pytest.mark.parametrize(
     ("fault", "fix"),
-    # Removed mid-scan: the stop fails ("disappeared"); between scans: the next start does ("does not exist").
-    [("kill_bluetoothd", "BlueZ is not running"), ("remove_adapter", "adapter hci0 (disappeared|does not exist)")],
+    [
+        ("kill_bluetoothd", "BlueZ \\(org.bluez\\) left the system D-Bus"),
+        ("remove_adapter", "adapter hci0 disappeared"),
+        ("power_off", "adapter hci0 was powered off"),
+    ],
 )
-def test_bluez_or_adapter_vanishing_mid_run_exits_1(
+def test_bluez_or_adapter_vanishing_mid_scan_exits_1_at_once(
     bluez: BluezMock, exporter_factory: ExporterFactory, fault: str, fix: str
 ) -> None:
-    exporter = exporter_factory(FAST + MOCK_DEVICES, env=bluez.env())
+    exporter = exporter_factory(
+        "scan_interval_seconds: 60\nscan_duration_seconds: 50\n" + MOCK_DEVICES, env=bluez.env()
+    )
     exporter.wait_healthy()
-    advertise_until(bluez, exporter, 'ble_sensor_seen{device="kitchen"}')
+    deadline = time.monotonic() + 10
+    while '"scan_mode": "active"' not in exporter.get("/status")[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
     getattr(bluez, fault)()
+    began = time.monotonic()
     assert exporter.process.wait(10) == 1
+    assert time.monotonic() - began < 3.0  # within the scan, not at its end 50 s later
     err = exporter.stderr()
     assert re.search(fix, err) and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(fix, exporter.log_file.read_text())

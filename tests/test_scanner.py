@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -88,6 +89,9 @@ class FailingScanner:
             raise ScanError("Bluetooth scan stop on hci0 failed: ...")
 
     def renew(self) -> None:
+        pass
+
+    async def check(self) -> None:
         pass
 
 
@@ -240,3 +244,46 @@ def test_bluez_renew_opens_a_fresh_discovery_session(bluez: BluezMock) -> None:
     engine.open_window(0)
     asyncio.run(go())
     assert bluez.discovery_starts() == 2 and engine.counters.adverts_decoded == 1
+
+
+def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, neighbours=())
+
+    async def go() -> None:
+        task = asyncio.ensure_future(run_cycles(engine, scanner, 30, 20, asyncio.Event()))
+        await asyncio.sleep(0.1)
+        scanner.failure = ScanError("Bluetooth on hci0 failed: BlueZ (org.bluez) left the system D-Bus")
+        await asyncio.wait_for(task, 2.5)
+
+    began = time.monotonic()
+    with pytest.raises(ScanError, match="left the system D-Bus"):
+        asyncio.run(go())
+    assert time.monotonic() - began < 2.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("kill_bluetoothd", "BlueZ \\(org.bluez\\) left the system D-Bus"),
+        ("remove_adapter", "adapter hci0 disappeared"),
+        ("power_off", "adapter hci0 was powered off"),
+    ],
+)
+def test_bluez_check_notices_a_failure_while_scanning(bluez: BluezMock, fault: str, message: str) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", "active", engine.ingest)
+
+    async def go() -> None:
+        await scanner.start()
+        await scanner.check()  # all well
+        getattr(bluez, fault)()
+        await asyncio.sleep(0.2)  # the signal reaches bleak's object cache
+        try:
+            await scanner.check()
+        finally:
+            with contextlib.suppress(ScanError):
+                await scanner.stop()
+
+    with pytest.raises(ScanError, match=message):
+        asyncio.run(go())
