@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.base_events
 import html
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ble_exporter import __version__
 
-LANDING = """<!DOCTYPE html>
+LANDING = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ble-exporter</title></head>
-<body><h1>ble-exporter {version}</h1>
+<body><h1>ble-exporter {html.escape(__version__)}</h1>
 <p>Prometheus exporter for BLE thermometers.</p>
 <ul><li><a href="metrics">/metrics</a> – Prometheus metrics</li>
 <li><a href="status">/status</a> – scanner status (JSON)</li>
 <li><a href="healthz">/healthz</a> – liveness</li></ul>
 </body></html>
-""".format(version=html.escape(__version__))
+"""
 
 
 def make_app(registry: CollectorRegistry, status_source: Callable[[], dict[str, Any]]) -> web.Application:
@@ -47,14 +51,86 @@ def make_app(registry: CollectorRegistry, status_source: Callable[[], dict[str, 
     return app
 
 
-async def serve(app: web.Application, host: str | None, port: int) -> web.AppRunner:
+MAX_CONNECTIONS = 128  # the oldest connection is closed to make room for a new one
+CONNECTION_LIFETIME_SECONDS = 30.0  # bounds a client that trickles its request; scrapers reconnect
+KEEPALIVE_SECONDS = 5.0
+
+
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a malformed request with a traceback at ERROR; a client's mistake is not ours
+    (it already got its 400), and a flood of them must not fill the disk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, (HttpProcessingError, ConnectionError, asyncio.CancelledError))
+
+
+class _ConnectionGuard:
+    """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
+    trickling clients can neither exhaust file descriptors nor hold a slot for long."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        self._factory = factory
+        self.open: dict[_Tracked, asyncio.BaseTransport] = {}  # oldest first
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Tracked(self._factory(), self)
+
+
+class _Tracked(asyncio.Protocol):
+    """aiohttp's protocol, seen through the guard (its class has __slots__, so it is wrapped)."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: _ConnectionGuard) -> None:
+        self._inner, self._guard = inner, guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        open_connections = self._guard.open
+        open_connections[self] = transport
+        if len(open_connections) > MAX_CONNECTIONS:
+            open_connections.pop(next(iter(open_connections))).close()
+        asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.open.pop(self, None)
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class HttpServer:
+    """The bound socket and aiohttp's runner, closed together."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.base_events.Server, guard: _ConnectionGuard) -> None:
+        self.runner, self.server, self.guard = runner, server, guard
+
+    async def close(self) -> None:
+        self.server.close()
+        for transport in list(self.guard.open.values()):
+            transport.close()
+        await self.runner.cleanup()
+
+
+async def serve(app: web.Application, host: str | None, port: int) -> HttpServer:
     """Bind and start serving; raises OSError when the address cannot be bound."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    logging.getLogger("aiohttp.server").addFilter(_ClientMistakes())
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+    assert runner.server is not None
+    guard = _ConnectionGuard(runner.server)
     try:
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(guard, host, port, reuse_address=True, backlog=128)
     except BaseException:
         await runner.cleanup()
         raise
-    return runner
+    return HttpServer(runner, server, guard)

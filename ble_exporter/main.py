@@ -168,7 +168,7 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
     scanner = make_scanner(cfg, devices, engine, simulate)
     app = make_app(build_registry(engine), lambda: status_document(engine, cfg, started_at, time.time()))
     try:
-        runner = await serve(app, cfg.listen_address, cfg.listen_port)
+        http = await serve(app, cfg.listen_address, cfg.listen_port)
     except OSError as e:
         error(
             f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); "
@@ -211,7 +211,7 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
             cycles.cancel()
         with contextlib.suppress(asyncio.CancelledError, ScanError):
             await cycles
-        await runner.cleanup()
+        await http.close()
     log.info("stopped")
     return EXIT_OK
 
