@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -37,6 +37,7 @@ STALE_SECONDS = 30.0
 UNKNOWN_FORGET_SECONDS = 300.0
 TREND_SECONDS = HISTORY_SECONDS  # the sparkline spans what the engine keeps
 REFRESH_SECONDS = 0.25  # how often the view checks for news; it redraws only when something changed
+START_WAIT_SECONDS = 3.0  # how long the view waits for the scanner before drawing anyway
 RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
 SPARKS = "▁▂▃▄▅▆▇█"
 MIN_SPARK_RANGE = 0.5  # °C: sensor noise of a few hundredths must not look like a swing
@@ -61,7 +62,7 @@ def format_name(state: LiveState) -> str:
     if state.format is None:
         return "–"
     name = FORMAT_NAMES.get(state.format, state.format)
-    return f"{name} enc" if state.encrypted else name
+    return f"{name}*" if state.encrypted else name  # one character: 80 columns are tight
 
 
 def format_age(seconds: float) -> str:
@@ -112,8 +113,8 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
 
 
 def trend_width(width: int) -> int:
-    """Six characters (100 s each) in 80 columns; a wider terminal gives the extra to the trend."""
-    return max(6, min(24, width - 74))
+    """Five characters (2 minutes each) in 80 columns; a wider terminal gives the extra to the trend."""
+    return max(5, min(25, width - 75))
 
 
 # --- the view ----------------------------------------------------------------------------------------
@@ -122,14 +123,11 @@ def trend_width(width: int) -> int:
 def _header(engine: ScanEngine, now: float, header: Header) -> Text:
     health = engine.health
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
-    if health.mode == SIMULATED:
-        radio = "simulated sensors"
-    else:
-        radio = f"{header.adapter} {health.mode}" + ("" if health.mode == "starting" else " scan")
+    radio = "simulated sensors" if health.mode == SIMULATED else f"{header.adapter} {health.mode}"
     if not health.up:
         radio += " (silent)"
     rate = "–" if header.rate is None else f"{header.rate:.1f}"
-    text = Text()
+    text = Text(no_wrap=True, overflow="ellipsis")  # one line, whatever happens
     text.append("ble-exporter watch", style="bold")
     text.append(f" · {radio} · up {format_uptime(now - header.started)} · {rate} adverts/s")
     if engine.devices:
@@ -145,15 +143,6 @@ def _value(value: float | int | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _battery(state: LiveState) -> str:
-    parts = []
-    if state.battery is not None:
-        parts.append(f"{state.battery}%")
-    if state.voltage is not None:
-        parts.append(f"{state.voltage:.2f}V")
-    return " ".join(parts) or "–"
-
-
 def _age(age: float) -> Text:
     """Seconds since last heard; a stale device gets a `!` (visible without colour) and red."""
     if age > STALE_SECONDS:
@@ -161,42 +150,68 @@ def _age(age: float) -> Text:
     return Text(format_age(age) + " ")
 
 
+# Figures keep a steady width (a packet count reaching 1000 must not shift every column) and never
+# give way; in a narrow terminal only the name is cut. Humidity is whole percent, as the sensor's
+# own display shows it (the SHTC3 is accurate to ±2 %RH); temperature keeps the firmware's 0.01 °C.
+_FIGURES: tuple[tuple[str, JustifyMethod, int], ...] = (
+    ("MAC", "left", 17),
+    ("°C", "right", 5),
+    ("trend", "left", 0),
+    ("RH%", "right", 3),
+    ("bat", "right", 4),
+    ("V", "right", 4),
+    ("dBm", "right", 3),
+    ("ago", "right", 4),
+    ("pkts", "right", 4),
+    ("format", "left", 9),
+)
+
+
+def _table(sparks: int, named: bool) -> Table:
+    """The column layout both lists share; the --all list has no name and no trend."""
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold")
+    if named:
+        table.add_column("name", min_width=6)  # the one wrapable column: the first to give way
+    for title, justify, width in _FIGURES:
+        if title == "trend":
+            if named:
+                table.add_column(title, width=sparks, no_wrap=True)
+            continue
+        table.add_column(title, justify=justify, min_width=width, no_wrap=True)
+    return table
+
+
+def _cells(state: LiveState, now: float, sparks: int) -> tuple[list[RenderableType], bool]:
+    """The figures of one row (MAC to format, with a trend when `sparks`) and whether it is stale."""
+    age = now - (state.last_seen if state.last_seen is not None else now)
+    stale = age > STALE_SECONDS
+    cells: list[RenderableType] = [state.mac, _value(state.temperature, ".2f")]
+    if sparks:
+        cells.append(Text(sparkline(state.history, now, sparks), style="" if stale else "cyan"))
+    cells += [
+        _value(state.humidity, ".0f"),
+        _value(state.battery, "d") + ("%" if state.battery is not None else ""),
+        _value(state.voltage, ".2f"),
+        _value(state.rssi, "d"),
+        _age(age),
+        format_count(state.packets),
+        format_name(state),
+    ]
+    return cells, stale
+
+
 def _devices_table(engine: ScanEngine, now: float, width: int) -> Table:
-    """Only the name and the trend give way in a narrow terminal; the figures keep their width."""
-    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold")
-    table.add_column("name", min_width=6)
-    table.add_column("MAC", no_wrap=True)
-    table.add_column("°C", justify="right", no_wrap=True)
     sparks = trend_width(width)
-    table.add_column("trend", width=sparks, no_wrap=True)
-    table.add_column("RH%", justify="right", no_wrap=True)
-    table.add_column("battery", no_wrap=True)
-    table.add_column("dBm", justify="right", no_wrap=True)
-    table.add_column("ago", justify="right", no_wrap=True)
-    table.add_column("pkts", justify="right", no_wrap=True)
-    table.add_column("format", no_wrap=True)
+    table = _table(sparks, named=True)
     for device in engine.devices:
         state = engine.live[device.mac]
         name = Text(device.name, no_wrap=True, overflow="ellipsis")
         if state.last_seen is None:
             # Nothing known yet, the format included: the format column says why the row is empty.
-            table.add_row(name, device.mac, "–", "", "–", "–", "–", "– ", "0", "waiting…", style="dim")
+            table.add_row(name, device.mac, "–", "", "–", "–", "–", "–", "– ", "0", "waiting…", style="dim")
             continue
-        age = now - state.last_seen
-        stale = age > STALE_SECONDS
-        table.add_row(
-            name,
-            device.mac,
-            _value(state.temperature, ".2f"),
-            Text(sparkline(state.history, now, sparks), style="" if stale else "cyan"),
-            _value(state.humidity, ".1f"),
-            _battery(state),
-            _value(state.rssi, "d"),
-            _age(age),
-            format_count(state.packets),
-            format_name(state),
-            style="dim" if stale else None,
-        )
+        cells, stale = _cells(state, now, sparks)
+        table.add_row(name, *cells, style="dim" if stale else None)
     return table
 
 
@@ -212,28 +227,10 @@ def unknown_sensors(engine: ScanEngine, now: float) -> list[LiveState]:
 
 
 def _unknown_table(states: Sequence[LiveState], now: float) -> Table:
-    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold")
-    table.add_column("MAC", no_wrap=True)
-    table.add_column("°C", justify="right", no_wrap=True)
-    table.add_column("RH%", justify="right", no_wrap=True)
-    table.add_column("battery", no_wrap=True)
-    table.add_column("dBm", justify="right", no_wrap=True)
-    table.add_column("ago", justify="right", no_wrap=True)
-    table.add_column("pkts", justify="right", no_wrap=True)
-    table.add_column("format", no_wrap=True)
+    table = _table(0, named=False)
     for state in states:
-        age = now - (state.last_seen or now)
-        table.add_row(
-            state.mac,
-            _value(state.temperature, ".2f"),
-            _value(state.humidity, ".1f"),
-            _battery(state),
-            _value(state.rssi, "d"),
-            _age(age),
-            format_count(state.packets),
-            format_name(state),
-            style="dim" if age > STALE_SECONDS else None,
-        )
+        cells, stale = _cells(state, now, 0)
+        table.add_row(*cells, style="dim" if stale else None)
     return table
 
 
@@ -274,7 +271,10 @@ def render(
     parts.append(Text())
     footer = Text()
     footer.append(" q ", style="bold reverse")
-    footer.append(f" quit · ! not heard for {STALE_SECONDS:.0f} s · trend: last {TREND_SECONDS / 60:.0f} min")
+    footer.append(f" quit · ! not heard for {STALE_SECONDS:.0f} s")
+    if any(s.encrypted for s in engine.live.values()):
+        footer.append(" · * encrypted")
+    footer.append(f" · trend: last {TREND_SECONDS / 60:.0f} min")
     parts.append(footer)
     return Group(*parts)
 
@@ -361,6 +361,7 @@ async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_al
     scanner = make_scanner(cfg, devices, engine, simulate)
     header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path)
     rate = AdvertRate()
+    scanning = asyncio.Event()
     cycles = loop.create_task(
         run_cycles(
             engine,
@@ -370,8 +371,17 @@ async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_al
             stop,
             continuous=True,
             silent_scans_before_restart=cfg.watchdog_silent_scans,
+            started=scanning,
         )
     )
+    # A scanner that cannot start (no BlueZ, no adapter) exits with its one line and no half-drawn
+    # view; a slow start still gets the view (and q) after a moment.
+    waiting = loop.create_task(scanning.wait())
+    await asyncio.wait([cycles, waiting], timeout=START_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if cycles.done():
+        await cycles  # raises the ScanError
+        return
 
     def view(now: float) -> RenderableType:
         size = console.size
@@ -381,9 +391,13 @@ async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_al
         if fd is not None:
 
             def on_key() -> None:
-                with contextlib.suppress(OSError):
-                    if any(k in os.read(fd, 64) for k in (b"q", b"Q")):
-                        stop.set()
+                try:
+                    keys = os.read(fd, 64)
+                except OSError:
+                    keys = b""
+                if not keys or b"q" in keys or b"Q" in keys:  # b"": the terminal went away
+                    loop.remove_reader(fd)
+                    stop.set()
 
             loop.add_reader(fd, on_key)
         try:

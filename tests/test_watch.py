@@ -1,0 +1,363 @@
+"""`ble-exporter watch`: what the user sees (render into a plain 80-column console), and the command in a
+real terminal (tmux): readings appear, q and Ctrl-C quit with status 0 and the terminal restored."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ble_exporter.config import Device
+from ble_exporter.encoder import encode
+from ble_exporter.engine import LiveState, ScanEngine
+from ble_exporter.parser import Reading, uuid128
+from ble_exporter.watch import (
+    SPARKS,
+    STALE_SECONDS,
+    AdvertRate,
+    Header,
+    format_age,
+    format_name,
+    render,
+    sparkline,
+    unknown_sensors,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BTHOME = uuid128(0xFCD2)
+# pvvx/ATC_MiThermometer issue #740, BTHome v2 from the pvvx firmware: data1 = battery 81 %,
+# 27.01 °C, 44.93 % RH; data2 = 2.848 V (the firmware alternates the two under one packet id).
+DATA1 = bytes.fromhex("4000b00151028d0a038d11")
+DATA2 = bytes.fromhex("4000b00c200b10001101")
+LIVING = "A4:C1:38:AA:BB:CC"
+KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+DEVICES = (Device(LIVING, "living_room"), Device("A4:C1:38:00:00:02", "bedroom"))
+T0 = 1_700_000_000.0
+
+
+def show(
+    engine: ScanEngine,
+    now: float,
+    *,
+    show_all: bool = False,
+    rate: float | None = 2.4,
+    width: int = 80,
+    height: int = 24,
+) -> list[str]:
+    """The view as a colourless terminal of `width` columns shows it, one string per line."""
+    console = Console(
+        file=io.StringIO(), width=width, height=height, color_system=None, force_terminal=False, legacy_windows=False
+    )
+    header = Header("hci0", T0 - 125.0, rate, "/etc/ble-exporter/config.yaml")
+    console.print(render(engine, now, header, show_all=show_all, width=width, height=height))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in text  # no colour or style codes on a terminal without colour
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def row(lines: list[str], key: str) -> str:
+    found = [line for line in lines if key in line]
+    assert len(found) == 1, (key, lines)
+    return found[0]
+
+
+def heard(engine: ScanEngine, mac: str = LIVING, at: float = T0, rssi: int = -67) -> None:
+    engine.ingest(mac, rssi, {BTHOME: DATA1}, at)
+    engine.ingest(mac, rssi, {BTHOME: DATA2}, at)
+
+
+def test_a_heard_device_shows_its_readings() -> None:
+    engine = ScanEngine(DEVICES)
+    heard(engine)
+    lines = show(engine, T0 + 2)
+    living = row(lines, "living_room")
+    assert re.search(r"^living_room +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-67 +2s +2 +BTHome v2$", living), (
+        living
+    )
+    header = lines[0]
+    assert "hci0 starting" in header and "up 0:02:07" in header and "2.4 adverts/s" in header
+    assert "1/2 heard" in header
+
+
+def test_rows_follow_the_config_order_and_unheard_devices_wait() -> None:
+    engine = ScanEngine(DEVICES)
+    heard(engine)
+    lines = show(engine, T0 + 1)
+    names = [line.split()[0] for line in lines if line.startswith(("living_room", "bedroom"))]
+    assert names == ["living_room", "bedroom"]
+    waiting = row(lines, "bedroom")
+    assert "A4:C1:38:00:00:02" in waiting and waiting.endswith("waiting…")
+    assert "27.01" not in waiting and re.search(r" 0 +waiting…$", waiting)  # no packets, no readings
+
+
+def test_a_device_quiet_for_longer_than_the_stale_limit_is_marked_without_colour() -> None:
+    engine = ScanEngine(DEVICES)
+    heard(engine)
+    fresh = row(show(engine, T0 + STALE_SECONDS), "living_room")
+    assert "30s " in fresh + " " and "!" not in fresh
+    lines = show(engine, T0 + 95)
+    stale = row(lines, "living_room")
+    assert "95s!" in stale and "27.01" in stale  # the last reading stays, marked
+    assert "4m!" in row(show(engine, T0 + 250), "living_room")
+    assert "! not heard for 30 s" in lines[-1] and "q" in lines[-1] and "quit" in lines[-1]
+    assert "0/2 heard" in lines[0]
+
+
+def test_header_shows_the_scan_mode_in_use_and_a_silent_scanner() -> None:
+    engine = ScanEngine(DEVICES)
+    engine.health.mode = "passive"
+    assert "· hci0 passive ·" in show(engine, T0)[0]
+    engine.health.mode = "active"
+    engine.health.up = False
+    assert "hci0 active (silent)" in show(engine, T0, rate=None)[0]
+    assert "– adverts/s" in show(engine, T0, rate=None)[0]
+    engine.health.mode = "simulated"
+    engine.health.up = True
+    assert "· simulated sensors ·" in show(engine, T0)[0]
+
+
+def test_all_lists_sensors_not_in_the_config_strongest_first_with_the_yaml_to_paste() -> None:
+    engine = ScanEngine(DEVICES, keep_unknown=True)
+    heard(engine)
+    heard(engine, "A4:C1:38:99:00:01", T0 + 1, rssi=-88)
+    heard(engine, "A4:C1:38:99:00:02", T0 + 2, rssi=-48)
+    engine.ingest("A4:C1:38:99:00:03", -40, {BTHOME: b"\x40\xff\xff"}, T0)  # not decodable: not a sensor
+    engine.ingest("11:22:33:44:55:66", -40, {}, T0)  # a phone: no service data of ours
+    lines = show(engine, T0 + 3, show_all=True)
+    start = lines.index("In range, not in the config:")
+    section = lines[start:]
+    near, far = row(section, "A4:C1:38:99:00:02 "), row(section, "A4:C1:38:99:00:01 ")
+    assert section.index(near) < section.index(far)
+    assert re.search(r"^A4:C1:38:99:00:02 +27\.01 +45 +81% +2\.85 +-48 +1s +2 +BTHome v2$", near), near
+    assert not any("99:00:03" in line or "11:22:33" in line for line in lines)
+    assert not any(LIVING in line for line in section)  # configured devices are not repeated
+    assert 'put under `devices:` in config.yaml:  "A4:C1:38:99:00:02": my_room' in row(section, "devices:")
+    assert not any("In range" in line for line in show(engine, T0 + 3, show_all=False))
+
+
+def test_all_with_nothing_configured_and_nothing_heard_says_so() -> None:
+    lines = show(ScanEngine((), keep_unknown=True), T0, show_all=True)
+    assert "No devices in /etc/ble-exporter/config.yaml." in lines
+    assert any("none heard yet" in line for line in lines)
+    assert "--all lists the sensors in range" in row(show(ScanEngine(()), T0), "No devices")
+
+
+def test_the_view_fits_80x24_with_a_crowd_of_neighbours() -> None:
+    names = ["a_rather_long_sensor_name", "b", "c"]
+    devices = [Device(f"A4:C1:38:00:00:{i:02X}", name) for i, name in enumerate(names)]
+    engine = ScanEngine(devices, keep_unknown=True)
+    for i in range(30):
+        heard(engine, f"A4:C1:38:99:01:{i:02X}", T0, rssi=-50 - i)
+    for device in devices:
+        heard(engine, device.mac, T0)
+    lines = show(engine, T0 + 1, show_all=True)
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+    assert any(re.fullmatch(r"… and \d+ more", line) for line in lines)
+    # Long names are cut (to 11 or 12 columns: rich versions differ by one), the figures never are.
+    assert re.match(r"a_rather_lo?… +A4:C1:38:00:00:00 27\.01 ", row(lines, "a_rather_"))
+    assert "A4:C1:38:99:01:00" in "\n".join(lines)  # the strongest is kept
+    wide = show(engine, T0 + 1, width=120)
+    assert "a_rather_long_sensor_name" in row(wide, "a_rather")
+
+
+def test_formats_read_as_people_name_them() -> None:
+    def state(fmt: str | None, encrypted: bool = False) -> LiveState:
+        return LiveState("A4:C1:38:00:00:01", "x", format=fmt, encrypted=encrypted)
+
+    assert [format_name(state(f)) for f in ("bthome_v2", "bthome_v1", "pvvx", "atc1441", None)] == [
+        "BTHome v2",
+        "BTHome v1",
+        "pvvx",
+        "atc1441",
+        "–",
+    ]
+    assert format_name(state("bthome_v2", encrypted=True)) == "BTHome v2*"
+
+
+def test_an_encrypted_sensor_shows_as_encrypted() -> None:
+    device = Device(LIVING, "living_room", bindkey=KEY)
+    engine = ScanEngine([device])
+    reading = Reading(format="bthome_v2", encrypted=True, temperature=19.5, humidity=51.0, battery=77)
+    uuid16, payload = encode(reading, LIVING, KEY, counter=1000)
+    engine.ingest(LIVING, -70, {uuid128(uuid16): payload}, T0)
+    lines = show(engine, T0 + 1)
+    living = row(lines, "living_room")
+    expected = r"^living_room +A4:C1:38:AA:BB:CC +19\.50 +\S+ +51 +77% +– +-70 +1s +1 BTHome v2\*$"
+    assert re.search(expected, living), living
+    assert "* encrypted" in lines[-1]
+
+
+def test_sparkline_draws_the_recent_trend_oldest_left() -> None:
+    rising = [(T0 + i * 100.0, 20.0 + i) for i in range(6)]
+    assert sparkline(rising, T0 + 599, 6, span=600) == SPARKS[0] + "".join(sorted(sparkline(rising, T0 + 599, 6)))[1:]
+    line = sparkline(rising, T0 + 599, 6, span=600)
+    assert line[0] == SPARKS[0] and line[-1] == SPARKS[-1] and list(line) == sorted(line)
+    assert sparkline([(T0, 20.0)], T0 + 599, 6, span=600) == SPARKS[4] + "     "  # a gap is blank
+    assert sparkline([], T0, 6) == "      "
+    noise = [(T0 + i, 20.0 + (i % 2) * 0.02) for i in range(600)]
+    assert len(set(sparkline(noise, T0 + 600, 6, span=600))) == 1  # 0.02 °C of noise is a flat line
+    assert sparkline([(T0 - 10_000, 5.0), (T0, 20.0)], T0, 3, span=600) == "  " + SPARKS[4]  # old points drop
+
+
+def test_ages_and_rates() -> None:
+    ages = (0.4, 9, 99, 100, 5999, 6000, 7 * 3600)
+    assert [format_age(s) for s in ages] == ["0s", "9s", "99s", "1m", "99m", "1h", "7h"]
+    rate = AdvertRate(window=5.0)
+    assert rate.update(0.0, 0) is None  # not measured yet
+    assert rate.update(2.0, 10) == 5.0
+    for t in range(3, 20):
+        value = rate.update(float(t), 10 + (t - 2) * 2)
+    assert value == pytest.approx(2.0)
+
+
+def test_unknown_sensors_forget_the_ones_that_walked_away() -> None:
+    engine = ScanEngine((), keep_unknown=True)
+    heard(engine, "A4:C1:38:99:00:01", T0)
+    assert [s.mac for s in unknown_sensors(engine, T0 + 60)] == ["A4:C1:38:99:00:01"]
+    assert unknown_sensors(engine, T0 + 3600) == []
+
+
+# --- the command as a process -------------------------------------------------------------------------
+
+
+def run_watch_process(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ble_exporter", "watch", "--config", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_without_bluetooth_watch_exits_1_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text('devices:\n  "A4:C1:38:00:00:01": one\n')
+    result = run_watch_process(config, {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent"})
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ble-exporter: error: Bluetooth scan start on hci0 failed")
+    assert "systemctl start bluetooth" in lines[0] and "Traceback" not in result.stderr
+    assert result.stdout == ""  # no half-drawn view
+
+
+def test_a_bad_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("scan_mode: loud\n")
+    result = run_watch_process(config)
+    assert result.returncode == 2
+    assert result.stderr == f"ble-exporter: error: {config}:1: scan_mode `loud` is not one of auto, passive, active\n"
+
+
+def test_sigterm_stops_watch_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("devices: {}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ble_exporter", "watch", "--simulate", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        time.sleep(2.0)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert err == "" and "A4:C1:38:00:00:03" in out  # the empty config's demo sensors (as `run --simulate`)
+
+
+class Tmux:
+    """A private tmux server (its own socket) with one 80×24 window; killed afterwards."""
+
+    def __init__(self) -> None:
+        self.socket = f"ble-exporter-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, *args], check=False, capture_output=True, text=True, timeout=10
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "watch")
+
+    def wait_for(self, ready: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if ready(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not happen in {timeout:g} s; the screen:\n{screen}")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    server = Tmux()
+    try:
+        yield server
+    finally:
+        subprocess.run(["tmux", "-L", server.socket, "kill-server"], check=False, capture_output=True, timeout=10)
+
+
+READING = re.compile(r"^(kitchen|cellar) +A4:C1:38:00:00:0[12] +-?\d+\.\d\d .* -\d+ +\d+s +\d+ +(BTHome|pvvx)", re.M)
+
+
+@pytest.mark.parametrize(("key", "options"), [("q", ["--all"]), ("C-c", [])])
+def test_watch_in_a_real_terminal_shows_readings_and_quits_cleanly(
+    tmux: Tmux, tmp_path: Path, key: str, options: list[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text('devices:\n  "A4:C1:38:00:00:01": kitchen\n  "A4:C1:38:00:00:02": cellar\n')
+    status, stty = tmp_path / "status", tmp_path / "stty"
+    command = shlex.join(
+        [sys.executable, "-m", "ble_exporter", "watch", "--simulate", "--config", str(config), *options]
+    )
+    # The pane's shell runs watch, then records its status and the terminal's mode in the same pane.
+    # Ctrl-C reaches the whole foreground group: the shell traps it to outlive watch (a trapped signal
+    # is default again in the child, so watch gets a plain SIGINT).
+    script = tmp_path / "run.sh"
+    script.write_text(
+        f"trap : INT\ncd {shlex.quote(str(REPO))}\n{command}\necho $? > {status}\nstty -a > {stty}\nexec sleep 60\n"
+    )
+    tmux("new-session", "-d", "-s", "watch", "-x", "80", "-y", "24", f"sh {shlex.quote(str(script))}")
+
+    screen = tmux.wait_for(lambda s: len(READING.findall(s)) == 2, 12, "readings from both sensors")
+    assert "ble-exporter watch · simulated sensors" in screen
+    assert "quit" in screen and "Traceback" not in screen
+    if "--all" in options:
+        screen = tmux.wait_for(lambda s: "A4:C1:38:99:00:0" in s, 5, "a neighbour in the --all list")
+        assert "In range, not in the config:" in screen
+    assert max(len(line) for line in screen.splitlines()) <= 80
+
+    tmux("send-keys", "-t", "watch", key)
+    deadline = time.monotonic() + 8
+    while not (stty.exists() and stty.read_text()):
+        assert time.monotonic() < deadline, f"watch did not quit on {key}; the screen:\n{tmux.screen()}"
+        time.sleep(0.1)
+    assert status.read_text().strip() == "0"
+    modes = stty.read_text().split()
+    assert "icanon" in modes and "echo" in modes and "isig" in modes  # cbreak mode undone
+    assert "Traceback" not in tmux.screen()
