@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from ble_exporter.config import Device
-from ble_exporter.engine import COUNTER_RESET_BELOW, RESET_AFTER_SECONDS, ScanEngine
 from ble_exporter.encoder import encode
+from ble_exporter.engine import COUNTER_RESET_BELOW, RESET_AFTER_SECONDS, ScanEngine
 from ble_exporter.parser import Reading, uuid128
 
 BTHOME = uuid128(0xFCD2)
