@@ -20,12 +20,21 @@ done
 VERSION=$("$PY" setup.py --version 2>/dev/null | tail -n 1)
 SRC=$WORK/ble-exporter-$VERSION
 rm -rf "$WORK"
-mkdir -p "$WORK" "$OUT"
+mkdir -p "$WORK/sdist" "$OUT"
 
-# 1. stdeb: sdist, then the Debian source tree with debian/control, rules, changelog and
-#    compat generated from stdeb.cfg and setup.py, plus our files from the sdist's debian/.
-"$PY" setup.py --command-packages=stdeb.command \
-	sdist_dsc --dist-dir "$WORK" --compat 13 --debian-version "$REV" >"$WORK/stdeb.log" 2>&1 || {
+# 1. The sdist (MANIFEST.in puts debian/, stdeb.cfg and the config in it), made without writing
+#    into the tree, so that builds can run side by side; then stdeb, run inside the unpacked
+#    sdist: the Debian source tree with debian/control, rules, changelog and compat generated
+#    from stdeb.cfg and setup.py, plus our files from the sdist's debian/.
+"$PY" setup.py -q egg_info --egg-base "$WORK/sdist" sdist --dist-dir "$WORK/sdist" >"$WORK/sdist.log" 2>&1 || {
+	cat "$WORK/sdist.log" >&2
+	exit 1
+}
+TARBALL=$(readlink -f "$WORK/sdist/ble-exporter-$VERSION.tar.gz")
+tar -C "$WORK/sdist" -xzf "$TARBALL"
+(cd "$WORK/sdist/ble-exporter-$VERSION" &&
+	"$PY" setup.py --command-packages=stdeb.command sdist_dsc --dist-dir "$(readlink -f ../..)" \
+		--use-premade-distfile "$TARBALL" --compat 13 --debian-version "$REV") >"$WORK/stdeb.log" 2>&1 || {
 	cat "$WORK/stdeb.log" >&2
 	exit 1
 }

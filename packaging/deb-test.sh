@@ -27,6 +27,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 T0=$(date +%s.%N)
 
 NSPAWN_PID=""
+BUILD2_PID=""
 LEADER=""
 WORK=""
 RESULTS=()
@@ -53,6 +54,10 @@ cleanup() {
 			kill -KILL "$NSPAWN_PID" 2>/dev/null
 		fi
 		wait "$NSPAWN_PID" 2>/dev/null
+	fi
+	if [[ -n $BUILD2_PID ]] && kill -0 "$BUILD2_PID" 2>/dev/null; then
+		kill -TERM "$BUILD2_PID" 2>/dev/null
+		wait "$BUILD2_PID" 2>/dev/null
 	fi
 	[[ -n $WORK ]] && rm -rf "$WORK"
 	exit "$rc"
@@ -127,17 +132,11 @@ mkdir "$WORK/debs"
 V1=$(dpkg-deb -f "$DEB" Version)
 cp "$DEB" "$WORK/debs/ble-exporter_${V1}_all.deb"
 REV2=$((${V1##*-} + 1))
-t=$(date +%s.%N)
-DEB_REVISION=$REV2 DEB_OUT="$WORK/v2" "$REPO/packaging/build-deb.sh" >"$WORK/build-v2.log" 2>&1 ||
-	{
-		cat "$WORK/build-v2.log"
-		die "rebuilding revision $REV2 failed"
-	}
-DEB2=$(ls "$WORK"/v2/ble-exporter_*-"$REV2"_all.deb)
-V2=$(dpkg-deb -f "$DEB2" Version)
-cp "$DEB2" "$WORK/debs/"
-dpkg --compare-versions "$V2" gt "$V1" || die "rebuilt version $V2 is not higher than $V1"
-say "packages: $V1 (under test) and $V2 (rebuilt in $(elapsed "$t") s, for the upgrade)"
+# Rebuilt while the container boots and installs; collected before the upgrade step.
+BUILD2_T=$(date +%s.%N)
+DEB_REVISION=$REV2 DEB_OUT="$WORK/v2" "$REPO/packaging/build-deb.sh" >"$WORK/build-v2.log" 2>&1 &
+BUILD2_PID=$!
+say "packages: $V1 under test; rebuilding revision $REV2 for the upgrade"
 
 # A free TCP port on the host for the exporter (the container shares the host's network).
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
@@ -152,8 +151,12 @@ systemd-nspawn --quiet -D "$BASE" --volatile=overlay --register=no --keep-unit -
 	--bind="$CACHE/archives:/var/cache/apt/archives" --bind-ro="$WORK/debs:/debs" \
 	>"$WORK/console.log" 2>&1 </dev/null &
 NSPAWN_PID=$!
-for _ in $(seq 1 100); do
-	LEADER=$(pgrep -P "$NSPAWN_PID" | head -n 1)
+# The container's PID 1 is the child of systemd-nspawn that runs systemd (an intermediate
+# child exists for a moment before it).
+for _ in $(seq 1 300); do
+	for c in $(pgrep -P "$NSPAWN_PID"); do
+		[[ $(cat "/proc/$c/comm" 2>/dev/null) == systemd ]] && LEADER=$c
+	done
 	[[ -n $LEADER ]] && break
 	kill -0 "$NSPAWN_PID" 2>/dev/null || break
 	sleep 0.1
@@ -273,7 +276,7 @@ step_no_bluetooth() {
 	check "exit status 1 (Bluetooth failure)" test "$(show $UNIT ExecMainStatus)" = 1
 	# Enough time for the remaining starts of the burst at the pace of the first one.
 	local budget
-	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 1.5) + 5; print int(b < 180 ? b : 180) }')
+	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 2) + 15; print int(b < 200 ? b : 200) }')
 	local seen=() n last=""
 	wait_for "$budget" sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p Result --value $UNIT)\" = start-limit-hit" &
 	local waiter=$!
@@ -297,7 +300,8 @@ step_no_bluetooth() {
 	check "clear error in journalctl -u ble-exporter" grep -qiE 'ble-exporter: error: .*(adapter|bluetooth|bluez)' "$WORK/journal-no-bt.log"
 	ct_sh "systemctl status --no-pager -l -n 20 $UNIT" >"$WORK/status-no-bt.log"
 	check "systemctl status shows it failed, with the error" \
-		sh -c "grep -q 'Active: failed' '$WORK/status-no-bt.log' && grep -qiE 'error: .*(adapter|bluetooth|bluez)' '$WORK/status-no-bt.log'"
+		sh -c "grep -q 'Active: failed' '$WORK/status-no-bt.log' && grep -qiE 'error: .*(adapter|bluetooth|bluez)' '$WORK/status-no-bt.log' \
+			|| { cat '$WORK/status-no-bt.log'; false; }"
 	ct systemctl stop $UNIT
 	ct rm -f "$DROPIN/50-deb-test-fast-restart.conf"
 }
@@ -341,13 +345,29 @@ step_simulate() {
 		test "$(show $UNIT MainPID)/$(show $UNIT NRestarts)" = "$pid/0"
 }
 
+collect_v2() {
+	wait "$BUILD2_PID"
+	local rc=$?
+	BUILD2_PID=""
+	if ((rc != 0)); then
+		cat "$WORK/build-v2.log"
+		return 1
+	fi
+	DEB2=$(ls "$WORK"/v2/ble-exporter_*-"$REV2"_all.deb) || return 1
+	V2=$(dpkg-deb -f "$DEB2" Version)
+	cp "$DEB2" "$WORK/debs/"
+	dpkg --compare-versions "$V2" gt "$V1"
+}
+
 step_upgrade_purge() {
+	check "rebuilt a higher revision than $V1" collect_v2
+	say "       rebuilt ${V2:-?} in $(elapsed "$BUILD2_T") s (in the background)"
 	local pid
 	pid=$(show $UNIT MainPID)
-	check "apt install ./ble-exporter_${V2}_all.deb (upgrade)" ct_sh \
-		"cd /debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./ble-exporter_${V2}_all.deb \
+	check "apt install ./$(basename "$DEB2") (upgrade)" ct_sh \
+		"cd /debs && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./$(basename "$DEB2") \
 			>/tmp/apt-upgrade.log 2>&1 || { tail -n 40 /tmp/apt-upgrade.log; false; }"
-	check "package at $V2" test "$(ct dpkg-query -W -f '${Version}' ble-exporter)" = "$V2"
+	check "package upgraded to $V2" test "$(ct dpkg-query -W -f '${Version}' ble-exporter)" = "$V2"
 	check "local config edit kept (conffile)" ct grep -q "^listen_port: $PORT  # deb-test local edit" $CONF
 	check "no .dpkg-new/.dpkg-dist left" ct_sh "! ls /etc/ble-exporter/*.dpkg-* 2>/dev/null"
 	check "service restarted by the upgrade and active" \
