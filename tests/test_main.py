@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def test_run_simulated_end_to_end(exporter_factory: ExporterFactory) -> None:
             assert -10 <= value <= 40
         elif name == "ble_sensor_humidity_percent":
             assert 0 <= value <= 100
+    promtool = subprocess.run(
+        ["promtool", "check", "metrics"], input=exporter.get("/metrics")[1], capture_output=True, text=True, check=False
+    )
+    assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, "")
     status, body = exporter.get("/status")
     assert status == 200 and '"devices_configured": 3' in body and '"scan_mode": "simulated"' in body
     began = time.monotonic()
