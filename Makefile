@@ -41,6 +41,15 @@ lint: venv
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache logs
 
+# Performance figures of issue 7 (not timed tests, not run in CI); results and method: bench/results.md.
+# Benchmark-only tools go into the project venv: bthome-ble, pyinstrument, py-spy (PyPI), wrk (Debian).
+.PHONY: bench
+bench: venv test-deps
+	$(VPY) -m pip install --quiet -r bench/requirements.txt
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk; }
+	$(VPY) bench/run_all.py
+
 # --- Debian package (issue: the Debian package) ---
 # Built with stdeb and Debian's own Python (not a venv or pyenv one), so PATH is reset for it.
 DEB_PATH := /usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,0 +1,100 @@
+"""(4) /metrics under load: 100 configured devices, all seen, while the simulated scanner feeds ~1,000 adverts/s.
+
+The daemon runs as a process (`python -m ble_exporter run --simulate`, pinned to CPU 0) with 100 devices and
+back-to-back 0.3 s scans: the simulator's sensors then advertise every min(2.5, 0.3/3) = 0.1 s, so the 100
+sensors plus the simulator's 2 neighbours send ~1,020 adverts/s and each scan hears every device ~3 times.
+The load is `wrk -t1 -c16 -d10s` (pinned to CPU 1), or an aiohttp client with 16 connections if wrk is
+missing. The adverts/s actually delivered during the load is read from the exporter's own counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_port, get, header, metric, quantile, start_exporter, stop, wait_healthy, write_config
+
+DEVICES = 100
+CONNECTIONS = 16
+SECONDS = 10
+
+
+def wrk(url: str) -> tuple[float, float, float, str]:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    return rate, pct("50"), pct("99"), f"wrk ({errors.group(0)})" if errors else "wrk"
+
+
+async def aiohttp_load(url: str) -> tuple[float, float, float, str]:
+    import aiohttp
+
+    latencies: list[float] = []
+    deadline = time.monotonic() + SECONDS
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            async with session.get(url) as response:
+                await response.read()
+                assert response.status == 200
+            latencies.append((time.perf_counter() - t0) * 1e3)
+
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        t0 = time.monotonic()
+        await asyncio.gather(*(client(session) for _ in range(CONNECTIONS)))
+        elapsed = time.monotonic() - t0
+    return len(latencies) / elapsed, quantile(latencies, 0.5), quantile(latencies, 0.99), "aiohttp client"
+
+
+def main() -> None:
+    header(f"(4) /metrics: {DEVICES} devices seen, {CONNECTIONS} clients for {SECONDS} s, ~1,000 adverts/s")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
+        devices = [(f"A4:C1:38:30:00:{i:02X}", f"room_{i}", None) for i in range(DEVICES)]
+        config = write_config(Path(tmp), port, devices, scan_interval_seconds=0.3, scan_duration_seconds=0.3)
+        process = start_exporter(config, "--simulate", cpus="0")
+        try:
+            wait_healthy(process, port)
+            deadline = time.monotonic() + 20
+            while metric(get(port, "/metrics")[1].decode(), "ble_exporter_devices_seen") < DEVICES:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("not all devices seen")
+                time.sleep(0.1)
+            body = get(port, "/metrics")[1]
+            before = metric(body.decode(), "ble_exporter_advertisements_received_total")
+            t0 = time.monotonic()
+            url = f"http://127.0.0.1:{port}/metrics"
+            if shutil.which("wrk"):
+                rate, p50, p99, tool = wrk(url)
+            else:
+                rate, p50, p99, tool = asyncio.run(aiohttp_load(url))
+            elapsed = time.monotonic() - t0
+            text = get(port, "/metrics")[1].decode()
+            adverts = (metric(text, "ble_exporter_advertisements_received_total") - before) / elapsed
+            seen = metric(text, "ble_exporter_devices_seen")
+        finally:
+            stop(process)
+    print(f"body: {len(body):,} bytes, {body.count(b'ble_sensor_')} ble_sensor_ lines; load: {tool}")
+    print(f"scrapes/s: {rate:,.0f}   (target ≥ 2,000)")
+    print(f"latency p50 {p50:.2f} ms, p99 {p99:.2f} ms   (target p99 < 5 ms)")
+    print(f"adverts/s delivered during the load: {adverts:,.0f}; devices seen in the last scan: {seen:.0f}")
+
+
+if __name__ == "__main__":
+    main()
