@@ -8,7 +8,10 @@ YAML 1.1 sexagesimal integer, and a device named `yes` a boolean).
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +90,11 @@ def load_config(path: str | Path) -> Config:
     try:
         if p.is_dir():
             raise ConfigError([f"{name}: is a directory, not a config file; pass the file with --config"])
-        with p.open("rb") as f:
+        # O_NONBLOCK only for the open: a FIFO nobody writes to then reads as empty instead of hanging.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.set_blocking(fd, True)
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
@@ -119,8 +126,13 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         problem = e.problem or e.context or "invalid YAML"
         hint = "; indent with spaces, not tabs" if "'\\t'" in str(problem) else ""
         raise ConfigError([f"{path}{line}: not valid YAML: {problem}{hint}"]) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, e.g. a NUL or a control character
+        at = text[: e.position].count("\n") + 1
+        raise ConfigError([f"{path}:{at}: not valid YAML: {str(e).splitlines()[0]}; remove it"]) from None
     except yaml.YAMLError as e:
-        raise ConfigError([f"{path}: not valid YAML: {e}"]) from None
+        raise ConfigError([f"{path}: not valid YAML: {str(e).splitlines()[0]}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: not valid YAML: nested too deeply; a config needs at most three levels"]) from None
     if root is None:
         raise ConfigError([f"{path}: the file is empty; it needs at least `devices:` (see the shipped example)"])
     return _Validator(path).config(root)
@@ -141,7 +153,13 @@ class _Validator:
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
         for key_node, value_node in root.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(
+                    key_node,
+                    f"a key must be a name like listen_port, not a list or mapping; valid keys: {', '.join(KEYS)}",
+                )
+                continue
+            key = key_node.value
             if key not in KEYS:
                 close = difflib.get_close_matches(str(key), KEYS, n=1)
                 fix = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(KEYS)}"
@@ -168,7 +186,13 @@ class _Validator:
             return None
         expected, described = _TYPES[key]
         if isinstance(value, bool) or not isinstance(value, expected):
-            self.fail(node, f"`{key}` must be {described}, not `{node.value}`")
+            self.fail(node, f"`{key}` must be {described}, not `{_shown(node.value)}`")
+            return None
+        if key.endswith("_seconds") and not _finite(value):
+            self.fail(node, f"`{key}` must be a finite number of seconds, not `{_shown(node.value)}`")
+            return None
+        if isinstance(value, str) and "\0" in value:
+            self.fail(node, f"`{key}` contains a NUL character; remove it")
             return None
         return value
 
@@ -189,7 +213,7 @@ class _Validator:
             if mac is None:
                 self.fail(
                     key_node,
-                    f"`{key_node.value}` is not a MAC address; write six hex pairs like A4:C1:38:12:34:56",
+                    f"`{_shown(key_node.value)}` is not a MAC address; write six hex pairs like A4:C1:38:12:34:56",
                 )
                 continue
             line = key_node.start_mark.line + 1
@@ -212,11 +236,15 @@ class _Validator:
 
     def device_entry(self, mac: str, node: yaml.Node) -> tuple[str | None, bytes | None]:
         if isinstance(node, yaml.MappingNode):
-            fields = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-            for k, _ in node.value:
+            fields: dict[str, yaml.Node] = {}
+            for k, v in node.value:
                 if not isinstance(k, yaml.ScalarNode) or k.value not in ("name", "bindkey"):
-                    key = getattr(k, "value", "?")
+                    key = _shown(k.value) if isinstance(k, yaml.ScalarNode) else "?"
                     self.fail(k, f"device {mac}: unknown key `{key}`; a device takes `name` and `bindkey`")
+                elif k.value in fields:
+                    self.fail(k, f"device {mac}: `{k.value}` is given twice; keep one")
+                else:
+                    fields[k.value] = v
             if "name" not in fields:
                 self.fail(node, f"device {mac} has no `name`; add `name: <a name>`")
                 return None, None
@@ -269,11 +297,12 @@ class _Validator:
             )
         port = cfg_values["listen_port"]
         if not 1 <= port <= 65535:
-            self.problems.append(f"{at('listen_port')}: listen_port {port} is not a TCP port; use 1-65535, e.g. 8000")
-        if cfg_values["scan_mode"] not in SCAN_MODES:
             self.problems.append(
-                f"{at('scan_mode')}: scan_mode `{cfg_values['scan_mode']}` is not one of {', '.join(SCAN_MODES)}"
+                f"{at('listen_port')}: listen_port {_shown(str(port))} is not a TCP port; use 1-65535, e.g. 8000"
             )
+        if cfg_values["scan_mode"] not in SCAN_MODES:
+            mode = _shown(cfg_values["scan_mode"])
+            self.problems.append(f"{at('scan_mode')}: scan_mode `{mode}` is not one of {', '.join(SCAN_MODES)}")
         if cfg_values["watchdog_silent_scans"] < 0:
             self.problems.append(f"{at('watchdog_silent_scans')}: watchdog_silent_scans must be 0 (off) or more")
         if not str(cfg_values["log_file"]).strip():
@@ -299,7 +328,19 @@ def _construct(node: yaml.ScalarNode) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4300 digits
         return node.value
     finally:
         loader.dispose()
+
+
+def _finite(value: object) -> bool:
+    try:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value quoted in an error, cut short: the line must stay one readable line."""
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -160,3 +167,153 @@ def test_file_errors(tmp_path: Path) -> None:
     huge.write_bytes(b"# " + b"x" * (10 * 1024 * 1024) + b"\n")
     with pytest.raises(ConfigError, match="larger than"):
         load_config(huge)
+
+
+# ---- fuzz: broken config files through the real command line ----
+# Each case is a file (or something standing where the file should be) that must give exit status 2,
+# one `ble-exporter: error: <path>[:line]: ...` line per problem, no traceback, and do so quickly.
+
+_LOL = '["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
+BILLION_LAUGHS = f"devices: &a {_LOL}\n" + "".join(
+    f"{key}: &{b} [{', '.join(['*' + a] * 9)}]\n"
+    for key, a, b in zip(
+        ("scan_interval_seconds", "scan_duration_seconds", "log_file", "adapter", "scan_mode", "listen_address"),
+        "abcdef",
+        "bcdefg",
+        strict=True,
+    )
+)
+DEEP = 5000
+
+BROKEN: dict[str, tuple[bytes, str]] = {  # id -> (file content, a part of the expected message)
+    "wrong-type-port": (b"listen_port: eighty\n", ":1: `listen_port` must be a whole number, not `eighty`"),
+    "wrong-type-bool-interval": (b"scan_interval_seconds: yes\n", ":1: `scan_interval_seconds` must be a number"),
+    "wrong-type-devices-list": (b"devices: [a, b]\n", ":1: `devices` must be a mapping"),
+    "wrong-type-port-float": (b"listen_port: 80.5\n", "must be a whole number, not `80.5`"),
+    "bad-mac-short": (b"devices:\n  A4:C1:38:AA:BB: x\n", ":2: `A4:C1:38:AA:BB` is not a MAC address"),
+    "bad-mac-non-hex": (b"devices:\n  A4:C1:38:AA:BB:GG: x\n", ":2: `A4:C1:38:AA:BB:GG` is not a MAC address"),
+    "bad-mac-integer": (b"devices:\n  123: x\n", ":2: `123` is not a MAC address"),
+    "bad-mac-list": (b"devices:\n  [1]: x\n", ":2: a device key must be a MAC address"),
+    "duplicate-mac": (b"devices:\n  A4:C1:38:AA:BB:CC: a\n  a4-c1-38-aa-bb-cc: b\n", ":3: device A4:C1:38:AA:BB:CC"),
+    "duplicate-name": (b"devices:\n  A4:C1:38:AA:BB:CC: a\n  A4:C1:38:AA:BB:CD: a\n", ":3: device name `a` is used"),
+    "duplicate-key": (b"devices: {}\ndevices: {}\n", ":2: `devices` is given twice; keep one"),
+    "duplicate-device-field": (
+        b"devices:\n  A4:C1:38:AA:BB:CC: {name: a, name: b}\n",
+        ":2: device A4:C1:38:AA:BB:CC: `name` is given twice",
+    ),
+    "unknown-key": (b"scan_intervall_seconds: 3\n", ":1: unknown key `scan_intervall_seconds`; did you mean"),
+    "unknown-device-key": (b"devices:\n  A4:C1:38:AA:BB:CC: {name: a, colour: red}\n", "unknown key `colour`"),
+    "key-is-a-list": (b"[a, b]: 1\n", ":1: a key must be a name like listen_port, not a list or mapping"),
+    "key-is-a-mapping": (b"? {a: 1}\n: 2\n", ":1: a key must be a name"),
+    "root-is-a-list": (b"- a\n- b\n", ":1: the file must be a mapping"),
+    "root-is-a-number": (b"42\n", ":1: the file must be a mapping"),
+    "non-utf8": (b"devices:\n  A4:C1:38:AA:BB:CC: caf\xe9\n", ":2: not UTF-8 text; save the file as UTF-8"),
+    "utf16": ("listen_port: 1\n".encode("utf-16"), ":1: not UTF-8 text"),
+    "binary": (random.Random(6).randbytes(4096), ": not UTF-8 text"),
+    "nul-byte": (b"listen_port: 1\x00\n", ":1: not valid YAML: unacceptable character #x0000"),
+    "control-character": (b'listen_port: 1\nadapter: "\x07"\n', ":2: not valid YAML: unacceptable character #x0007"),
+    "nul-escape-in-path": (b'log_file: "/tmp/a\\0b"\n', ":1: `log_file` contains a NUL character"),
+    "ten-megabytes": (b"# " + b"x" * (10 * 1024 * 1024) + b"\n", ": larger than 1024 KiB"),
+    "empty": (b"", ": the file is empty"),
+    "only-a-comment": (b"# devices: {}\n", ": the file is empty"),
+    "tabs": (b"devices:\n\t'A4:C1:38:AA:BB:CC': x\n", ":2: not valid YAML: found character '\\t'"),
+    "unclosed-bracket": (b"devices: [\n", "not valid YAML"),
+    "billion-laughs": (BILLION_LAUGHS.encode(), ":1: `devices` must be a mapping"),
+    "recursive-alias": (b"devices: &a [*a]\n", ":1: `devices` must be a mapping"),
+    "recursive-alias-mapping": (b"devices: &a {x: *a}\n", ":1: `x` is not a MAC address"),
+    "recursive-alias-key": (b"&a [*a]: 1\n", ":1: a key must be a name"),
+    "undefined-alias": (b"listen_port: *nope\n", ":1: not valid YAML: found undefined alias 'nope'"),
+    "merge-key": (b"base: &b {listen_port: 1}\n<<: *b\n", ":2: unknown key `<<`"),
+    "deeply-nested-lists": (b"devices: " + b"[" * DEEP + b"]" * DEEP + b"\n", ": not valid YAML: nested too deeply"),
+    "deeply-nested-maps": (
+        b"devices: " + b"{a: " * DEEP + b"1" + b"}" * DEEP + b"\n",
+        ": not valid YAML: nested too deeply",
+    ),
+    "huge-integer-port": (
+        b"listen_port: " + b"9" * 5000 + b"\n",
+        ":1: `listen_port` must be a whole number, not `9999",
+    ),
+    "huge-integer-interval": (b"scan_interval_seconds: 1" + b"0" * 400 + b"\n", "must be a finite number of seconds"),
+    "huge-integer-watchdog": (b"watchdog_silent_scans: " + b"9" * 5000 + b"\n", "`watchdog_silent_scans` must be"),
+    "nan-interval": (b"scan_interval_seconds: .nan\n", ":1: `scan_interval_seconds` must be a finite number"),
+    "inf-interval": (b"scan_interval_seconds: .inf\n", ":1: `scan_interval_seconds` must be a finite number"),
+    "inf-duration": (b"scan_duration_seconds: .inf\n", ":1: `scan_duration_seconds` must be a finite number"),
+    "negative-inf-duration": (b"scan_duration_seconds: -.inf\n", "must be a finite number"),
+    "duration-over-interval": (b"scan_interval_seconds: 2\nscan_duration_seconds: 3\n", ":2: scan_duration_seconds"),
+    "python-tag": (b"listen_port: !!python/object/apply:os.system [echo hi]\n", ":1: `listen_port` must be a single"),
+    "two-documents": (b"listen_port: 1\n---\nlisten_port: 2\n", ":2: not valid YAML: but found another document"),
+    "bad-bindkey": (b"devices:\n  A4:C1:38:AA:BB:CC: {name: a, bindkey: 12}\n", "bindkey must be 32 hex characters"),
+    "empty-name": (b"devices:\n  A4:C1:38:AA:BB:CC: ''\n", "has an empty name"),
+    "scan-mode-long": (b"scan_mode: " + b"x" * 10_000 + b"\n", "scan_mode `xxxx"),
+}
+LINE = re.compile(r"^ble-exporter: error: (?P<path>[^:]+)(:\d+)?: \S.*$")
+
+
+def run_cli(*args: str, prefix: Sequence[str] = ()) -> tuple[int, str, str, float]:
+    began = time.monotonic()
+    result = subprocess.run(
+        [*prefix, sys.executable, "-m", "ble_exporter", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )
+    return result.returncode, result.stdout, result.stderr, time.monotonic() - began
+
+
+def assert_rejected(
+    path: Path, expected: str, *args: str, prefix: Sequence[str] = (), command: str = "check-config"
+) -> None:
+    status, out, err, seconds = run_cli(command, "--config", str(path), *args, prefix=prefix)
+    assert (status, out) == (2, ""), err
+    lines = err.splitlines()
+    assert lines and "Traceback" not in err
+    for line in lines:
+        match = LINE.match(line)
+        assert match and match["path"] == str(path), line
+        assert len(line) < 400, line  # one readable line, whatever the file held
+    assert any(expected in line for line in lines), lines
+    assert seconds < 2.0, seconds
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_config_exits_2_with_one_line_per_problem(tmp_path: Path, case: str) -> None:
+    content, expected = BROKEN[case]
+    config = tmp_path / "config.yaml"
+    config.write_bytes(content)
+    assert_rejected(config, expected)
+
+
+def test_a_directory_instead_of_the_file(tmp_path: Path) -> None:
+    assert_rejected(tmp_path, ": is a directory, not a config file")
+
+
+def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    assert_rejected(fifo, ": the file is empty")
+
+
+def test_a_file_that_fails_to_read(tmp_path: Path) -> None:
+    assert_rejected(Path("/proc/self/mem"), ": cannot be read (Input/output error); check its permissions")
+
+
+def test_a_file_without_read_permission(tmp_path: Path) -> None:
+    # root reads any file: as root, the check runs without the capabilities that let it (CAP_DAC_*).
+    caps = "-dac_override,-dac_read_search"
+    prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"] if os.geteuid() == 0 else []
+    config = tmp_path / "config.yaml"
+    config.write_text("devices: {}\n")
+    config.chmod(0)
+    assert_rejected(config, ": cannot be read (Permission denied); check its permissions", prefix=prefix)
+
+
+@pytest.mark.parametrize("case", ["ten-megabytes", "billion-laughs", "deeply-nested-lists", "nan-interval", "tabs"])
+def test_run_rejects_broken_configs_the_same_way(tmp_path: Path, case: str) -> None:
+    content, expected = BROKEN[case]
+    config = tmp_path / "config.yaml"
+    config.write_bytes(content)
+    assert_rejected(config, expected, "--simulate", "--log-file", str(tmp_path / "x.log"), command="run")
+    assert not (tmp_path / "x.log").exists()
