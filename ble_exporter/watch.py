@@ -28,14 +28,15 @@ from ble_exporter.config import Config, Device
 from ble_exporter.engine import HISTORY_SECONDS, LiveState, ScanEngine
 from ble_exporter.scanner import SIMULATED, BluezScanner, ScanError, Scanner, run_cycles
 
-log = logging.getLogger(__name__)
-
-# The firmware advertises every 2.5 s by default and can be set to 10 s to save battery: a sensor
-# quiet for 30 s has missed at least three adverts in a row, which radio noise alone rarely does.
+# The firmware advertises every 2.5 s by default: a sensor quiet for 30 s has missed a dozen adverts
+# in a row (three, if set to advertise every 10 s to save battery), which radio noise alone rarely does.
 STALE_SECONDS = 30.0
 # Unconfigured sensors (--all) heard longer ago than this have walked away; they leave the list.
 UNKNOWN_FORGET_SECONDS = 300.0
-TREND_SECONDS = HISTORY_SECONDS  # the sparkline spans what the engine keeps
+# The engine keeps 10 minutes of temperatures but trims the oldest quarter at a time: a trend of the
+# last 5 minutes is always fully covered (a 10-minute one would lose its left end now and then).
+TREND_SECONDS = 300.0
+assert TREND_SECONDS <= HISTORY_SECONDS * 0.75
 REFRESH_SECONDS = 0.25  # how often the view checks for news; it redraws only when something changed
 START_WAIT_SECONDS = 3.0  # how long the view waits for the scanner before drawing anyway
 RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
@@ -113,7 +114,7 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
 
 
 def trend_width(width: int) -> int:
-    """Five characters (2 minutes each) in 80 columns; a wider terminal gives the extra to the trend."""
+    """Five characters (a minute each) in 80 columns; a wider terminal gives the extra to the trend."""
     return max(5, min(25, width - 75))
 
 
@@ -216,14 +217,17 @@ def _devices_table(engine: ScanEngine, now: float, width: int) -> Table:
 
 
 def unknown_sensors(engine: ScanEngine, now: float) -> list[LiveState]:
-    """Sensors in range that are not in the config, strongest signal first: the new thermometer on
-    the desk next to the Pi is at the top."""
-    found = [
+    """Sensors in range that are not in the config, in the order they were first heard: a list sorted
+    by signal would reshuffle with every advert, as RSSI swings by several dB."""
+    return [
         s
         for s in engine.live.values()
         if s.name is None and s.last_seen is not None and now - s.last_seen <= UNKNOWN_FORGET_SECONDS
     ]
-    return sorted(found, key=lambda s: (-(s.rssi if s.rssi is not None else -999), s.mac))
+
+
+def _signal(state: LiveState) -> int:
+    return state.rssi if state.rssi is not None else -999
 
 
 def _unknown_table(states: Sequence[LiveState], now: float) -> Table:
@@ -243,7 +247,7 @@ def render(
     to fit so the view never scrolls.
     """
     parts: list[RenderableType] = [_header(engine, now, header), Text()]
-    used = 4  # header, blank line, blank line, footer
+    used = 5  # header, blank line, blank line, footer, and a spare line for the cursor
     config_name = Path(header.config_path).name
     if engine.devices:
         parts.append(_devices_table(engine, now, width))
@@ -260,13 +264,19 @@ def render(
         if not states:
             parts.append(Text("none heard yet (a sensor advertises every few seconds)", style="dim"))
         else:
+            # The new thermometer on the desk next to the Pi is the strongest signal: a list cut to
+            # fit keeps the strongest, and the hint names it.
             room = max(1, height - used - 2)  # the table's header and the hint line
-            shown = states if len(states) <= room else states[: max(1, room - 1)]
+            shown = states
+            if len(states) > room:
+                keep = {id(s) for s in sorted(states, key=_signal, reverse=True)[: max(1, room - 1)]}
+                shown = [s for s in states if id(s) in keep]
             parts.append(_unknown_table(shown, now))
             if len(shown) < len(states):
-                parts.append(Text(f"… and {len(states) - len(shown)} more", style="dim"))
+                parts.append(Text(f"… and {len(states) - len(shown)} more, weaker", style="dim"))
+            strongest = max(states, key=_signal)
             hint_line = Text(f"to add one, put under `devices:` in {config_name}:  ", style="dim")
-            hint_line.append(f'"{states[0].mac}": my_room', style="bold")
+            hint_line.append(f'"{strongest.mac}": my_room', style="bold")
             parts.append(hint_line)
     parts.append(Text())
     footer = Text()

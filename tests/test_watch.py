@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from bluez_mock import BluezMock
 from rich.console import Console
 
 from ble_exporter.config import Device
@@ -127,7 +128,7 @@ def test_header_shows_the_scan_mode_in_use_and_a_silent_scanner() -> None:
     assert "· simulated sensors ·" in show(engine, T0)[0]
 
 
-def test_all_lists_sensors_not_in_the_config_strongest_first_with_the_yaml_to_paste() -> None:
+def test_all_lists_sensors_not_in_the_config_with_the_yaml_to_paste_for_the_strongest() -> None:
     engine = ScanEngine(DEVICES, keep_unknown=True)
     heard(engine)
     heard(engine, "A4:C1:38:99:00:01", T0 + 1, rssi=-88)
@@ -138,7 +139,7 @@ def test_all_lists_sensors_not_in_the_config_strongest_first_with_the_yaml_to_pa
     start = lines.index("In range, not in the config:")
     section = lines[start:]
     near, far = row(section, "A4:C1:38:99:00:02 "), row(section, "A4:C1:38:99:00:01 ")
-    assert section.index(near) < section.index(far)
+    assert section.index(far) < section.index(near)  # first heard first: rows do not reshuffle with RSSI
     assert re.search(r"^A4:C1:38:99:00:02 +27\.01 +45 +81% +2\.85 +-48 +1s +2 +BTHome v2$", near), near
     assert not any("99:00:03" in line or "11:22:33" in line for line in lines)
     assert not any(LIVING in line for line in section)  # configured devices are not repeated
@@ -162,11 +163,12 @@ def test_the_view_fits_80x24_with_a_crowd_of_neighbours() -> None:
     for device in devices:
         heard(engine, device.mac, T0)
     lines = show(engine, T0 + 1, show_all=True)
-    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
-    assert any(re.fullmatch(r"… and \d+ more", line) for line in lines)
+    assert len(lines) == 23 and max(len(line) for line in lines) <= 80  # a line spare for the cursor
+    assert "… and 20 more, weaker" in lines
     # Long names are cut (to 11 or 12 columns: rich versions differ by one), the figures never are.
     assert re.match(r"a_rather_lo?… +A4:C1:38:00:00:00 27\.01 ", row(lines, "a_rather_"))
-    assert "A4:C1:38:99:01:00" in "\n".join(lines)  # the strongest is kept
+    kept = [line.split()[0] for line in lines if line.startswith("A4:C1:38:99:01:")]
+    assert kept == [f"A4:C1:38:99:01:{i:02X}" for i in range(10)]  # the strongest are kept
     wide = show(engine, T0 + 1, width=120)
     assert "a_rather_long_sensor_name" in row(wide, "a_rather")
 
@@ -200,14 +202,24 @@ def test_an_encrypted_sensor_shows_as_encrypted() -> None:
 
 def test_sparkline_draws_the_recent_trend_oldest_left() -> None:
     rising = [(T0 + i * 100.0, 20.0 + i) for i in range(6)]
-    assert sparkline(rising, T0 + 599, 6, span=600) == SPARKS[0] + "".join(sorted(sparkline(rising, T0 + 599, 6)))[1:]
-    line = sparkline(rising, T0 + 599, 6, span=600)
-    assert line[0] == SPARKS[0] and line[-1] == SPARKS[-1] and list(line) == sorted(line)
+    assert sparkline(rising, T0 + 599, 6, span=600) == "▁▂▄▅▇█"  # 20 to 25 °C, scaled to the 8 blocks
     assert sparkline([(T0, 20.0)], T0 + 599, 6, span=600) == SPARKS[4] + "     "  # a gap is blank
     assert sparkline([], T0, 6) == "      "
     noise = [(T0 + i, 20.0 + (i % 2) * 0.02) for i in range(600)]
     assert len(set(sparkline(noise, T0 + 600, 6, span=600))) == 1  # 0.02 °C of noise is a flat line
     assert sparkline([(T0 - 10_000, 5.0), (T0, 20.0)], T0, 3, span=600) == "  " + SPARKS[4]  # old points drop
+
+
+def test_a_rising_temperature_shows_in_the_row_trend() -> None:
+    engine = ScanEngine(DEVICES)
+    for minute in range(5):  # a pvvx climate packet every 10 s, 0.5 °C warmer each minute
+        for tick in range(6):
+            payload = bytearray(DATA1)
+            payload[6:8] = round((20 + minute * 0.5) * 100).to_bytes(2, "little")
+            engine.ingest(LIVING, -60, {BTHOME: bytes(payload)}, T0 + minute * 60 + tick * 10)
+    lines = show(engine, T0 + 299)
+    assert re.search(r" 22\.00 ▁▃▄▆█ ", row(lines, "living_room")), lines
+    assert lines[-1].endswith("trend: last 5 min")
 
 
 def test_ages_and_rates() -> None:
@@ -287,10 +299,13 @@ def test_sigterm_stops_watch_cleanly(tmp_path: Path) -> None:
 
 
 class Tmux:
-    """A private tmux server (its own socket) with one 80×24 window; killed afterwards."""
+    """A private tmux server (its own socket) whose one 80×24 pane runs `ble-exporter watch` from a
+    shell script that then records, in the same pane, watch's exit status and the terminal's modes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tmp_path: Path) -> None:
         self.socket = f"ble-exporter-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.status, self.stty = tmp_path / "status", tmp_path / "stty"
+        self.script = tmp_path / "run.sh"
 
     def __call__(self, *args: str) -> str:
         result = subprocess.run(
@@ -298,6 +313,17 @@ class Tmux:
         )
         assert result.returncode == 0, result.stderr
         return result.stdout
+
+    def start_watch(self, *args: str, env: Mapping[str, str] | None = None) -> None:
+        command = shlex.join([sys.executable, "-m", "ble_exporter", "watch", *args])
+        # Ctrl-C reaches the whole foreground group: the shell traps it to outlive watch (a trapped
+        # signal is default again in the child, so watch gets a plain SIGINT).
+        self.script.write_text(
+            f"trap : INT\ncd {shlex.quote(str(REPO))}\n{command}\n"
+            f"echo $? > {self.status}\nstty -a > {self.stty}\nexec sleep 60\n"
+        )
+        options = [arg for name, value in (env or {}).items() for arg in ("-e", f"{name}={value}")]
+        self("new-session", "-d", "-s", "watch", "-x", "80", "-y", "24", *options, f"sh {self.script}")
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "watch")
@@ -312,10 +338,19 @@ class Tmux:
                 raise AssertionError(f"{what} did not happen in {timeout:g} s; the screen:\n{screen}")
             time.sleep(0.1)
 
+    def quit_with(self, key: str, timeout: float = 8) -> tuple[int, list[str]]:
+        """Press `key`; return watch's exit status and the terminal's modes once the shell has them."""
+        self("send-keys", "-t", "watch", key)
+        deadline = time.monotonic() + timeout
+        while not (self.stty.exists() and self.stty.read_text()):
+            assert time.monotonic() < deadline, f"watch did not quit on {key}; the screen:\n{self.screen()}"
+            time.sleep(0.1)
+        return int(self.status.read_text()), self.stty.read_text().split()
+
 
 @pytest.fixture
-def tmux() -> Iterator[Tmux]:
-    server = Tmux()
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    server = Tmux(tmp_path)
     try:
         yield server
     finally:
@@ -331,18 +366,7 @@ def test_watch_in_a_real_terminal_shows_readings_and_quits_cleanly(
 ) -> None:
     config = tmp_path / "config.yaml"
     config.write_text('devices:\n  "A4:C1:38:00:00:01": kitchen\n  "A4:C1:38:00:00:02": cellar\n')
-    status, stty = tmp_path / "status", tmp_path / "stty"
-    command = shlex.join(
-        [sys.executable, "-m", "ble_exporter", "watch", "--simulate", "--config", str(config), *options]
-    )
-    # The pane's shell runs watch, then records its status and the terminal's mode in the same pane.
-    # Ctrl-C reaches the whole foreground group: the shell traps it to outlive watch (a trapped signal
-    # is default again in the child, so watch gets a plain SIGINT).
-    script = tmp_path / "run.sh"
-    script.write_text(
-        f"trap : INT\ncd {shlex.quote(str(REPO))}\n{command}\necho $? > {status}\nstty -a > {stty}\nexec sleep 60\n"
-    )
-    tmux("new-session", "-d", "-s", "watch", "-x", "80", "-y", "24", f"sh {shlex.quote(str(script))}")
+    tmux.start_watch("--simulate", "--config", str(config), *options)
 
     screen = tmux.wait_for(lambda s: len(READING.findall(s)) == 2, 12, "readings from both sensors")
     assert "ble-exporter watch · simulated sensors" in screen
@@ -352,12 +376,35 @@ def test_watch_in_a_real_terminal_shows_readings_and_quits_cleanly(
         assert "In range, not in the config:" in screen
     assert max(len(line) for line in screen.splitlines()) <= 80
 
-    tmux("send-keys", "-t", "watch", key)
-    deadline = time.monotonic() + 8
-    while not (stty.exists() and stty.read_text()):
-        assert time.monotonic() < deadline, f"watch did not quit on {key}; the screen:\n{tmux.screen()}"
-        time.sleep(0.1)
-    assert status.read_text().strip() == "0"
-    modes = stty.read_text().split()
+    status, modes = tmux.quit_with(key)
+    assert status == 0
     assert "icanon" in modes and "echo" in modes and "isig" in modes  # cbreak mode undone
     assert "Traceback" not in tmux.screen()
+
+
+def test_watch_through_bleak_and_bluez_shows_the_mode_in_use_and_warnings_above_the_view(
+    tmux: Tmux, tmp_path: Path, bluez: BluezMock
+) -> None:
+    """The real radio path: bleak on a mock bluetoothd (tests/bluez_mock.py) that offers no passive
+    scanning, so `auto` falls back to active and says why, above the view, without breaking it."""
+    config = tmp_path / "config.yaml"
+    config.write_text('devices:\n  "A4:C1:38:AA:BB:CC": kitchen\n')
+    tmux.start_watch("--config", str(config), env=bluez.env())
+    tmux.wait_for(lambda s: "hci0 active" in s, 10, "the scan starting")
+    packets = (DATA1, DATA2)
+    deadline = time.monotonic() + 10
+    i = 0
+    while True:
+        bluez.advertise(LIVING, {BTHOME: packets[i % 2]}, rssi=-58)
+        i += 1
+        screen = tmux.screen()
+        if re.search(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", screen, re.M):
+            break
+        assert time.monotonic() < deadline, f"no reading on screen:\n{screen}"
+        time.sleep(0.1)
+    lines = screen.splitlines()
+    warning = next(i for i, line in enumerate(lines) if "passive scanning is not available" in line)
+    assert warning < next(i for i, line in enumerate(lines) if line.startswith("ble-exporter watch · hci0 active"))
+    status, modes = tmux.quit_with("q")
+    assert status == 0 and "icanon" in modes and "echo" in modes
+    assert not bluez.is_discovering()  # the scan was stopped on the way out
