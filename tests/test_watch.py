@@ -218,7 +218,7 @@ def test_a_rising_temperature_shows_in_the_row_trend() -> None:
             payload[6:8] = round((20 + minute * 0.5) * 100).to_bytes(2, "little")
             engine.ingest(LIVING, -60, {BTHOME: bytes(payload)}, T0 + minute * 60 + tick * 10)
     lines = show(engine, T0 + 299)
-    assert re.search(r" 22\.00 ▁▃▄▆█ ", row(lines, "living_room")), lines
+    assert re.search(r" 22\.00 ▁▃▅▆█ ", row(lines, "living_room")), lines
     assert lines[-1].endswith("trend: last 5 min")
 
 
