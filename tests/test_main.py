@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -235,3 +237,71 @@ def test_bluez_or_adapter_vanishing_mid_scan_exits_1_at_once(
     err = exporter.stderr()
     assert re.search(fix, err) and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(fix, exporter.log_file.read_text())
+
+
+# ---- the silent-scan watchdog, through real bleak and the mock bluetoothd ----
+
+WATCHED = FAST + MOCK_DEVICES + "watchdog_silent_scans: {}\n"
+RESTART_LINE = re.compile(
+    r"WARNING ble_exporter\.scanner: scanner: no advert at all in 3 scans on hci0 \(active mode, "
+    r"last advert \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); restarting the scanner"
+)
+
+
+def scanner_state(exporter: Exporter) -> tuple[float, float, float]:
+    """(ble_exporter_scanner_up, ble_exporter_scanner_restarts_total, ble_exporter_scans_total)."""
+    got = samples(exporter.get("/metrics")[1])
+    return (
+        got[("ble_exporter_scanner_up", "")],
+        got[("ble_exporter_scanner_restarts_total", "")],
+        got[("ble_exporter_scans_total", "")],
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_silent_scanner_is_restarted_in_process_and_recovers(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    exporter = exporter_factory(WATCHED.format(3), env=bluez.env())
+    exporter.wait_healthy()
+    advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
+    assert scanner_state(exporter)[:2] == (1, 0)
+    # Silence: after three scans without any advert the scanner is renewed, and scanner_up drops.
+    wait_for(lambda: scanner_state(exporter)[1] >= 1, 10, "a scanner restart")
+    up, _restarts, _scans = scanner_state(exporter)
+    assert up == 0
+    status = json.loads(exporter.get("/status")[1])
+    assert status["scanner"]["up"] is False and status["scanner"]["restarts"] >= 1
+    assert RESTART_LINE.search(exporter.log_file.read_text()), exporter.log_file.read_text()[-2000:]
+    assert 'ble_sensor_temperature_celsius{device="kitchen"}' not in exporter.get("/metrics")[1]
+    # The renewed scanner keeps opening discovery sessions while nothing is heard, and renews again.
+    starts = bluez.discovery_starts()
+    wait_for(lambda: bluez.discovery_starts() >= starts + 2, 5, "new discovery sessions")
+    wait_for(lambda: scanner_state(exporter)[1] >= 2, 10, "a second restart")
+    # Adverts again: readings come back and the scanner is up.
+    advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
+    wait_for(lambda: scanner_state(exporter)[0] == 1, 5, "scanner_up 1")
+    assert json.loads(exporter.get("/status")[1])["scanner"]["up"] is True
+    assert exporter.process.poll() is None  # silence alone never ends the process
+    assert exporter.stop() == 0
+    log = exporter.log_file.read_text()
+    assert "scanner: adverts are arriving again" in log and "Traceback" not in log
+    assert not bluez.is_discovering()
+
+
+def test_watchdog_silent_scans_0_never_restarts(bluez: BluezMock, exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(WATCHED.format(0), env=bluez.env())
+    exporter.wait_healthy()
+    advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
+    scans = scanner_state(exporter)[2]
+    wait_for(lambda: scanner_state(exporter)[2] >= scans + 6, 10, "six silent scans")
+    assert scanner_state(exporter)[:2] == (1, 0)
+    assert exporter.process.poll() is None
+    assert "restarting the scanner" not in exporter.log_file.read_text()
