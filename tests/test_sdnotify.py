@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
+import signal
 import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import ExporterFactory, free_port
 
 from ble_exporter import sdnotify
+from ble_exporter.main import _ping_watchdog
 
 
 def test_sends_a_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,3 +56,107 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sdnotify.watchdog_interval() is None  # meant for another process
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert sdnotify.watchdog_interval() == 30.0
+
+
+# ---- the watchdog pings come from the event loop: a blocked loop stops them ----
+
+
+class Listener:
+    """systemd's end: a datagram socket, its messages recorded with their arrival time by a thread."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="notify-", dir="/tmp")  # short: AF_UNIX paths are < 108
+        self.path = str(Path(self._dir.name) / "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self.on_message: Callable[[str], None] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+            if self.on_message is not None:
+                self.on_message(data.decode())
+
+    def times(self, message: str) -> list[float]:
+        return [t for t, m in list(self.messages) if m == message]
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self.sock.close()
+        self._dir.cleanup()
+
+
+@pytest.fixture
+def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    server = Listener()
+    monkeypatch.setenv("NOTIFY_SOCKET", server.path)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield server
+    server.close()
+
+
+def test_a_blocked_event_loop_stops_the_watchdog_pings(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # WatchdogSec=0.2 s: a ping every 0.1 s
+    blocked: list[float] = []
+
+    async def hang_the_loop() -> None:
+        pinger = asyncio.create_task(_ping_watchdog())
+        await asyncio.sleep(0.35)
+        blocked.append(time.monotonic())
+        time.sleep(0.6)  # a blocking call on the loop: what a hung process looks like to systemd
+        blocked.append(time.monotonic())
+        await asyncio.sleep(0.35)
+        pinger.cancel()
+
+    asyncio.run(hang_the_loop())
+    start, end = blocked
+    pings = listener.times("WATCHDOG=1")
+    before = [t for t in pings if t < start]
+    during = [t for t in pings if start + 0.05 < t < end]
+    after = [t for t in pings if t >= end]
+    assert len(before) >= 3 and during == [] and len(after) >= 3, (before, during, after)
+    assert after[0] - end < 0.1  # the overdue ping goes out as soon as the loop runs again
+    assert max(b - a for a, b in itertools.pairwise(before + after)) >= 0.55  # the gap systemd would see
+
+
+def test_the_exporter_tells_systemd_ready_watchdog_and_stopping(
+    listener: Listener, exporter_factory: ExporterFactory
+) -> None:
+    port = free_port()
+    healthz_at_ready: list[int] = []
+
+    def on_message(message: str) -> None:
+        if message == "READY=1":
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                healthz_at_ready.append(response.status)
+
+    listener.on_message = on_message
+    env = dict(os.environ, WATCHDOG_USEC="400000")  # WatchdogSec=0.4 s: a ping every 0.2 s
+    body = "scan_interval_seconds: 0.6\nscan_duration_seconds: 0.5\n"
+    exporter = exporter_factory(body, "--simulate", env=env, port=port)
+    deadline = time.monotonic() + 15
+    while len(listener.times("WATCHDOG=1")) < 8 or not listener.times("READY=1"):
+        assert time.monotonic() < deadline and exporter.process.poll() is None, listener.messages
+        time.sleep(0.05)
+    assert healthz_at_ready == [200]  # READY=1 only once /healthz answers
+    exporter.process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert exporter.process.wait(5) == 0
+    assert time.monotonic() - stopped < 2.0
+    time.sleep(0.1)
+    messages = [m for _, m in listener.messages]
+    assert messages.count("READY=1") == 1 and messages[-1] == "STOPPING=1" and messages.count("STOPPING=1") == 1
+    pings = listener.times("WATCHDOG=1")
+    gaps = sorted(b - a for a, b in itertools.pairwise(pings))
+    assert 0.15 < gaps[len(gaps) // 2] < 0.3, gaps  # half of WATCHDOG_USEC
+    assert gaps[-1] < 0.4, gaps  # never as late as the watchdog timeout
