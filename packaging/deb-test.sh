@@ -276,7 +276,7 @@ step_no_bluetooth() {
 	check "exit status 1 (Bluetooth failure)" test "$(show $UNIT ExecMainStatus)" = 1
 	# Enough time for the remaining starts of the burst at the pace of the first one.
 	local budget
-	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 2) + 15; print int(b < 200 ? b : 200) }')
+	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 3) + 20; print int(b < 240 ? b : 240) }')
 	local seen=() n last=""
 	wait_for "$budget" sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p Result --value $UNIT)\" = start-limit-hit" &
 	local waiter=$!
