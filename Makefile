@@ -80,3 +80,30 @@ deb-test: deb
 
 
 # --- system test (issue: real Bluetooth stack) ---
+# Boots a Debian bookworm guest in qemu (TCG unless the CPU has vmx/svm) with the kernel's Bluetooth,
+# virtual thermometers on btvirt and bluetoothd --experimental; installs dist/ble-exporter.deb there and
+# checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
+# Needs root. The guest image is cached in /var/cache/ble-exporter-systemtest (SYSTEMTEST_CACHE),
+# rebuilt only when systemtest/packages.txt or systemtest/build-image.sh change.
+SYSTEMTEST_TOOLS := qemu-system-x86_64 debootstrap mkfs.ext4 ssh ssh-keygen tar flock
+SYSTEMTEST_HOST_DEPS := qemu-system-x86 debootstrap e2fsprogs openssh-client tar util-linux
+
+.PHONY: system-test system-test-deps system-test-image system-test-phase1
+
+system-test-deps:
+	@missing=""; for t in $(SYSTEMTEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "system-test: installing host tools (missing:$$missing)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(SYSTEMTEST_HOST_DEPS); \
+	fi
+
+system-test-image: system-test-deps
+	systemtest/build-image.sh
+
+# Infrastructure only (no .deb): boot, virtual controllers, bleak hears them passively and actively.
+system-test-phase1: system-test-deps
+	systemtest/phase1.sh
+
+system-test: system-test-deps deb
+	python3 systemtest/system_test.py --deb dist/ble-exporter.deb

@@ -14,32 +14,18 @@ VM_RUN=""
 VM_IMAGE=""
 VM_SSH_PORT=""
 VM_PORTS=""       # extra forwards, "host:guest host:guest"; set before vm_boot
-VM_MEM="${SYSTEMTEST_MEM:-1024}"
-
-vm_accel() {
-    if [ -w /dev/kvm ] && grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then echo kvm; else echo tcg; fi
-}
 
 vm_boot() {
     VM_IMAGE="$1"
     VM_RUN="$2"
     mkdir -p "$VM_RUN"
     VM_SSH_PORT="$(st_free_port)"
-    local fwd="hostfwd=tcp:127.0.0.1:$VM_SSH_PORT-:22" pair accel
-    for pair in $VM_PORTS; do fwd="$fwd,hostfwd=tcp:127.0.0.1:${pair%%:*}-:${pair##*:}"; done
-    accel="$(vm_accel)"
     command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
-    log "booting guest (accel=$accel, ${VM_MEM} MB, ssh on 127.0.0.1:$VM_SSH_PORT${VM_PORTS:+, forwards $VM_PORTS})"
-    qemu-system-x86_64 \
-        -name ble-exporter-systemtest -nodefaults -no-user-config -display none \
-        -accel "$accel" -smp 1 -m "$VM_MEM" \
-        -kernel "$VM_IMAGE/vmlinuz" -initrd "$VM_IMAGE/initrd.img" \
-        -append "root=/dev/vda rw console=ttyS0,115200 quiet loglevel=4 mitigations=off net.ifnames=0 systemd.show_status=0 tsc=reliable" \
-        -drive "file=$VM_IMAGE/rootfs.ext4,if=virtio,format=raw,snapshot=on" \
-        -netdev "user,id=n0,restrict=on,$fwd" -device virtio-net-pci,netdev=n0 \
-        -device virtio-rng-pci \
-        -serial "file:$VM_RUN/console.log" -monitor none \
-        </dev/null >"$VM_RUN/qemu.log" 2>&1 &
+    local -a args
+    # shellcheck disable=SC2086
+    mapfile -d '' args < <(python3 "$ST_DIR/vm.py" qemu-args "$VM_IMAGE" "$VM_RUN" "$VM_SSH_PORT" $VM_PORTS)
+    log "booting guest (${args[*]:10:2}, ssh on 127.0.0.1:$VM_SSH_PORT${VM_PORTS:+, forwards $VM_PORTS})"
+    "${args[@]}" </dev/null >"$VM_RUN/qemu.log" 2>&1 &
     VM_PID=$!
     echo "$VM_PID" >"$VM_RUN/qemu.pid"
     echo "$VM_SSH_PORT" >"$VM_RUN/ssh_port"

@@ -210,6 +210,8 @@ class Sensor:
         self.paused = False
         self.history: list[dict] = []
         self.packets = 0
+        self.errors = 0
+        self.last_error = ""
         self.last_ad = ""
 
     def adv_data(self) -> bytes:
@@ -233,10 +235,17 @@ class Sensor:
             self.history.append(m)
             del self.history[:-300]
         ad = self.adv_data()
-        mgmt.advertise(self.index, ad)
+        self.tick += 1
+        try:
+            mgmt.advertise(self.index, ad)
+        except (MgmtError, OSError) as exc:
+            # e.g. bluetoothd restarting or the controller powered off by a fault test: keep going,
+            # the next tick tries again
+            self.errors += 1
+            self.last_error = f"{time.strftime('%H:%M:%S')} {exc}"
+            return
         self.last_ad = ad.hex()
         self.packets += 1
-        self.tick += 1
 
     def state(self) -> dict:
         return {
@@ -245,6 +254,8 @@ class Sensor:
             "format": self.fmt,
             "advertising": not self.paused,
             "packets": self.packets,
+            "errors": self.errors,
+            "last_error": self.last_error,
             "last_ad": self.last_ad,
             "current": self.history[-1] if self.history else None,
             "history": self.history,
@@ -291,7 +302,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if (s.hci in paused) != s.paused:
                     s.paused = s.hci in paused
                     if s.paused:
-                        mgmt.stop(s.index)
+                        try:
+                            mgmt.stop(s.index)
+                        except (MgmtError, OSError) as exc:
+                            print(f"vsensor: {s.hci}: stop failed: {exc}", flush=True)
                     print(f"vsensor: {s.hci} {'paused' if s.paused else 'resumed'}", flush=True)
                 s.step(mgmt, args.ticks_per_measurement)
             write_json(args.state, {

@@ -1,0 +1,596 @@
+#!/usr/bin/python3
+"""`make system-test`: the packaged exporter on the kernel's Bluetooth, in a qemu guest, scraped by
+a real Prometheus.
+
+  1. guest image (build-image.sh, cached outside the repo, rebuilt only when its inputs change)
+  2. boot; btvirt with 6 controllers on one virtual radio (hci0 for the exporter), bluetoothd
+     --experimental; the .deb from `make deb` installed with apt (no network in the guest)
+  3. virtual LYWSD03MMC sensors (guest/vsensor.py): plain BTHome v2 x2, encrypted BTHome v2,
+     pvvx custom, and one that is not in the config
+  4. config naming the sensors by controller address; systemctl restart; active as user
+     ble-exporter, passive scanning (its log, and btmon on hci0)
+  5. Prometheus (the guest image's Debian binary, run on the host with its own config and a temp
+     storage dir, scraping the guest's port 8000 through a qemu forward every 2 s): every stored
+     value is one the sensor advertised, the latest is recent, the unconfigured sensor has no series,
+     ble_sensor_seen follows a sensor that stops advertising and comes back
+  6. faults: bluetoothd stopped, then adapter powered off: the exporter exits non-zero with a clear
+     error in the journal, systemd restarts it, readings return, no start-limit hit
+  7. `ble-exporter watch` under tmux shows the virtual sensors' live values
+
+Prometheus runs on the host, not in the guest: the guest is one emulated CPU (TCG) already shared by
+bluetoothd, btvirt, the sensors and the exporter; on the host Prometheus runs at native speed, its
+scrape crosses a real network hop (so listen_address matters), and the test queries its HTTP API
+directly. Everything started here is stopped by PID (qemu, Prometheus, the ssh master), on failure too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from vm import VM, GuestError, free_port  # noqa: E402
+
+BINDKEY = "231d39c1d7cc1ab1aee224cd096db932"
+# controller -> (format, name in the config or None for "present on the radio, not configured")
+SENSORS = {
+    "hci1": ("bthome", "living_room"),
+    "hci2": ("bthome", "bedroom"),
+    "hci3": ("bthome-enc", "freezer"),
+    "hci4": ("pvvx", "garage"),
+    "hci5": ("bthome", None),
+}
+STOPPER = "hci2"  # the sensor that stops advertising for the ble_sensor_seen check
+CONTROLLERS = 6
+SCAN_INTERVAL = 6
+SCAN_DURATION = 5
+SCRAPE_INTERVAL = 2
+OUTAGE_SECONDS = 8
+EXPORTER_LOG = "/var/log/ble-exporter/ble-exporter.log"
+METRICS = {
+    "ble_sensor_temperature_celsius": lambda m: m["temperature"],
+    "ble_sensor_humidity_percent": lambda m: m["humidity"],
+    "ble_sensor_battery_percent": lambda m: float(m["battery"]),
+    "ble_sensor_battery_volts": lambda m: m["voltage_mv"] / 1000,
+}
+
+
+class Failed(Exception):
+    """A check failed; the message says what was expected and what was found."""
+
+
+class Warn(Exception):
+    """Not a failure, but worth a line in the summary (a known limitation, measured)."""
+
+
+def since(t0: float) -> float:
+    return time.monotonic() - t0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} +{since(T0):6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+T0 = time.monotonic()
+
+
+class Summary:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, float, str]] = []
+
+    def run(self, name: str, fn, fatal: bool = True):  # noqa: ANN001, ANN201
+        t = time.monotonic()
+        log(f"--- {name}")
+        try:
+            detail = fn()
+        except Warn as w:
+            self.rows.append((name, "warn", since(t), str(w)))
+            log(f"WARN {name}: {w}")
+            return None
+        except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+            self.rows.append((name, "FAIL", since(t), str(e)))
+            log(f"FAIL {name}: {e}")
+            if fatal:
+                raise
+            return None
+        self.rows.append((name, "ok", since(t), detail if isinstance(detail, str) else ""))
+        log(f"ok   {name} ({since(t):.1f}s) {detail if isinstance(detail, str) else ''}")
+        return detail
+
+    def failed(self) -> bool:
+        return any(r[1] == "FAIL" for r in self.rows)
+
+    def print(self, run_dir: str) -> None:
+        print(f"\n=== system test summary: {since(T0):.0f} s in all, logs in {run_dir} ===")
+        for name, status, secs, detail in self.rows:
+            first = detail.splitlines()[0] if detail else ""
+            print(f"{status:4} {secs:6.1f}s  {name:48} {first[:150]}")
+            for more in detail.splitlines()[1:8] if status == "FAIL" else []:
+                print(f"{'':62}{more[:150]}")
+        passed = sum(r[1] != "FAIL" for r in self.rows)
+        print(f"system-test: {passed} passed, {len(self.rows) - passed} failed")
+
+
+def wait_for(what: str, fn, limit: float, every: float = 1.0):  # noqa: ANN001, ANN201
+    """Call fn until it returns something truthy; bounded by `limit` seconds."""
+    t = time.monotonic()
+    last_exc: Exception | None = None
+    while since(t) < limit:
+        try:
+            r = fn()
+            if r:
+                return r
+        except (GuestError, OSError, ValueError, KeyError) as e:
+            last_exc = e
+        time.sleep(every)
+    raise Failed(f"timed out after {limit:.0f}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+# --- Prometheus on the host ------------------------------------------------------------------------
+
+
+class Prometheus:
+    def __init__(self, binary: str, run: str, target_port: int) -> None:
+        self.binary = binary
+        self.dir = Path(run) / "prometheus"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.target_port = target_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cfg = self.dir / "prometheus.yml"
+        cfg.write_text(
+            "global:\n"
+            f"  scrape_interval: {SCRAPE_INTERVAL}s\n"
+            f"  scrape_timeout: {SCRAPE_INTERVAL}s\n"
+            "scrape_configs:\n"
+            "  - job_name: ble-exporter\n"
+            "    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{self.target_port}']\n"
+        )
+        with open(self.dir / "prometheus.log", "wb") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.dir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d",
+                 "--log.level=warn"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir,
+            )
+        wait_for("Prometheus /-/ready", lambda: self._get("/-/ready", raw=True), 60, 0.5)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def _get(self, path: str, raw: bool = False):  # noqa: ANN202
+        if self.proc is not None and self.proc.poll() is not None:
+            raise Failed(f"Prometheus exited ({self.proc.returncode}); see {self.dir}/prometheus.log")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            body = r.read()
+        return body if raw else json.loads(body)
+
+    def query(self, q: str) -> list[dict]:
+        doc = self._get("/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+        if doc.get("status") != "success":
+            raise Failed(f"query {q!r}: {doc}")
+        return doc["data"]["result"]
+
+    def samples(self, metric: str, window: str = "30m") -> dict[str, list[tuple[float, float]]]:
+        """Raw stored samples by device label."""
+        out: dict[str, list[tuple[float, float]]] = {}
+        for series in self.query(f"{metric}[{window}]"):
+            out[series["metric"].get("device", "")] = [(float(t), float(v)) for t, v in series["values"]]
+        return out
+
+    def latest_timestamps(self, metric: str) -> dict[str, float]:
+        return {s["metric"].get("device", ""): float(s["value"][1]) for s in self.query(f"timestamp({metric})")}
+
+
+# --- the test ---------------------------------------------------------------------------------------
+
+
+class SystemTest:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_dir = tempfile.mkdtemp(prefix="systemtest-run.", dir=args.logs_dir)
+        self.summary = Summary()
+        self.vm: VM | None = None
+        self.prom: Prometheus | None = None
+        self.image = ""
+        self.exporter_port = free_port()
+        self.addresses: dict[str, str] = {}
+        self.names = {hci: name for hci, (_, name) in SENSORS.items() if name}
+        self.service_started = time.time()
+
+    # helpers
+    @property
+    def g(self) -> VM:
+        assert self.vm is not None
+        return self.vm
+
+    def unit(self, *props: str) -> dict[str, str]:
+        out = self.g.sh(f"systemctl show ble-exporter -p {','.join(props)}")
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def vstate(self) -> dict:
+        return json.loads(self.g.sh("cat /run/systemtest/vsensors.json"))
+
+    def advertised(self, state: dict, hci: str) -> list[dict]:
+        return state["sensors"][hci]["history"]
+
+    # steps
+    def step_image(self) -> str:
+        r = subprocess.run([str(HERE / "build-image.sh")], capture_output=True, text=True, timeout=1500)
+        if r.returncode != 0:
+            raise Failed(f"build-image.sh failed:\n{r.stderr[-2000:]}")
+        self.image = r.stdout.strip().splitlines()[-1]
+        info = dict(l.split("=", 1) for l in Path(self.image, "info").read_text().splitlines() if "=" in l)
+        return f"{self.image} (built in {info.get('build_seconds')} s on {info.get('built', '?')[:19]})"
+
+    def step_boot(self) -> str:
+        self.vm = VM(self.image, self.run_dir, forwards=[(self.exporter_port, 8000)])
+        self.vm.boot()
+        secs = self.vm.wait_ssh(240)
+        return f"ssh after {secs:.1f} s (accel {os.environ.get('SYSTEMTEST_ACCEL', '') or 'auto'}, qemu pid {self.vm.proc.pid})"
+
+    def step_bluetooth(self) -> str:
+        self.g.put_dir(str(HERE / "guest"), "/opt/systemtest")
+        out = self.g.sh(f"sh /opt/systemtest/bt-setup.sh {CONTROLLERS}", timeout=240)
+        Path(self.run_dir, "bt-setup.log").write_text(out)
+        for line in self.g.sh("cat /run/systemtest/controllers").splitlines():
+            hci, addr = line.split()
+            self.addresses[hci] = addr
+        if len(self.addresses) != CONTROLLERS:
+            raise Failed(f"expected {CONTROLLERS} controllers, got {self.addresses}")
+        attempts = self.g.sh("cat /run/systemtest/btvirt_attempts").strip()
+        return f"btvirt -l{CONTROLLERS} up after {attempts} attempt(s); hci0={self.addresses['hci0']}"
+
+    def step_install(self) -> str:
+        deb = self.args.deb
+        if not Path(deb).is_file():
+            raise Failed(f"{deb} missing: run `make deb` first")
+        self.g.put(deb, "/tmp/ble-exporter.deb")
+        out = self.g.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                        "-o Dpkg::Options::=--force-confnew /tmp/ble-exporter.deb 2>&1", timeout=300)
+        Path(self.run_dir, "apt-install.log").write_text(out)
+        version = self.g.sh("dpkg-query -W -f='${Version} ${db:Status-Abbrev}' ble-exporter").strip()
+        if "ii" not in version:
+            raise Failed(f"ble-exporter not installed: {version}\n{out[-1500:]}")
+        state = self.g.sh("systemctl is-active ble-exporter; systemctl is-enabled ble-exporter", check=False)
+        return f"ble-exporter {version}; after install: {' / '.join(state.split())}"
+
+    def step_sensors(self) -> str:
+        specs = []
+        for hci, (fmt, _) in SENSORS.items():
+            specs.append(f"--sensor {hci}:{fmt}" + (f":{BINDKEY}" if fmt == "bthome-enc" else ""))
+        self.g.sh("rm -f /run/systemtest/vsensors.ctl /run/systemtest/vsensors.json; "
+                  "systemd-run --quiet --unit=vsensors --collect python3 /opt/systemtest/vsensor.py run "
+                  + " ".join(specs))
+        st = wait_for("vsensor state file", lambda: self.vstate() if self.g.rc("test -s /run/systemtest/vsensors.json") == 0 else None, 30)
+        for hci in SENSORS:
+            if st["sensors"][hci]["address"] != self.addresses[hci]:
+                raise Failed(f"{hci}: sensor address {st['sensors'][hci]['address']} != {self.addresses[hci]}")
+        return ", ".join(f"{h}={self.addresses[h]} {f}{'' if n else ' (not configured)'}" for h, (f, n) in SENSORS.items())
+
+    def config_text(self) -> str:
+        lines = [
+            "# written by the system test",
+            f"scan_interval_seconds: {SCAN_INTERVAL}",
+            f"scan_duration_seconds: {SCAN_DURATION}",
+            'listen_address: "0.0.0.0"',
+            "listen_port: 8000",
+            "adapter: hci0",
+            "scan_mode: passive",
+            f"log_file: {EXPORTER_LOG}",
+            "devices:",
+        ]
+        for hci, (fmt, name) in SENSORS.items():
+            if not name:
+                continue
+            if fmt == "bthome-enc":
+                lines += [f'  "{self.addresses[hci]}":', f"    name: {name}", f'    bindkey: "{BINDKEY}"']
+            else:
+                lines.append(f'  "{self.addresses[hci]}": {name}')
+        return "\n".join(lines) + "\n"
+
+    def step_service(self) -> str:
+        self.g.sh("cat > /etc/ble-exporter/config.yaml", input=self.config_text().encode())
+        check = self.g.sh("ble-exporter check-config --config /etc/ble-exporter/config.yaml 2>&1").strip()
+        # btmon on the exporter's adapter: which scan type the kernel really programs
+        self.g.sh("systemd-run --quiet --unit=btmon --collect sh -c 'exec btmon -i hci0 >/run/systemtest/btmon.txt 2>&1'")
+        self.service_started = time.time()
+        self.g.sh(f": > {EXPORTER_LOG} 2>/dev/null || true; systemctl restart ble-exporter", timeout=150)
+        u = self.unit("ActiveState", "SubState", "MainPID", "User")
+        if u.get("ActiveState") != "active":
+            raise Failed(f"ble-exporter not active after restart: {u}\n" + self.journal(20))
+        user = self.g.sh(f"ps -o user= -p {u['MainPID']}").strip()
+        if user != "ble-exporter":
+            raise Failed(f"main process {u['MainPID']} runs as {user!r}, not ble-exporter")
+        ready = wait_for("'ready' in the exporter's log",
+                         lambda: self.g.sh(f"grep -h 'ready:' {EXPORTER_LOG} || true").strip(), 60)
+        if "(passive)" not in ready:
+            raise Failed(f"not scanning passively: {ready}")
+        return f"{check}\nactive, pid {u['MainPID']} user {user}; log: {ready.splitlines()[-1][:120]}"
+
+    def journal(self, n: int = 30) -> str:
+        return self.g.sh(f"journalctl -u ble-exporter --no-pager -n {n} -o short-monotonic", check=False)
+
+    def step_prometheus(self) -> str:
+        binary = self.args.prometheus or str(Path(self.image) / "prometheus")
+        self.prom = Prometheus(binary, self.run_dir, self.exporter_port)
+        self.prom.start()
+
+        def up() -> bool:
+            r = self.prom.query('up{job="ble-exporter"}')
+            return bool(r) and r[0]["value"][1] == "1"
+
+        wait_for("Prometheus scraping the exporter (up == 1)", up, 60)
+        return f"127.0.0.1:{self.prom.port} scraping 127.0.0.1:{self.exporter_port} -> guest:8000 every {SCRAPE_INTERVAL}s"
+
+    def _distinct_temperatures(self) -> dict[str, int]:
+        s = self.prom.samples("ble_sensor_temperature_celsius")
+        return {name: len({v for _, v in s.get(name, [])}) for name in self.names.values()}
+
+    def step_values(self) -> str:
+        # enough history: every configured sensor stored with at least 3 different temperatures
+        wait_for("3 distinct temperatures per configured sensor in Prometheus",
+                 lambda: all(n >= 3 for n in self._distinct_temperatures().values()), 150, 2)
+        state = self.vstate()
+        problems, notes = [], []
+        for hci, name in self.names.items():
+            hist = self.advertised(state, hci)
+            for metric, value_of in METRICS.items():
+                stored = self.prom.samples(metric).get(name, [])
+                if not stored:
+                    problems.append(f"{name}: no {metric} samples")
+                    continue
+                allowed = [value_of(m) for m in hist]
+                bad = sorted({v for _, v in stored if not any(abs(v - a) < 1e-9 for a in allowed)})
+                if bad:
+                    problems.append(f"{name} {metric}: stored {bad[:5]} never advertised (advertised {allowed[-6:]})")
+                recent = [value_of(m) for m in hist[-3:]]
+                latest = stored[-1][1]
+                if not any(abs(latest - a) < 1e-9 for a in recent):
+                    problems.append(f"{name} {metric}: latest {latest} not among the last 3 advertised {recent}")
+            temps = {v for _, v in self.prom.samples("ble_sensor_temperature_celsius").get(name, [])}
+            notes.append(f"{name} {len(temps)} temps")
+        # the unconfigured sensor: heard on the radio (BlueZ knows it), but no series at all
+        other = [h for h, (_, n) in SENSORS.items() if not n][0]
+        series_devices = {s["metric"].get("device") for s in self.prom.query('{__name__=~"ble_sensor_.*"}')}
+        if series_devices != set(self.names.values()):
+            problems.append(f"ble_sensor_* devices {sorted(series_devices)} != configured {sorted(self.names.values())}")
+        macs = {s["metric"].get("mac") for s in self.prom.query("ble_exporter_device_info")}
+        if self.addresses[other] in macs:
+            problems.append(f"unconfigured {other} {self.addresses[other]} appears in ble_exporter_device_info")
+        heard = self.g.sh("busctl tree --list org.bluez", check=False)
+        dev_path = "dev_" + self.addresses[other].replace(":", "_")
+        if dev_path not in heard:
+            notes.append(f"(BlueZ has no {dev_path}: unconfigured sensor not proven on the radio)")
+        else:
+            notes.append(f"unconfigured {other} heard by BlueZ, no series")
+        if problems:
+            raise Failed("\n".join(problems))
+        return "; ".join(notes)
+
+    def _seen(self) -> set[str]:
+        return {s["metric"].get("device") for s in self.prom.query("ble_sensor_seen")}
+
+    def step_continuity(self) -> str:
+        """Share of scrapes in which each configured (advertising) sensor had ble_sensor_seen, since the
+        restart. A sensor whose payload does not change within a scan window (pvvx custom format: one
+        payload per 10 s measurement) is only reported: BlueZ's advertisement monitor filters duplicates,
+        and btvirt's constant RSSI (127) never triggers a property change either."""
+        window = max(10, int(time.time() - self.service_started))
+        up = self.prom.query(f'count_over_time(up{{job="ble-exporter"}}[{window}s])')
+        total = float(up[0]["value"][1]) if up else 0
+        seen = {s["metric"]["device"]: float(s["value"][1])
+                for s in self.prom.query(f"count_over_time(ble_sensor_seen[{window}s])")}
+        parts, problems, warn = [], [], []
+        for hci, name in self.names.items():
+            share = seen.get(name, 0) / total if total else 0
+            parts.append(f"{name} {share:.0%}")
+            if share < 0.9:
+                (warn if SENSORS[hci][0] == "pvvx" else problems).append(f"{name} {share:.0%}")
+        text = f"seen in share of {total:.0f} scrapes over {window}s: " + ", ".join(parts)
+        if problems:
+            raise Failed(text + "; below 90 %: " + ", ".join(problems))
+        if warn:
+            raise Warn(text + "; below 90 % (pvvx custom: duplicate filtering): " + ", ".join(warn))
+        return text
+
+    def step_seen(self) -> str:
+        name = self.names[STOPPER]
+        if name not in self._seen():
+            wait_for(f"{name} in ble_sensor_seen before the stop", lambda: name in self._seen(), 3 * SCAN_INTERVAL, 0.5)
+        self.g.sh(f"echo '{{\"paused\": [\"{STOPPER}\"]}}' > /run/systemtest/vsensors.ctl")
+        try:
+            t = time.monotonic()
+            wait_for(f"ble_sensor_seen{{device={name!r}}} to go", lambda: name not in self._seen(),
+                     3 * SCAN_INTERVAL + 10, 0.5)
+            gone = since(t)
+            # it stays gone while it is silent
+            time.sleep(SCAN_INTERVAL + SCRAPE_INTERVAL)
+            if name in self._seen():
+                raise Failed(f"{name} is back in ble_sensor_seen while it is not advertising")
+        finally:
+            self.g.sh("echo '{\"paused\": []}' > /run/systemtest/vsensors.ctl")
+        t = time.monotonic()
+        wait_for(f"ble_sensor_seen{{device={name!r}}} to return", lambda: name in self._seen(),
+                 3 * SCAN_INTERVAL + 10, 0.5)
+        return f"{name} gone {gone:.1f}s after it stopped advertising, back {since(t):.1f}s after it resumed"
+
+    def _fault(self, label: str, break_cmd: str, fix_cmd: str) -> str:
+        before = self.unit("NRestarts", "MainPID")
+        fresh_after = time.time()
+        jcursor = self.g.sh("journalctl -u ble-exporter -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'").strip()
+        t = time.monotonic()
+        self.g.sh(break_cmd, timeout=60)
+
+        def exited() -> dict | None:
+            u = self.unit("ActiveState", "SubState", "MainPID", "ExecMainStatus", "NRestarts", "Result")
+            # waiting for the restart (RestartSec=) or failed for good; either way the exit status is set
+            return u if u.get("SubState") in ("auto-restart", "failed") or \
+                int(u.get("NRestarts", 0)) > int(before.get("NRestarts", 0)) else None
+
+        u = wait_for(f"the exporter to exit after {label}", exited, 3 * SCAN_INTERVAL + 20, 0.5)
+        exit_after = since(t)
+        status = u.get("ExecMainStatus", "")
+        rest = max(0.0, OUTAGE_SECONDS - since(t))
+        time.sleep(rest)
+        self.g.sh(fix_cmd, timeout=60)
+        t_fix = time.monotonic()
+        journal = self.g.sh(f"journalctl -u ble-exporter --no-pager --after-cursor={shlex.quote(jcursor)}", check=False)
+        errors = [line for line in journal.splitlines() if "error:" in line]
+        problems = []
+        if status in ("0", ""):
+            problems.append(f"exit status {status!r} (wanted non-zero)")
+        if not errors:
+            problems.append("no 'error:' line in the journal:\n" + journal[-800:])
+
+        def back() -> bool:
+            ts = self.prom.latest_timestamps("ble_sensor_temperature_celsius")
+            return all(ts.get(n, 0) > fresh_after + 1 for n in self.names.values()) and \
+                self.unit("ActiveState")["ActiveState"] == "active"
+
+        wait_for(f"readings back after {label}", back, 90, 1)
+        after = self.unit("NRestarts", "Result", "ActiveState")
+        restarts = int(after.get("NRestarts", 0)) - int(before.get("NRestarts", 0))
+        if after.get("Result") == "start-limit-hit" or after.get("ActiveState") != "active":
+            problems.append(f"unit after recovery: {after}")
+        if problems:
+            raise Failed("\n".join(problems))
+        return (f"exited (status {status}) {exit_after:.1f}s after the fault; readings back {since(t_fix):.1f}s after "
+                f"the fix; {restarts} restart(s); journal: {errors[0].split(': ', 1)[-1][:110]}")
+
+    def step_fault_bluetoothd(self) -> str:
+        return self._fault("systemctl stop bluetooth", "systemctl stop bluetooth",
+                           "systemctl start bluetooth")
+
+    def step_fault_power(self) -> str:
+        # btmgmt exits before the kernel answers when stdin is at EOF: keep stdin open a moment
+        return self._fault("btmgmt --index 0 power off",
+                           "sleep 3 | timeout 20 btmgmt --index 0 power off",
+                           "sleep 3 | timeout 20 btmgmt --index 0 power on")
+
+    def step_passive_btmon(self) -> str:
+        self.g.sh("systemctl stop btmon", check=False)
+        types = self.g.sh("grep -E '^ +Type: (Passive|Active)' /run/systemtest/btmon.txt | sort | uniq -c", check=False)
+        self.g.sh("cp /run/systemtest/btmon.txt /tmp/ 2>/dev/null || true", check=False)
+        if "Passive" not in types or "Active" in types:
+            raise Failed(f"scan types programmed on hci0: {' '.join(types.split()) or 'none'}")
+        return "hci0 scans: " + " ".join(types.split())
+
+    def step_watch(self) -> str:
+        self.g.sh("tmux kill-server 2>/dev/null; tmux new-session -d -s watch -x 160 -y 40 "
+                  "'ble-exporter watch --config /etc/ble-exporter/config.yaml; sleep 600'")
+
+        def screen() -> str | None:
+            text = self.g.sh("tmux capture-pane -p -t watch", check=False)
+            Path(self.run_dir, "watch-screen.txt").write_text(text)
+            state = self.vstate()
+            ok = True
+            for hci, name in self.names.items():
+                recent = [f"{m['temperature']:.1f}" for m in self.advertised(state, hci)[-4:]] + \
+                         [f"{m['temperature']:.2f}" for m in self.advertised(state, hci)[-4:]]
+                row = [line for line in text.splitlines() if name in line]
+                if not row or not any(v in row[0] for v in recent):
+                    ok = False
+            return text if ok else None
+
+        try:
+            text = wait_for("the watch view to show every configured sensor with a current temperature", screen, 60, 3)
+        finally:
+            self.g.sh("tmux kill-server", check=False)
+        still = self.unit("ActiveState")["ActiveState"]
+        if still != "active":
+            raise Failed(f"the exporter is {still} after the watch ran beside it")
+        return f"{len([l for l in text.splitlines() if l.strip()])} lines on screen; saved to watch-screen.txt"
+
+    def collect_logs(self) -> None:
+        if self.vm is None or not self.vm.alive():
+            return
+        for name, cmd in [
+            ("journal-ble-exporter.txt", "journalctl -u ble-exporter --no-pager -o short-monotonic"),
+            ("journal-bluetooth.txt", "journalctl -u bluetooth --no-pager -o short-monotonic"),
+            ("journal-vsensors.txt", "journalctl -u vsensors --no-pager -o short-monotonic"),
+            ("ble-exporter.log", f"cat {EXPORTER_LOG}"),
+            ("vsensors.json", "cat /run/systemtest/vsensors.json"),
+            ("btmon.txt", "cat /run/systemtest/btmon.txt"),
+            ("dmesg.txt", "dmesg"),
+        ]:
+            try:
+                Path(self.run_dir, name).write_text(self.g.sh(cmd, check=False, timeout=60))
+            except (GuestError, subprocess.SubprocessError, OSError):
+                pass
+
+    def run(self) -> int:
+        s = self.summary
+        try:
+            s.run("1 guest image", self.step_image)
+            s.run("2 boot to ssh", self.step_boot)
+            s.run("2 btvirt + bluetoothd --experimental", self.step_bluetooth)
+            s.run("2 install the .deb (no network)", self.step_install)
+            s.run("3 virtual sensors advertising", self.step_sensors)
+            s.run("4 config, restart, user, passive", self.step_service)
+            s.run("5 Prometheus up and scraping", self.step_prometheus)
+            s.run("5 stored values == advertised", self.step_values, fatal=False)
+            s.run("5 ble_sensor_seen while advertising", self.step_continuity, fatal=False)
+            s.run("5 ble_sensor_seen follows a sensor", self.step_seen, fatal=False)
+            s.run("4 btmon: hci0 scanned passively", self.step_passive_btmon, fatal=False)
+            s.run("6 fault: bluetoothd stopped", self.step_fault_bluetoothd, fatal=False)
+            s.run("6 fault: adapter powered off", self.step_fault_power, fatal=False)
+            s.run("7 ble-exporter watch under tmux", self.step_watch, fatal=False)
+        except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
+            pass
+        except BaseException as e:  # noqa: BLE001 - interrupted: still clean up and summarise
+            s.rows.append(("interrupted", "FAIL", 0.0, f"{type(e).__name__}: {e}\n{traceback.format_exc()[-600:]}"))
+        finally:
+            t = time.monotonic()
+            try:
+                self.collect_logs()
+            finally:
+                if self.prom is not None:
+                    self.prom.stop()
+                if self.vm is not None:
+                    self.vm.stop()
+            s.rows.append(("cleanup (logs, Prometheus, qemu stopped)", "ok", since(t), ""))
+            s.print(self.run_dir)
+        return 1 if s.failed() else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--deb", default=str(HERE.parent / "dist" / "ble-exporter.deb"))
+    ap.add_argument("--prometheus", help="prometheus binary (default: the guest image's)")
+    ap.add_argument("--logs-dir", default="/tmp", help="where the run's log directory goes")
+    args = ap.parse_args()
+    # SIGTERM (e.g. from make or CI) becomes an exception, so the finally blocks stop qemu and Prometheus
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+    return SystemTest(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
