@@ -111,8 +111,9 @@ def start_exporter(
     env: Mapping[str, str] | None = None,
     cpus: str | None = None,
     python: str = sys.executable,
+    entry: Sequence[str] = ("-m", "ble_exporter"),
 ) -> subprocess.Popen[bytes]:
-    cmd = [python, "-m", "ble_exporter", "run", "--config", str(config), *args]
+    cmd = [python, *entry, "run", "--config", str(config), *args]
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
     return subprocess.Popen(
