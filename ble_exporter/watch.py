@@ -41,7 +41,7 @@ REFRESH_SECONDS = 0.25  # how often the view checks for news; it redraws only wh
 START_WAIT_SECONDS = 3.0  # how long the view waits for the scanner before drawing anyway
 RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
 SPARKS = "▁▂▃▄▅▆▇█"
-MIN_SPARK_RANGE = 0.5  # °C: sensor noise of a few hundredths must not look like a swing
+MIN_SPARK_RANGE = 1.0  # °C: a full-height trend means at least a degree; noise stays low
 
 FORMAT_NAMES = {"bthome_v2": "BTHome v2", "bthome_v1": "BTHome v1", "pvvx": "pvvx", "atc1441": "atc1441"}
 
