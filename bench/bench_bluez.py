@@ -188,6 +188,7 @@ def main() -> None:
                     )
                 return time.monotonic() - t0
 
+            idle_rss, _ = memory_mb(process.pid)
             deliver("warmup", len(warmup))
             wait_quiet(process.pid)
             per_advert, rates = [], []
@@ -225,7 +226,10 @@ def main() -> None:
         f"-> one core handles ~{1 / total:,.0f} adverts/s through bleak; at the radio limit (2,600/s): "
         f"{2600 * total * 100:.0f} % of a core"
     )
-    print(f"exporter RSS with bleak's BlueZ backend loaded: {rss:.1f} MiB (peak {hwm:.1f} MiB)")
+    print(
+        f"exporter RSS, bleak's BlueZ backend loaded: {idle_rss:.1f} MiB scanning before any advert, "
+        f"{rss:.1f} MiB after them (peak {hwm:.1f} MiB; encrypted sensors load cryptography)"
+    )
 
 
 if __name__ == "__main__":

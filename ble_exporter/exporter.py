@@ -6,6 +6,7 @@ import asyncio
 import asyncio.base_events
 import html
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ble_exporter import __version__
+from ble_exporter.metrics import EngineRegistry
 
 LANDING = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ble-exporter</title></head>
@@ -27,12 +29,37 @@ LANDING = f"""<!DOCTYPE html>
 """
 
 
-def make_app(registry: CollectorRegistry, status_source: Callable[[], dict[str, Any]]) -> web.Application:
-    """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods."""
+def _no_generation() -> None:
+    return None
+
+
+METRICS_MAX_AGE = 1.0
+"""Seconds a /metrics rendering is served from cache (besides, a new scan's snapshot renders at once)."""
+
+
+def make_app(
+    registry: CollectorRegistry,
+    status_source: Callable[[], dict[str, Any]],
+    *,
+    metrics_max_age: float = METRICS_MAX_AGE,
+) -> web.Application:
+    """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods.
+
+    /metrics is rendered at most once per `metrics_max_age` seconds per content type and served from
+    cache in between; with the daemon's EngineRegistry also as soon as a scan publishes its snapshot. So
+    sensor series are never stale, and counters and process_* lag by less than `metrics_max_age`.
+    """
+    generation: Callable[[], object] = registry.generation if isinstance(registry, EngineRegistry) else _no_generation
+    cache: dict[str, tuple[float, object, bytes]] = {}  # content type -> (rendered at, generation, body)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        now = time.monotonic()
+        current = generation()
+        hit = cache.get(content_type)
+        if hit is None or hit[1] is not current or now - hit[0] >= metrics_max_age:
+            hit = cache[content_type] = (now, current, encoder(registry))
+        return web.Response(body=hit[2], headers={"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")

@@ -133,9 +133,21 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-def build_registry(engine: ScanEngine) -> CollectorRegistry:
+class EngineRegistry(CollectorRegistry):  # type: ignore[misc]
+    """The daemon's registry; `generation()` changes whenever the engine publishes a scan's snapshot, so
+    /metrics can serve a cached rendering until then (see exporter.make_app)."""
+
+    def __init__(self, engine: ScanEngine) -> None:
+        super().__init__(auto_describe=False)
+        self.engine = engine
+
+    def generation(self) -> object:
+        return self.engine.snapshot
+
+
+def build_registry(engine: ScanEngine) -> EngineRegistry:
     """A private registry (no import-time globals): the engine's metrics plus process_* of this process."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = EngineRegistry(engine)
     registry.register(EngineCollector(engine))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     return registry

@@ -33,14 +33,12 @@ Choices made where the sources leave room (each is pinned by a test):
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,14 +386,36 @@ def _same_mac(payload_mac: str, mac: str) -> bool:
     return payload_mac == mac or payload_mac == mac.upper()
 
 
+@functools.cache
+def _crypto() -> tuple[Any, type[Exception]]:
+    """(AESCCM, InvalidTag), imported at the first encrypted packet: a daemon whose sensors send plaintext
+    never loads cryptography and its OpenSSL (6-8 MB of RSS)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    return AESCCM, InvalidTag
+
+
+# bindkey -> AES-CCM context: made once per key, not per packet. Bounded, as parse() takes any key.
+_CIPHERS: dict[bytes, Any] = {}
+_MAX_CIPHERS = 64
+
+
 def _decrypt(bindkey: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes | None) -> bytes | None:
     """AES-CCM with a 4-byte tag; None when the tag does not verify or the key is not 16 bytes."""
-    if len(bindkey) != 16:
-        return None
+    cipher = _CIPHERS.get(bindkey) if type(bindkey) is bytes else None
+    if cipher is None:
+        if len(bindkey) != 16:
+            return None
+        if len(_CIPHERS) >= _MAX_CIPHERS:
+            _CIPHERS.clear()
+        bindkey = bytes(bindkey)
+        cipher = _CIPHERS[bindkey] = _crypto()[0](bindkey, tag_length=4)
     try:
-        return AESCCM(bindkey, tag_length=4).decrypt(nonce, ciphertext_and_tag, aad)
-    except InvalidTag:
+        result: bytes = cipher.decrypt(nonce, ciphertext_and_tag, aad)
+    except _crypto()[1]:
         return None
+    return result
 
 
 # --- BTHome v2 -----------------------------------------------------------------------------------------

@@ -108,3 +108,34 @@ def test_unknown_path_is_404_and_other_methods_405() -> None:
             assert (await client.request(method, "/metrics")).status == 405, method
 
     with_client(test)
+
+
+def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
+    from ble_exporter.config import Device
+    from ble_exporter.engine import ScanEngine
+    from ble_exporter.metrics import build_registry
+
+    engine = ScanEngine((Device("A4:C1:38:AA:BB:CC", "kitchen"),))
+
+    async def scrape(client: Client) -> str:
+        return await (await client.get("/metrics")).text()
+
+    async def go() -> None:
+        async with TestClient(TestServer(make_app(build_registry(engine), dict, metrics_max_age=3600))) as client:
+            first = await scrape(client)
+            assert "ble_exporter_advertisements_received_total 0.0" in first
+            engine.ingest("11:22:33:44:55:66", -80, {}, 1.0)
+            assert await scrape(client) == first  # counters lag until the next scan (or max age)
+            engine.open_window(1.0)
+            engine.ingest(
+                "A4:C1:38:AA:BB:CC", -60, {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4002ca09")}, 2.0
+            )
+            engine.close_window(3.0)
+            fresh = await scrape(client)  # a new snapshot renders at once
+            assert 'ble_sensor_temperature_celsius{device="kitchen"} 25.06' in fresh
+            assert "ble_exporter_advertisements_received_total 2.0" in fresh
+        async with TestClient(TestServer(make_app(build_registry(engine), dict, metrics_max_age=0))) as client:
+            engine.ingest("11:22:33:44:55:66", -80, {}, 4.0)
+            assert "ble_exporter_advertisements_received_total 3.0" in await scrape(client)
+
+    asyncio.run(go())
