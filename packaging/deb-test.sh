@@ -256,29 +256,44 @@ step_install() {
 		"sed -i 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' $CONF && grep -q '# deb-test local edit' $CONF"
 }
 
+# status_shows_error FILE: `systemctl status` (saved in FILE) says failed and shows the daemon's
+# error, as a journal line or as its STATUS= text.
+status_shows_error() {
+	ct systemctl status --no-pager -l $UNIT >"$1"
+	grep -q 'Active: failed' "$1" && grep -qiE '(error: |Status: ").*(adapter|bluetooth|bluez)' "$1" && return 0
+	cat "$1"
+	return 1
+}
+
 step_no_bluetooth() {
-	check "shipped unit: Restart=on-failure, RestartSec=$(show $UNIT RestartUSec), start limit $(show $UNIT StartLimitBurst) in $(show $UNIT StartLimitIntervalUSec)" \
+	local burst
+	burst=$(show $UNIT StartLimitBurst)
+	check "shipped unit: Restart=on-failure, RestartSec=$(show $UNIT RestartUSec), start limit $burst in $(show $UNIT StartLimitIntervalUSec)" \
 		test "$(show $UNIT Restart)" = on-failure
-	# A shorter restart delay, so the start limit is reached in seconds (burst and interval kept).
+	ct systemctl reset-failed $UNIT 2>/dev/null
+	local since t first
+	since=$(ct date '+%Y-%m-%d %H:%M:%S')
+	t=$(date +%s.%N)
+	check "systemctl start fails (no adapter)" ct_sh "! systemctl start $UNIT 2>/dev/null"
+	first=$(elapsed "$t")
+	say "       first start failed after $first s: $(show $UNIT Result), exit status $(show $UNIT ExecMainStatus)"
+	check "fails fast (first start failed in < 10 s)" awk -v e="$first" 'BEGIN { exit !(e < 10) }'
+	check "exit status 1 (Bluetooth failure)" test "$(show $UNIT ExecMainStatus)" = 1
+	# Again with a shorter restart delay, so the start limit is reached in seconds (burst and
+	# interval kept).
+	ct systemctl stop $UNIT
 	ct mkdir -p "$DROPIN"
 	ct_sh "printf '[Service]\nRestartSec=1s\n' >$DROPIN/50-deb-test-fast-restart.conf"
 	ct systemctl daemon-reload
 	ct systemctl reset-failed $UNIT 2>/dev/null
-	local since
 	since=$(ct date '+%Y-%m-%d %H:%M:%S')
-	local t
-	t=$(date +%s.%N)
-	check "systemctl start fails (no adapter)" ct_sh "! systemctl start $UNIT 2>/dev/null"
-	say "       first start failed after $(elapsed "$t") s: $(show $UNIT Result), exit status $(show $UNIT ExecMainStatus)"
-	local first
-	first=$(elapsed "$t")
-	check "fails fast (first start failed in < 10 s)" awk -v e="$first" 'BEGIN { exit !(e < 10) }'
-	check "exit status 1 (Bluetooth failure)" test "$(show $UNIT ExecMainStatus)" = 1
-	# Enough time for the remaining starts of the burst at the pace of the first one.
+	ct systemctl start $UNIT 2>/dev/null
+	# Restarted until the start limit: systemd logs "Start request repeated too quickly" and
+	# leaves the unit failed. Enough time for the burst at the pace of the first failure.
 	local budget
-	budget=$(awk -v e="$first" -v n="$(show $UNIT StartLimitBurst)" 'BEGIN { b = n * (e + 3) + 20; print int(b < 240 ? b : 240) }')
+	budget=$(awk -v e="$first" -v n="$burst" 'BEGIN { b = n * (e + 3) + 20; print int(b < 240 ? b : 240) }')
 	local seen=() n last=""
-	wait_for "$budget" sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p Result --value $UNIT)\" = start-limit-hit" &
+	wait_for "$budget" ct_sh "journalctl -u $UNIT --since '$since' --no-pager -o cat | grep -q 'Start request repeated too quickly'" &
 	local waiter=$!
 	while kill -0 $waiter 2>/dev/null; do
 		n=$(show $UNIT NRestarts)
@@ -290,18 +305,20 @@ step_no_bluetooth() {
 	done
 	wait $waiter
 	local limit_rc=$?
-	say "       NRestarts seen: ${seen[*]}; result: $(show $UNIT Result), state: $(show $UNIT ActiveState)"
-	check "restarted by systemd (NRestarts grew)" test "${#seen[@]}" -ge 2
-	check "stopped at the start limit (Result=start-limit-hit)" test $limit_rc = 0
+	sleep 2 # no further restart after the limit
+	say "       NRestarts seen: ${seen[*]}; now $(show $UNIT NRestarts), $(show $UNIT ActiveState) ($(show $UNIT Result))"
+	check "restarted by systemd (NRestarts grew to $burst)" test "$(show $UNIT NRestarts)" = "$burst"
+	check "stopped at the start limit (\"Start request repeated too quickly\", failed, no more restarts)" \
+		test "$limit_rc/$(show $UNIT ActiveState)/$(show $UNIT NRestarts)" = "0/failed/$burst"
 	ct_sh "journalctl -u $UNIT --since '$since' --no-pager -o cat" >"$WORK/journal-no-bt.log"
 	local err
 	err=$(grep -m 1 'ble-exporter: error:' "$WORK/journal-no-bt.log")
 	say "       journal: ${err:-<no error line>}"
 	check "clear error in journalctl -u ble-exporter" grep -qiE 'ble-exporter: error: .*(adapter|bluetooth|bluez)' "$WORK/journal-no-bt.log"
-	ct_sh "systemctl status --no-pager -l -n 20 $UNIT" >"$WORK/status-no-bt.log"
-	check "systemctl status shows it failed, with the error" \
-		sh -c "grep -q 'Active: failed' '$WORK/status-no-bt.log' && grep -qiE 'error: .*(adapter|bluetooth|bluez)' '$WORK/status-no-bt.log' \
-			|| { cat '$WORK/status-no-bt.log'; false; }"
+	# systemctl status (systemd 252) shows only journal lines newer than the unit's last exit from
+	# the inactive state, which each automatic restart moves past the daemon's own lines; the reason
+	# stays visible as the daemon's STATUS= text ("Status: ..."), which outlives the process.
+	check "systemctl status after the start limit: failed, and still shows the error" status_shows_error "$WORK/status-limit.log"
 	ct systemctl stop $UNIT
 	ct rm -f "$DROPIN/50-deb-test-fast-restart.conf"
 }
