@@ -57,7 +57,9 @@ CONTROLLERS = 6
 SCAN_INTERVAL = 6
 SCAN_DURATION = 5
 SCRAPE_INTERVAL = 2
-OUTAGE_SECONDS = 8
+# An outage long enough that systemd's restart (RestartSec=10) fails at least once while it lasts.
+OUTAGE_SECONDS = 25
+TICK = 2.5  # the virtual sensors' advert interval
 EXPORTER_LOG = "/var/log/ble-exporter/ble-exporter.log"
 METRICS = {
     "ble_sensor_temperature_celsius": lambda m: m["temperature"],
@@ -388,6 +390,9 @@ class SystemTest:
             notes.append(f"(BlueZ has no {dev_path}: unconfigured sensor not proven on the radio)")
         else:
             notes.append(f"unconfigured {other} heard by BlueZ, no series")
+        rejected = {r["metric"].get("reason", "?"): r["value"][1]
+                    for r in self.prom.query("ble_exporter_advertisements_rejected_total")}
+        notes.append(f"rejected adverts: {rejected or 'none'}")
         if problems:
             raise Failed("\n".join(problems))
         return "; ".join(notes)
@@ -425,8 +430,11 @@ class SystemTest:
         self.g.sh(f"echo '{{\"paused\": [\"{STOPPER}\"]}}' > /run/systemtest/vsensors.ctl")
         try:
             t = time.monotonic()
-            wait_for(f"ble_sensor_seen{{device={name!r}}} to go", lambda: name not in self._seen(),
-                     3 * SCAN_INTERVAL + 10, 0.5)
+            # the sensor notices the pause at its next tick; the scan under way may still have heard
+            # it; the next full scan must not; then one scrape
+            limit = TICK + 2 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 2
+            wait_for(f"ble_sensor_seen{{device={name!r}}} to go (within {limit:.0f}s)",
+                     lambda: name not in self._seen(), limit, 0.5)
             gone = since(t)
             # it stays gone while it is silent
             time.sleep(SCAN_INTERVAL + SCRAPE_INTERVAL)
@@ -435,11 +443,16 @@ class SystemTest:
         finally:
             self.g.sh("echo '{\"paused\": []}' > /run/systemtest/vsensors.ctl")
         t = time.monotonic()
-        wait_for(f"ble_sensor_seen{{device={name!r}}} to return", lambda: name in self._seen(),
-                 3 * SCAN_INTERVAL + 10, 0.5)
+        limit = TICK + 2 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 2
+        wait_for(f"ble_sensor_seen{{device={name!r}}} to return (within {limit:.0f}s)",
+                 lambda: name in self._seen(), limit, 0.5)
         return f"{name} gone {gone:.1f}s after it stopped advertising, back {since(t):.1f}s after it resumed"
 
     def _fault(self, label: str, break_cmd: str, fix_cmd: str) -> str:
+        # Each fault starts from a unit with a clean start-rate history, as on a system that has been
+        # up a while: the test's own restarts and the previous fault must not count against
+        # StartLimitBurst. The outage itself must not reach the limit.
+        self.g.sh("systemctl reset-failed ble-exporter")
         before = self.unit("NRestarts", "MainPID")
         fresh_after = time.time()
         jcursor = self.g.sh("journalctl -u ble-exporter -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'").strip()
@@ -457,6 +470,11 @@ class SystemTest:
         status = u.get("ExecMainStatus", "")
         rest = max(0.0, OUTAGE_SECONDS - since(t))
         time.sleep(rest)
+        # was the fault still in place when the test fixed it? (D-Bus activation restarts bluetoothd
+        # as soon as anything calls org.bluez, the exporter included)
+        before_fix = self.g.sh("systemctl is-active bluetooth; "
+                               "busctl get-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Powered",
+                               check=False).split("\n")
         self.g.sh(fix_cmd, timeout=60)
         t_fix = time.monotonic()
         journal = self.g.sh(f"journalctl -u ble-exporter --no-pager --after-cursor={shlex.quote(jcursor)}", check=False)
@@ -472,19 +490,34 @@ class SystemTest:
             return all(ts.get(n, 0) > fresh_after + 1 for n in self.names.values()) and \
                 self.unit("ActiveState")["ActiveState"] == "active"
 
-        wait_for(f"readings back after {label}", back, 90, 1)
+        try:
+            wait_for(f"readings back after {label}", back, 90, 1)
+        except Failed as e:
+            diag = self.g.sh(f"tail -n 4 {EXPORTER_LOG}; journalctl -u bluetooth --no-pager -n 300 | "
+                             "grep -E 'Adv Patterns|Failed' | tail -n 3", check=False)
+            raise Failed(f"{e}\nbefore the fix: bluetooth {before_fix[0]}, hci0 Powered "
+                         f"{before_fix[1] if len(before_fix) > 1 else '?'}; "
+                         f"{len(errors)} error line(s) in the journal\n{diag}") from None
         after = self.unit("NRestarts", "Result", "ActiveState")
         restarts = int(after.get("NRestarts", 0)) - int(before.get("NRestarts", 0))
         if after.get("Result") == "start-limit-hit" or after.get("ActiveState") != "active":
             problems.append(f"unit after recovery: {after}")
         if problems:
             raise Failed("\n".join(problems))
-        return (f"exited (status {status}) {exit_after:.1f}s after the fault; readings back {since(t_fix):.1f}s after "
-                f"the fix; {restarts} restart(s); journal: {errors[0].split(': ', 1)[-1][:110]}")
+        return (f"exited (status {status}) {exit_after:.1f}s after the fault; before the fix bluetooth was "
+                f"{before_fix[0]}, hci0 {' '.join(before_fix[1:]).strip() or '?'}; readings back {since(t_fix):.1f}s after "
+                f"the fix; {restarts} restart(s), {len(errors)} error line(s) in the journal, the first: "
+                f"{errors[0].split(': ', 1)[-1][:110]}")
 
     def step_fault_bluetoothd(self) -> str:
         return self._fault("systemctl stop bluetooth", "systemctl stop bluetooth",
                            "systemctl start bluetooth")
+
+    def step_fault_bluetoothd_held(self) -> str:
+        # the same, with bluetoothd kept down (masked: no D-Bus activation) for OUTAGE_SECONDS
+        return self._fault("bluetoothd held down (stop + mask --runtime)",
+                           "systemctl mask --runtime bluetooth.service && systemctl stop bluetooth.service",
+                           "systemctl unmask --runtime bluetooth.service && systemctl start bluetooth.service")
 
     def step_fault_power(self) -> str:
         # btmgmt exits before the kernel answers when stdin is at EOF: keep stdin open a moment
@@ -558,6 +591,7 @@ class SystemTest:
             s.run("5 ble_sensor_seen follows a sensor", self.step_seen, fatal=False)
             s.run("4 btmon: hci0 scanned passively", self.step_passive_btmon, fatal=False)
             s.run("6 fault: bluetoothd stopped", self.step_fault_bluetoothd, fatal=False)
+            s.run("6 fault: bluetoothd held down", self.step_fault_bluetoothd_held, fatal=False)
             s.run("6 fault: adapter powered off", self.step_fault_power, fatal=False)
             s.run("7 ble-exporter watch under tmux", self.step_watch, fatal=False)
         except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
