@@ -4,13 +4,13 @@
 # python3 (not a venv or pyenv one) builds it.
 #   DEB_REVISION  Debian revision (default 1); the upgrade test builds a higher one
 #   DEB_OUT       output directory (default dist)
+# The build happens in a temporary directory; nothing is written into the tree but $DEB_OUT.
 set -eu
 
 cd "$(dirname "$0")/.."
 PY=${DEB_PYTHON:-/usr/bin/python3}
 REV=${DEB_REVISION:-1}
 OUT=${DEB_OUT:-dist}
-WORK=build/deb-$REV
 
 for tool in "$PY" dpkg-buildpackage dh fakeroot; do
 	command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing; run: make build-deps" >&2; exit 1; }
@@ -18,8 +18,10 @@ done
 "$PY" -c 'import stdeb' 2>/dev/null || { echo "build-deb: python3-stdeb is missing; run: make build-deps" >&2; exit 1; }
 
 VERSION=$("$PY" setup.py --version 2>/dev/null | tail -n 1)
+# A private work directory, so that builds (e.g. the upgrade test's) can run side by side.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ble-exporter-deb.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 SRC=$WORK/ble-exporter-$VERSION
-rm -rf "$WORK"
 mkdir -p "$WORK/sdist" "$OUT"
 
 # 1. The sdist (MANIFEST.in puts debian/, stdeb.cfg and the config in it), made without writing
@@ -72,6 +74,7 @@ PYEOF
 }
 
 DEB=ble-exporter_${VERSION}-${REV}_all.deb
-cp "$WORK/$DEB" "$OUT/$DEB"
-cp "$WORK/$DEB" "$OUT/ble-exporter.deb"
+for name in "$DEB" ble-exporter.deb; do
+	cp "$WORK/$DEB" "$OUT/.$name.$$" && mv -f "$OUT/.$name.$$" "$OUT/$name"
+done
 echo "built $OUT/$DEB (and $OUT/ble-exporter.deb)"

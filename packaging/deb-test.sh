@@ -42,28 +42,31 @@ die() {
 
 cleanup() {
 	local rc=$?
+	trap '' INT TERM HUP # finish the cleanup whatever arrives now
+	exec 1>&3 2>&4       # the script's own output, also when interrupted inside a check
 	if [[ -n $NSPAWN_PID ]] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
 		# SIGTERM makes systemd-nspawn power the container off cleanly.
 		kill -TERM "$NSPAWN_PID" 2>/dev/null
-		for _ in $(seq 1 100); do
+		for _ in $(seq 1 50); do
 			kill -0 "$NSPAWN_PID" 2>/dev/null || break
 			sleep 0.2
 		done
 		if kill -0 "$NSPAWN_PID" 2>/dev/null; then
-			say "container did not stop in 20 s; killing systemd-nspawn $NSPAWN_PID"
+			say "container did not power off in 10 s; killing systemd-nspawn $NSPAWN_PID"
 			kill -KILL "$NSPAWN_PID" 2>/dev/null
 		fi
 		wait "$NSPAWN_PID" 2>/dev/null
 	fi
 	if [[ -n $BUILD2_PID ]] && kill -0 "$BUILD2_PID" 2>/dev/null; then
-		kill -TERM "$BUILD2_PID" 2>/dev/null
+		kill -TERM -- "-$BUILD2_PID" 2>/dev/null
 		wait "$BUILD2_PID" 2>/dev/null
 	fi
 	[[ -n $WORK ]] && rm -rf "$WORK"
 	exit "$rc"
 }
+exec 3>&1 4>&2
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
 
 [[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn)"
 for tool in debootstrap systemd-nspawn nsenter dpkg-deb flock curl; do
@@ -133,8 +136,10 @@ V1=$(dpkg-deb -f "$DEB" Version)
 cp "$DEB" "$WORK/debs/ble-exporter_${V1}_all.deb"
 REV2=$((${V1##*-} + 1))
 # Rebuilt while the container boots and installs; collected before the upgrade step.
-BUILD2_T=$(date +%s.%N)
-DEB_REVISION=$REV2 DEB_OUT="$WORK/v2" "$REPO/packaging/build-deb.sh" >"$WORK/build-v2.log" 2>&1 &
+# In its own process group, so that cleanup can stop all of it.
+setsid bash -c 't=$(date +%s.%N); DEB_REVISION=$1 DEB_OUT=$2 "$3" >"$4" 2>&1; rc=$?
+	awk -v a="$t" -v b="$(date +%s.%N)" "BEGIN { printf \"%.1f\", b - a }" >"$5"; exit $rc' _ \
+	"$REV2" "$WORK/v2" "$REPO/packaging/build-deb.sh" "$WORK/build-v2.log" "$WORK/build-v2.seconds" &
 BUILD2_PID=$!
 say "packages: $V1 under test; rebuilding revision $REV2 for the upgrade"
 
@@ -166,8 +171,13 @@ done
 	die "systemd-nspawn did not start a container"
 }
 
-# Run a command in the container (all its namespaces), with a clean environment.
-ct() { nsenter -t "$LEADER" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb "$@"; }
+# Run a command in the container (all its namespaces), with a clean environment. Waited for in
+# the background so that a signal to this script runs the cleanup at once (the command dies with
+# the container).
+ct() {
+	nsenter -t "$LEADER" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb "$@" </dev/null &
+	wait $!
+}
 ct_sh() { ct sh -c "$1"; }
 
 state=""
@@ -378,7 +388,7 @@ collect_v2() {
 
 step_upgrade_purge() {
 	check "rebuilt a higher revision than $V1" collect_v2
-	say "       rebuilt ${V2:-?} in $(elapsed "$BUILD2_T") s (in the background)"
+	say "       rebuilt ${V2:-?} in $(cat "$WORK/build-v2.seconds" 2>/dev/null) s (in the background)"
 	local pid
 	pid=$(show $UNIT MainPID)
 	check "apt install ./$(basename "$DEB2") (upgrade)" ct_sh \
