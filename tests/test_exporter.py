@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import ExporterFactory
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from ble_exporter.exporter import make_app
+from ble_exporter import exporter as exporter_module
+from ble_exporter.exporter import MAX_CONNECTIONS, make_app, serve
 
 if TYPE_CHECKING:  # aiohttp >= 3.9 makes it generic; Debian 12's 3.8 does not
     Client = TestClient[web.Request, web.Application]
@@ -139,3 +150,186 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
             assert "ble_exporter_advertisements_received_total 3.0" in await scrape(client)
 
     asyncio.run(go())
+
+
+# ---- abuse: the real server on loopback keeps serving /metrics to others, bounded ----
+
+REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+MALFORMED = {
+    "garbage": b"GARBAGE\r\n\r\n",
+    "no-version": b"GET\r\n\r\n",
+    "http-0.9": b"GET /metrics\r\n",
+    "http-9.9": b"GET / HTTP/9.9\r\n\r\n",
+    "binary": bytes(range(256)) + b"\r\n\r\n",
+    "invalid-utf8-path": b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "invalid-utf8-header": b"GET /metrics HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
+    "nul-in-path": b"GET /met\x00rics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header-without-colon": b"GET /metrics HTTP/1.1\r\nHost x\r\n\r\n",
+    "cr-in-header": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+    "negative-length": b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "huge-length": b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    "two-lengths": b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "length-and-chunked": b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "bad-chunk": b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "huge-header": b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1024 * 1024 + b"\r\n\r\n",
+    "huge-url": b"GET /" + b"a" * 1024 * 1024 + b" HTTP/1.1\r\n\r\n",
+    "too-many-headers": b"GET /metrics HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100_000)) + b"\r\n",
+    "body-on-get": b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 1_000_000,
+    "chunked-body-on-get": b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n"
+    + b"z" * 1024
+    + b"\r\n0\r\n\r\n",
+    "post-with-body": b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"z" * 2_000_000,
+}
+
+
+def proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def first_line(port: int, data: bytes, timeout: float = 1.0) -> bytes:
+    """Send `data` and return the first line of the answer (b"" if the server closed or said nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with contextlib.suppress(OSError):  # the server may close before a long request is sent
+            s.sendall(data)
+        got = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        return got.split(b"\r\n", 1)[0]
+
+
+class Scraper(threading.Thread):
+    """A well-behaved client: GET /metrics every 50 ms, recording each answer and how long it took;
+    also samples the exporter's RSS."""
+
+    def __init__(self, port: int, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.pid = port, pid
+        self.results: list[tuple[int | str, float]] = []
+        self.max_rss = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
+                    body = response.read().decode()
+                    status: int | str = response.status
+                    list(text_string_to_metric_families(body))
+            except Exception as e:
+                status = repr(e)
+            self.results.append((status, time.monotonic() - began))
+            self.max_rss = max(self.max_rss, proc_status(self.pid, "VmRSS"))
+            self.done.wait(0.05)
+
+
+def test_http_abuse_leaves_metrics_served_and_the_process_bounded(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory("scan_interval_seconds: 0.6\nscan_duration_seconds: 0.5\n", "--simulate")
+    exporter.wait_healthy()
+    pid, port = exporter.process.pid, exporter.port
+    for _ in range(20):
+        assert exporter.get("/metrics")[0] == 200
+    rss_before, fds_before = proc_status(pid, "VmRSS"), open_fds(pid)
+    scraper = Scraper(port, pid)
+    scraper.start()
+    held: list[socket.socket] = []
+    try:
+        # Malformed requests: each gets a 4xx or an ordinary answer, or the server waits for more; never a 5xx.
+        for name, data in MALFORMED.items():
+            line = first_line(port, data)
+            assert not re.match(rb"HTTP/\S+ 5", line), (name, line)
+        # Pipelining: 200 requests in one packet are all answered, in order.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(REQUEST * 200)
+            answers = b""
+            while answers.count(b"HTTP/1.1 200 OK") < 200:
+                chunk = s.recv(1 << 16)
+                assert chunk, answers.count(b"HTTP/1.1 200 OK")
+                answers += chunk
+        # A flood of pipelined requests whose answers are never read (aiohttp 3.8 alone would hold them all).
+        flood = REQUEST * (1024 * 1024 // len(REQUEST))
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.send(flood)
+            held.append(s)
+        # 300 idle connections, more than the cap: the oldest are closed to make room.
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        held += idle
+        time.sleep(0.5)
+        assert open_fds(pid) <= fds_before + MAX_CONNECTIONS + 10
+        idle[0].settimeout(1)
+        assert idle[0].recv(1) == b""  # closed by the server
+        # 50 slow clients trickling a request a byte every 0.5 s.
+        trickle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        held += trickle
+        for i in range(6):
+            for s in trickle:
+                with contextlib.suppress(OSError):  # the cap may already have closed it
+                    s.send(REQUEST[i : i + 1])
+            time.sleep(0.5)
+        assert exporter.process.poll() is None
+    finally:
+        scraper.done.set()
+        scraper.join(5)
+        for s in held:
+            s.close()
+    statuses = [status for status, _ in scraper.results]
+    assert len(statuses) > 40 and set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    assert max(seconds for _, seconds in scraper.results) < 1.0
+    deadline = time.monotonic() + 10
+    while open_fds(pid) > fds_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_fds(pid) <= fds_before + 2
+    rss_after = proc_status(pid, "VmRSS")
+    assert rss_after - rss_before < 20 * 1024, (rss_before, scraper.max_rss, rss_after)  # KiB
+    assert scraper.max_rss - rss_before < 40 * 1024, (rss_before, scraper.max_rss, rss_after)
+    assert exporter.get("/metrics")[0] == 200
+    assert exporter.stop() == 0
+    log = exporter.log_file.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+def test_connection_cap_and_lifetime_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exporter_module, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(exporter_module, "CONNECTION_LIFETIME_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            talker = await asyncio.open_connection("127.0.0.1", port)
+            talker[1].write(REQUEST[:5])  # a trickler: it has spoken, so idle connections go first
+            opened = time.monotonic()
+            await asyncio.sleep(0.05)
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+            await asyncio.sleep(0.05)
+            assert len(server.guard.open) == 4
+            for reader, _ in idle[:3]:  # the oldest silent ones made room
+                assert await asyncio.wait_for(reader.read(), 1) == b""
+            # The trickler is closed at the end of its lifetime, its request unfinished.
+            assert await asyncio.wait_for(talker[0].read(), 2) == b""
+            assert 0.4 < time.monotonic() - opened < 1.0
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"HTTP/1.1 200")
+            for _, w in [*idle, talker, (reader, writer)]:
+                w.close()
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
