@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 from pathlib import Path
@@ -22,6 +23,23 @@ class _QuietWatchedFileHandler(logging.handlers.WatchedFileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.dropped += 1
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except OSError:  # the file could not be opened again (its directory is gone)
+            self.handleError(record)
+
+    def reopenIfNeeded(self) -> None:
+        """WatchedFileHandler's check, which raises into the logging call when the moved file's last
+        records cannot be flushed (full disk) or the new file cannot be created (directory gone)."""
+        try:
+            super().reopenIfNeeded()
+        except OSError:
+            stream, self.stream = self.stream, None  # its unflushable records are dropped with it
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 def setup_logging(path: str | None, level: int = logging.INFO) -> logging.Handler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_unwritable_path(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(LogFileError, match="cannot be written"):
         setup_logging(str(blocker / "x.log"))
+
+
+def test_directory_removed_and_restored(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "x.log"
+    handler = setup_logging(str(path))
+    logging.getLogger("x").warning("before")
+    shutil.rmtree(path.parent)
+    for _ in range(3):
+        logging.getLogger("x").warning("lost")  # must not raise into the caller (the scan loop)
+    assert handler.dropped == 3  # type: ignore[attr-defined]
+    path.parent.mkdir()
+    logging.getLogger("x").warning("after")
+    assert path.read_text().endswith("WARNING x: after\n")
+
+
+def test_rotation_while_the_disk_is_full(tmp_path: Path) -> None:
+    # The old file's records cannot be flushed when logrotate moves it: the handler lets them go
+    # and opens the new file, instead of raising into the logging call.
+    path = tmp_path / "x.log"
+    handler = setup_logging(str(path))
+    full = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 - the handler owns (and closes) it
+    handler.stream.close()  # type: ignore[attr-defined]
+    handler.stream = full  # type: ignore[attr-defined]
+    logging.getLogger("x").warning("lost")  # written into the buffer, the flush fails: dropped
+    path.rename(tmp_path / "x.log.1")
+    logging.getLogger("x").warning("after rotation")
+    assert full.closed
+    assert "after rotation" in path.read_text()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -305,3 +307,74 @@ def test_watchdog_silent_scans_0_never_restarts(bluez: BluezMock, exporter_facto
     assert scanner_state(exporter)[:2] == (1, 0)
     assert exporter.process.poll() is None
     assert "restarting the scanner" not in exporter.log_file.read_text()
+
+
+# ---- the log file: deleted, rotated, on a full disk; the scan loop and /metrics carry on ----
+
+
+def scans(exporter: Exporter) -> float:
+    return samples(exporter.get("/metrics")[1])[("ble_exporter_scans_total", "")]
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 5) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            content = path.read_text()
+            if text in content:
+                return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def test_log_file_deleted_rotated_or_its_directory_removed_while_running(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(FAST + DEVICES, "--simulate")
+    exporter.wait_healthy()
+    log = exporter.log_file
+    wait_for_line(log, "scan: end")
+    log.unlink()  # deleted
+    wait_for_line(log, "scan: end")  # a new file, with the next scan in it
+    rotated = log.with_name(log.name + ".1")
+    log.rename(rotated)  # what logrotate does (create mode, no copytruncate)
+    wait_for_line(log, "scan: end")
+    size = rotated.stat().st_size
+    before = scans(exporter)
+    wait_for(lambda: scans(exporter) >= before + 2, 5, "two more scans")
+    assert rotated.stat().st_size == size  # nothing more goes to the rotated file
+    shutil.rmtree(log.parent)  # the whole directory: records are dropped, scanning goes on
+    before = scans(exporter)
+    wait_for(lambda: scans(exporter) >= before + 3, 5, "three scans without a log directory")
+    log.parent.mkdir()
+    wait_for_line(log, "scan: end")
+    assert exporter.stop() == 0
+    assert "stopped" in log.read_text() and "Traceback" not in log.read_text()
+    assert exporter.stderr() == ""
+
+
+def test_full_disk_under_the_log_file_does_not_stop_scanning_or_serving(
+    exporter_factory: ExporterFactory, tmp_path: Path
+) -> None:
+    # The log path is a symlink, switched to /dev/full (every write: ENOSPC, "No space left on
+    # device") while running, then back to a file: as a disk that fills up and is cleaned.
+    real = tmp_path / "real.log"
+    link = tmp_path / "logs" / "ble_exporter.log"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    exporter = exporter_factory(FAST + DEVICES, "--simulate")
+    exporter.wait_healthy()
+    wait_for_line(real, "scan: end")
+    swap = tmp_path / "logs" / "swap"
+    swap.symlink_to("/dev/full")
+    swap.replace(link)
+    before = scans(exporter)
+    wait_for(lambda: scans(exporter) >= before + 3, 8, "three scans with a full disk")
+    for _ in range(10):
+        assert exporter.get("/metrics")[0] == 200 and exporter.get("/status")[0] == 200
+    assert exporter.process.poll() is None
+    cleaned = tmp_path / "cleaned.log"
+    swap.symlink_to(cleaned)
+    swap.replace(link)
+    wait_for_line(cleaned, "scan: end")  # logging resumes once there is room again
+    assert exporter.stop() == 0
+    assert exporter.stderr() == ""  # dropped records are not printed either
+    assert "Traceback" not in real.read_text() + cleaned.read_text()
