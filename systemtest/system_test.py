@@ -495,9 +495,10 @@ class SystemTest:
         except Failed as e:
             diag = self.g.sh(f"tail -n 4 {EXPORTER_LOG}; journalctl -u bluetooth --no-pager -n 300 | "
                              "grep -E 'Adv Patterns|Failed' | tail -n 3", check=False)
+            restored = self.restore()
             raise Failed(f"{e}\nbefore the fix: bluetooth {before_fix[0]}, hci0 Powered "
                          f"{before_fix[1] if len(before_fix) > 1 else '?'}; "
-                         f"{len(errors)} error line(s) in the journal\n{diag}") from None
+                         f"{len(errors)} error line(s) in the journal\n{diag}\n{restored}") from None
         after = self.unit("NRestarts", "Result", "ActiveState")
         restarts = int(after.get("NRestarts", 0)) - int(before.get("NRestarts", 0))
         if after.get("Result") == "start-limit-hit" or after.get("ActiveState") != "active":
@@ -508,6 +509,22 @@ class SystemTest:
                 f"{before_fix[0]}, hci0 {' '.join(before_fix[1:]).strip() or '?'}; readings back {since(t_fix):.1f}s after "
                 f"the fix; {restarts} restart(s), {len(errors)} error line(s) in the journal, the first: "
                 f"{errors[0].split(': ', 1)[-1][:110]}")
+
+    def restore(self) -> str:
+        """After a failed fault check, put the stack back (bluetoothd up, hci0 power-cycled, which also
+        drops a kernel mgmt command left pending; exporter restarted) so that later steps test their
+        own thing. Says whether readings came back."""
+        t = time.time()
+        self.g.sh("systemctl unmask --runtime bluetooth.service; systemctl start bluetooth.service; "
+                  "sleep 3 | timeout 20 btmgmt --index 0 power off; sleep 3 | timeout 20 btmgmt --index 0 power on; "
+                  "systemctl reset-failed ble-exporter; systemctl restart ble-exporter", check=False, timeout=120)
+        try:
+            wait_for("readings after the restore", lambda: all(
+                v > t for v in self.prom.latest_timestamps("ble_sensor_temperature_celsius").values()) and len(
+                self.prom.latest_timestamps("ble_sensor_temperature_celsius")) == len(self.names), 60, 1)
+            return f"restored (hci0 power-cycled, exporter restarted): readings back after {time.time() - t:.0f}s"
+        except Failed as e:
+            return f"restore (hci0 power-cycled, exporter restarted) did not bring readings back: {e}"
 
     def step_fault_bluetoothd(self) -> str:
         return self._fault("systemctl stop bluetooth", "systemctl stop bluetooth",
