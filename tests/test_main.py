@@ -378,3 +378,37 @@ def test_full_disk_under_the_log_file_does_not_stop_scanning_or_serving(
     assert exporter.stop() == 0
     assert exporter.stderr() == ""  # dropped records are not printed either
     assert "Traceback" not in real.read_text() + cleaned.read_text()
+
+
+# ---- SIGTERM: a clean stop within 2 s, BlueZ not left discovering, whatever the clients do ----
+
+
+def test_sigterm_mid_scan_stops_discovery_within_2_s_despite_clients(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    exporter = exporter_factory(
+        "scan_interval_seconds: 60\nscan_duration_seconds: 50\n" + MOCK_DEVICES, env=bluez.env()
+    )
+    exporter.wait_healthy()
+    wait_for(bluez.is_discovering, 10, "the scan to start")
+    advertise_until(bluez, exporter, "ble_exporter_advertisements_received_total 1.0", timeout=10)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(20)]  # idle
+    for s in clients[:5]:
+        s.sendall(request[:7])  # trickling
+    clients[5].setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        clients[5].send(request * 20_000)  # a pipelined flood whose answers are never read
+    time.sleep(0.2)
+    try:
+        exporter.process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        assert exporter.process.wait(5) == 0
+        assert time.monotonic() - began < 2.0
+    finally:
+        for s in clients:
+            s.close()
+    assert not bluez.is_discovering()  # StopDiscovery went out before the exit
+    assert exporter.stderr() == ""
+    log = exporter.log_file.read_text()
+    assert log.rstrip().endswith("INFO ble_exporter: stopped") and "Traceback" not in log
