@@ -56,7 +56,7 @@ DEB_PATH := /usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 DEB_PYTHON := /usr/bin/python3
 DEB_REVISION ?= 1
 DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelper \
-	build-essential fakeroot lintian systemd-container debootstrap
+	build-essential fakeroot lintian man-db systemd-container debootstrap util-linux
 
 .PHONY: build-deps deb deb-test lint-deb
 

@@ -69,7 +69,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 [[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn)"
-for tool in debootstrap systemd-nspawn nsenter dpkg-deb flock curl; do
+for tool in debootstrap systemd-nspawn nsenter setsid dpkg-deb flock; do
 	command -v "$tool" >/dev/null || die "$tool is missing; run: make build-deps"
 done
 [[ -f $DEB ]] || die "$DEB not found; run: make deb"
