@@ -259,11 +259,14 @@ step_install() {
 	check "logrotate accepts the snippet" ct logrotate --debug /etc/logrotate.d/ble-exporter
 	check "unit enabled" test "$(ct systemctl is-enabled $UNIT)" = enabled
 	check "systemd-analyze verify $UNIT" ct_sh "systemd-analyze verify --man=no $UNIT 2>&1 | tee /tmp/verify.log; ! test -s /tmp/verify.log"
-	# The exporter shares the host's network here: move it to a free port. This is also the
-	# local edit of the conffile that the upgrade must keep.
+	# The exporter shares the host's network here: move it to a free port; and scan every 6 s,
+	# so the log grows quickly (step 3 rotates it). This is also the local edit of the conffile
+	# that the upgrade must keep.
 	ct systemctl stop $UNIT
-	check "local config edit: listen_port $PORT" ct_sh \
-		"sed -i 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' $CONF && grep -q '# deb-test local edit' $CONF"
+	check "local config edit: listen_port $PORT, a scan every 6 s; check-config accepts it" ct_sh \
+		"sed -i -e 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' \
+			-e 's/^scan_interval_seconds: .*/scan_interval_seconds: 6/' -e 's/^scan_duration_seconds: .*/scan_duration_seconds: 2/' $CONF \
+		 && grep -q '# deb-test local edit' $CONF && ble-exporter check-config --config $CONF"
 }
 
 # status_shows_error FILE: `systemctl status` (saved in FILE) says failed and shows the daemon's
@@ -366,8 +369,12 @@ step_simulate() {
 	check "log file written under /var/log/ble-exporter, owned by ble-exporter" ct_sh \
 		"test -s /var/log/ble-exporter/ble-exporter.log && test \"\$(stat -c %U /var/log/ble-exporter/ble-exporter.log)\" = ble-exporter"
 	say "       log: $(ct tail -n 1 /var/log/ble-exporter/ble-exporter.log)"
-	# WatchdogSec=4s in the drop-in: still the same process after 6 s means it pings.
-	sleep 6
+	check "logrotate -f: the rotated log is kept, and the exporter writes to a new file" ct_sh \
+		"logrotate -f /etc/logrotate.d/ble-exporter && test -s /var/log/ble-exporter/ble-exporter.log.1"
+	check "the exporter reopened its log after the rotation (within 15 s)" wait_for 15 ct_sh \
+		"test -s /var/log/ble-exporter/ble-exporter.log && test \"\$(stat -c %U /var/log/ble-exporter/ble-exporter.log)\" = ble-exporter"
+	# WatchdogSec=4s in the drop-in: still the same process 6 s after the start means it pings.
+	sleep "$(awk -v e="$(elapsed "$t")" 'BEGIN { r = 6 - e; print (r > 0 ? r : 0) }')"
 	check "watchdog pinged (same MainPID after 6 s with WatchdogSec=4s, no restart)" \
 		test "$(show $UNIT MainPID)/$(show $UNIT NRestarts)" = "$pid/0"
 }
