@@ -32,6 +32,8 @@ LEADER=""
 WORK=""
 RESULTS=()
 FAILED=0
+CHECKS_PASSED=0
+CHECKS_FAILED=0
 
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 say() { printf '[deb-test %6ss] %s\n' "$(elapsed "$T0")" "$*"; }
@@ -202,8 +204,10 @@ check() { # check DESCRIPTION COMMAND...: run COMMAND on the host side, record t
 	shift
 	if "$@" >"$WORK/check.out" 2>&1; then
 		say "  ok   $what"
+		CHECKS_PASSED=$((CHECKS_PASSED + 1))
 	else
 		say "  FAIL $what"
+		CHECKS_FAILED=$((CHECKS_FAILED + 1))
 		sed -n '1,40s/^/         | /p' "$WORK/check.out"
 		STEP_OK=0
 	fi
@@ -435,6 +439,8 @@ for r in "${RESULTS[@]}"; do
 done
 if ((FAILED)); then
 	say "deb-test: FAIL"
-	exit 1
+else
+	say "deb-test: PASS"
 fi
-say "deb-test: PASS"
+echo "deb-test: $CHECKS_PASSED passed, $CHECKS_FAILED failed"
+exit $FAILED
