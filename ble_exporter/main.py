@@ -38,6 +38,8 @@ def error(message: str) -> None:
     for line in message.splitlines():
         print(f"ble-exporter: error: {line}", file=sys.stderr)
     log.error("%s", message)
+    # systemctl status shows STATUS= even after the start limit hid the journal lines of earlier runs.
+    sdnotify.notify(f"STATUS={message.splitlines()[0] if message else 'failed'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

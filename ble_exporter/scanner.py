@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from ble_exporter.engine import ScanEngine
@@ -57,7 +57,6 @@ class BluezScanner:
         self._sink = sink
         self._scanner: Any = None
         self._bluez: tuple[Any, dict[str, Any]] | None = None
-        self._message_type: Any = None
 
     def _on_detect(self, device: Any, adv: Any) -> None:
         self._sink(device.address, adv.rssi, adv.service_data, time.time())
@@ -86,6 +85,7 @@ class BluezScanner:
 
     async def start(self) -> None:
         if self._scanner is None:
+            await self._require_bluez()
             self._scanner = self._new_scanner(self.mode)
         try:
             await self._scanner.start()
@@ -131,7 +131,7 @@ class BluezScanner:
             return
         bus, objects = self._bluez
         try:
-            reply = await bus.call(self._message_type(**_NAME_HAS_OWNER))
+            reply = await bus.call(_bluez_on_bus_query())
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "check")) from e
         if reply.body and reply.body[0] is False:
@@ -151,28 +151,52 @@ class BluezScanner:
                 "`rfkill unblock bluetooth` and `bluetoothctl power on`"
             )
 
+    async def _require_bluez(self) -> None:
+        """Fail at once when nobody owns org.bluez: bleak would wait 25 s for D-Bus to activate it
+        (on a Pi without an adapter, bluetooth.service is skipped by its condition)."""
+        from dbus_fast import BusType
+        from dbus_fast.aio import MessageBus
+
+        try:
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            try:
+                reply = await bus.call(_bluez_on_bus_query())
+            finally:
+                bus.disconnect()
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        if reply is not None and reply.body and reply.body[0] is False:
+            if any(Path("/sys/class/bluetooth").glob("hci*")):
+                fix = "bluetoothd is not running; start it with `systemctl start bluetooth`"
+            else:
+                fix = "no Bluetooth adapter in this machine (/sys/class/bluetooth is empty); check `dmesg`"
+            raise ScanError(
+                f"Bluetooth scan start on {self.adapter} failed: BlueZ (org.bluez) is not on the system D-Bus; {fix}"
+            )
+
     async def _attach_bluez(self) -> None:
         """Reach bleak's BlueZ manager (its D-Bus connection and object cache) for check()."""
         try:
             from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 
             manager = await get_global_bluez_manager()
-            bus, objects = manager._bus, manager._properties
-            package = importlib.import_module(type(bus).__module__.split(".")[0])  # dbus_fast or dbus_next
-            self._message_type = package.Message
-            self._bluez = (bus, objects)
+            self._bluez = (manager._bus, manager._properties)
         except Exception as e:  # an internal of bleak changed: scanning works, only the fast check is lost
             log.warning("cannot watch BlueZ for failures between scans (%s); failures show at the next scan", e)
 
 
-_NAME_HAS_OWNER = {
-    "destination": "org.freedesktop.DBus",
-    "path": "/org/freedesktop/DBus",
-    "interface": "org.freedesktop.DBus",
-    "member": "NameHasOwner",
-    "signature": "s",
-    "body": ["org.bluez"],
-}
+def _bluez_on_bus_query() -> Any:
+    """The D-Bus call that says whether bluetoothd (org.bluez) is on the bus right now."""
+    from dbus_fast import Message  # bleak's own D-Bus library, in every version we support
+
+    return Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="NameHasOwner",
+        signature="s",
+        body=["org.bluez"],
+    )
 
 
 def _bluez_args_take_adapter() -> bool:

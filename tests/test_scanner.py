@@ -287,3 +287,12 @@ def test_bluez_check_notices_a_failure_while_scanning(bluez: BluezMock, fault: s
 
     with pytest.raises(ScanError, match=message):
         asyncio.run(go())
+
+
+def test_bluez_not_on_the_bus_fails_at_once_instead_of_waiting_for_activation(bluez: BluezMock) -> None:
+    bluez.kill_bluetoothd()
+    engine = ScanEngine(DEVICES)
+    began = time.monotonic()
+    with pytest.raises(ScanError, match=r"BlueZ \(org.bluez\) is not on the system D-Bus; (bluetoothd|no Bluetooth)"):
+        asyncio.run(BluezScanner("hci0", "active", engine.ingest).start())
+    assert time.monotonic() - began < 2.0
