@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -193,6 +194,7 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
     try:
         await asyncio.wait([cycles, loop.create_task(scanning.wait())], return_when=asyncio.FIRST_COMPLETED)
         if scanning.is_set():
+            gc.freeze()  # start-up's objects live forever: keep them out of the full collections
             sdnotify.notify("READY=1")
             log.info(
                 "ready: HTTP on %s:%d, scanning on %s (%s)",
