@@ -111,6 +111,7 @@ class ScanHealth:
 
 
 HISTORY_SECONDS = 600.0
+HISTORY_MAX = 1024  # entries per device, whatever the advert rate (a fast or spoofed sender, a soak)
 
 
 class ScanEngine:
@@ -276,5 +277,5 @@ def _update_live(state: LiveState, r: Reading, rssi: int | None, now: float) -> 
     if r.temperature is not None:
         history = state.history
         history.append((now, r.temperature))
-        if now - history[0][0] > HISTORY_SECONDS:
+        if now - history[0][0] > HISTORY_SECONDS or len(history) > HISTORY_MAX:
             del history[: len(history) // 4 or 1]

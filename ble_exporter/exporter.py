@@ -128,6 +128,7 @@ class _Tracked(asyncio.Protocol):
         self._held = bytearray()  # received, not yet given to aiohttp
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
+        self._deadline: asyncio.TimerHandle | None = None  # closes it at the end of its lifetime
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -137,11 +138,13 @@ class _Tracked(asyncio.Protocol):
             oldest = next(iter(open_connections))
             silent = next((c for c in open_connections if not c.spoke and c is not self), oldest)
             open_connections.pop(silent).close()
-        asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
+        self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.open.pop(self, None)
+        if self._deadline is not None:  # else the timer keeps the closed connection alive for its lifetime
+            self._deadline.cancel()
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

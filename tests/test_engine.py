@@ -10,7 +10,7 @@ import pytest
 
 from ble_exporter.config import Device
 from ble_exporter.encoder import encode
-from ble_exporter.engine import COUNTER_RESET_BELOW, RESET_AFTER_SECONDS, ScanEngine
+from ble_exporter.engine import COUNTER_RESET_BELOW, HISTORY_MAX, RESET_AFTER_SECONDS, ScanEngine
 from ble_exporter.parser import Reading, uuid128
 
 BTHOME = uuid128(0xFCD2)
@@ -206,6 +206,17 @@ def test_history_stays_bounded() -> None:
     history = e.live[MAC].history
     assert len(history) < 700
     assert history[-1][0] == 9999.0 and history[0][0] >= 9999 - 700
+
+
+def test_history_stays_bounded_in_entries_whatever_the_advert_rate() -> None:
+    # A sensor advertising far faster than 2.5 s (or someone spoofing it) must not grow the history
+    # for 600 s: 5,000 adverts within one second keep at most HISTORY_MAX entries.
+    e = engine()
+    for i in range(5_000):
+        e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0 + i / 5_000)
+    history = e.live[MAC].history
+    assert 0.75 * HISTORY_MAX <= len(history) <= HISTORY_MAX + 1
+    assert history[-1][0] == 1.0 + 4_999 / 5_000
 
 
 def test_adverts_in_window_counts_every_device() -> None:
