@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ble_exporter import __version__
-from ble_exporter.metrics import EngineRegistry
 
 LANDING = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ble-exporter</title></head>
@@ -29,10 +28,6 @@ LANDING = f"""<!DOCTYPE html>
 """
 
 
-def _no_generation() -> None:
-    return None
-
-
 METRICS_MAX_AGE = 1.0
 """Seconds a /metrics rendering is served from cache (besides, a new scan's snapshot renders at once)."""
 
@@ -41,15 +36,16 @@ def make_app(
     registry: CollectorRegistry,
     status_source: Callable[[], dict[str, Any]],
     *,
+    generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
 ) -> web.Application:
     """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods.
 
     /metrics is rendered at most once per `metrics_max_age` seconds per content type and served from
-    cache in between; with the daemon's EngineRegistry also as soon as a scan publishes its snapshot. So
-    sensor series are never stale, and counters and process_* lag by less than `metrics_max_age`.
+    cache in between, and at once when `generation()` changes (the daemon passes the engine's snapshot,
+    replaced whenever a scan ends). So sensor series are never stale, and counters and process_* lag
+    by less than `metrics_max_age`.
     """
-    generation: Callable[[], object] = registry.generation if isinstance(registry, EngineRegistry) else _no_generation
     cache: dict[str, tuple[float, object, bytes]] = {}  # content type -> (rendered at, generation, body)
 
     async def metrics(request: web.Request) -> web.Response:

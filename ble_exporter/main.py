@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
@@ -169,14 +170,19 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
     started_at = time.time()
     engine = ScanEngine(devices)
     scanner = make_scanner(cfg, devices, engine, simulate)
-    app = make_app(build_registry(engine), lambda: status_document(engine, cfg, started_at, time.time()))
+    app = make_app(
+        build_registry(engine),
+        lambda: status_document(engine, cfg, started_at, time.time()),
+        generation=lambda: engine.snapshot,
+    )
     try:
         http = await serve(app, cfg.listen_address, cfg.listen_port)
     except OSError as e:
-        error(
-            f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); "
-            f"is another exporter running? change listen_port in {cfg.path}"
-        )
+        if e.errno == errno.EADDRINUSE:
+            fix = f"another program uses the port (`ss -ltnp | grep {cfg.listen_port}`); change listen_port"
+        else:
+            fix = "listen_address must be an address of this machine (`ip addr`); change listen_address"
+        error(f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); {fix} in {cfg.path}")
         return EXIT_LISTEN
     scanning = asyncio.Event()
     cycles = loop.create_task(

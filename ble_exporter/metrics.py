@@ -133,21 +133,9 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-class EngineRegistry(CollectorRegistry):  # type: ignore[misc]
-    """The daemon's registry; `generation()` changes whenever the engine publishes a scan's snapshot, so
-    /metrics can serve a cached rendering until then (see exporter.make_app)."""
-
-    def __init__(self, engine: ScanEngine) -> None:
-        super().__init__(auto_describe=False)
-        self.engine = engine
-
-    def generation(self) -> object:
-        return self.engine.snapshot
-
-
-def build_registry(engine: ScanEngine) -> EngineRegistry:
+def build_registry(engine: ScanEngine) -> CollectorRegistry:
     """A private registry (no import-time globals): the engine's metrics plus process_* of this process."""
-    registry = EngineRegistry(engine)
+    registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     return registry

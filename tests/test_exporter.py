@@ -133,7 +133,9 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
         return await (await client.get("/metrics")).text()
 
     async def go() -> None:
-        async with TestClient(TestServer(make_app(build_registry(engine), dict, metrics_max_age=3600))) as client:
+        async with TestClient(
+            TestServer(make_app(build_registry(engine), dict, generation=lambda: engine.snapshot, metrics_max_age=3600))
+        ) as client:
             first = await scrape(client)
             assert "ble_exporter_advertisements_received_total 0.0" in first
             engine.ingest("11:22:33:44:55:66", -80, {}, 1.0)
@@ -146,7 +148,9 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
             fresh = await scrape(client)  # a new snapshot renders at once
             assert 'ble_sensor_temperature_celsius{device="kitchen"} 25.06' in fresh
             assert "ble_exporter_advertisements_received_total 2.0" in fresh
-        async with TestClient(TestServer(make_app(build_registry(engine), dict, metrics_max_age=0))) as client:
+        async with TestClient(
+            TestServer(make_app(build_registry(engine), dict, generation=lambda: engine.snapshot, metrics_max_age=0))
+        ) as client:
             engine.ingest("11:22:33:44:55:66", -80, {}, 4.0)
             assert "ble_exporter_advertisements_received_total 3.0" in await scrape(client)
 
