@@ -8,6 +8,7 @@ YAML 1.1 sexagesimal integer, and a device named `yes` a boolean).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -23,6 +24,7 @@ MAX_FILE_BYTES = 1024 * 1024
 SCAN_MODES = ("auto", "passive", "active")
 
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
+_ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 _NULL_TAG = "tag:yaml.org,2002:null"
 
@@ -307,8 +309,20 @@ class _Validator:
             self.problems.append(f"{at('watchdog_silent_scans')}: watchdog_silent_scans must be 0 (off) or more")
         if not str(cfg_values["log_file"]).strip():
             self.problems.append(f"{at('log_file')}: log_file is empty; give a file path")
-        if not str(cfg_values["adapter"]).strip():
-            self.problems.append(f"{at('adapter')}: adapter is empty; give an adapter name like hci0")
+        if not _ADAPTER.match(str(cfg_values["adapter"])):
+            self.problems.append(
+                f"{at('adapter')}: adapter `{_shown(str(cfg_values['adapter']))}` is not an adapter name; "
+                "use one like hci0 (see `bluetoothctl list` or `ls /sys/class/bluetooth`)"
+            )
+        address = cfg_values["listen_address"]
+        if address is not None and address not in ("", "localhost"):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                self.problems.append(
+                    f"{at('listen_address')}: listen_address `{_shown(address)}` is not an IP address; "
+                    "use 0.0.0.0 (all IPv4), :: (all) or one of this machine's addresses"
+                )
         return Config(**cfg_values, path=self.path, lines=lines)
 
 

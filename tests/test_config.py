@@ -100,6 +100,8 @@ def test_empty_devices_is_valid() -> None:
         ("listen_port: 0\n", "listen_port 0 is not a TCP port; use 1-65535"),
         ("listen_port: 65536\n", "listen_port 65536 is not a TCP port"),
         ("scan_mode: loud\n", "scan_mode `loud` is not one of auto, passive, active"),
+        ("adapter: ../../etc\n", "adapter `../../etc` is not an adapter name; use one like hci0"),
+        ("listen_address: not-an-ip\n", "listen_address `not-an-ip` is not an IP address"),
         ("devices: [a, b]\n", "`devices` must be a mapping of MAC address to name"),
         ("devices:\n  A4:C1:38:AA:BB: x\n", "c.yaml:2: `A4:C1:38:AA:BB` is not a MAC address"),
         ("devices:\n  A4:C1:38:AA:BB:GG: x\n", "is not a MAC address"),
