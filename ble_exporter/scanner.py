@@ -152,26 +152,52 @@ class BluezScanner:
             )
 
     async def _require_bluez(self) -> None:
-        """Fail at once when nobody owns org.bluez: bleak would wait 25 s for D-Bus to activate it
-        (on a Pi without an adapter, bluetooth.service is skipped by its condition)."""
-        from dbus_fast import BusType
+        """Fail at once, before bleak opens a session, when BlueZ or a powered adapter is missing.
+
+        Nobody owning org.bluez: bleak would wait 25 s for D-Bus to activate it (on a Pi without an
+        adapter, bluetooth.service is skipped by its condition). A powered-off adapter: a passive
+        scan "starts" but BlueZ's monitor registration is left pending in the kernel, and nothing is
+        heard even after power comes back (seen with kernel 6.1, see systemtest/README.md).
+        """
+        from dbus_fast import BusType, Message, MessageType
         from dbus_fast.aio import MessageBus
 
+        start_failed = f"Bluetooth scan start on {self.adapter} failed"
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
             try:
-                reply = await bus.call(_bluez_on_bus_query())
+                owned = await bus.call(_bluez_on_bus_query())
+                powered = None
+                if owned is not None and owned.body and owned.body[0] is True:
+                    powered = await bus.call(
+                        Message(
+                            destination="org.bluez",
+                            path=f"/org/bluez/{self.adapter}",
+                            interface="org.freedesktop.DBus.Properties",
+                            member="Get",
+                            signature="ss",
+                            body=["org.bluez.Adapter1", "Powered"],
+                        )
+                    )
             finally:
                 bus.disconnect()
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
-        if reply is not None and reply.body and reply.body[0] is False:
+        if powered is None:
             if any(Path("/sys/class/bluetooth").glob("hci*")):
                 fix = "bluetoothd is not running; start it with `systemctl start bluetooth`"
             else:
                 fix = "no Bluetooth adapter in this machine (/sys/class/bluetooth is empty); check `dmesg`"
+            raise ScanError(f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; {fix}")
+        if powered.message_type == MessageType.ERROR:
             raise ScanError(
-                f"Bluetooth scan start on {self.adapter} failed: BlueZ (org.bluez) is not on the system D-Bus; {fix}"
+                f"{start_failed}: adapter {self.adapter} not found ({powered.error_name}); adapter "
+                f"{self.adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config"
+            )
+        if powered.body and getattr(powered.body[0], "value", True) is False:
+            raise ScanError(
+                f"{start_failed}: adapter {self.adapter} is powered off; run `rfkill unblock bluetooth` "
+                "and `bluetoothctl power on`"
             )
 
     async def _attach_bluez(self) -> None:

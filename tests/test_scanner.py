@@ -206,8 +206,9 @@ def test_bluez_missing_adapter(bluez: BluezMock) -> None:
 def test_bluez_powered_off_adapter(bluez: BluezMock) -> None:
     bluez.power_off("hci0")
     engine = ScanEngine(DEVICES)
-    with pytest.raises(ScanError, match="powered off or blocked"):
-        asyncio.run(_scan(engine, BluezScanner("hci0", "active", engine.ingest), bluez))
+    with pytest.raises(ScanError, match="adapter hci0 is powered off; run `rfkill unblock bluetooth`"):
+        asyncio.run(_scan(engine, BluezScanner("hci0", "passive", engine.ingest), bluez))
+    assert bluez.registered_monitors() == [] and bluez.discovery_starts() == 0  # refused before bleak
 
 
 @pytest.mark.parametrize(
