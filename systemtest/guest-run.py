@@ -27,7 +27,9 @@ def main() -> int:
     ap.add_argument("--deb")
     ap.add_argument("--timeout", type=float, default=500)
     args = ap.parse_args()
-    image = subprocess.run([str(HERE / "build-image.sh")], capture_output=True, text=True, check=True).stdout.split()[-1]
+    image = subprocess.run([str(HERE / "build-image.sh")], capture_output=True, text=True, check=True).stdout.split()[
+        -1
+    ]
     vm = VM(image, tempfile.mkdtemp(prefix="systemtest-guest-run."))
     try:
         vm.boot()
@@ -36,7 +38,7 @@ def main() -> int:
         vm.put(args.script, "/tmp/x.sh")
         if args.deb:
             vm.put(args.deb, "/tmp/ble-exporter.deb")
-        r = subprocess.run(vm.ssh_cmd("sh /tmp/x.sh 2>&1"), stdin=subprocess.DEVNULL, timeout=args.timeout)
+        r = subprocess.run(vm.ssh_cmd("sh /tmp/x.sh 2>&1"), stdin=subprocess.DEVNULL, check=False, timeout=args.timeout)
         return r.returncode
     finally:
         vm.stop()

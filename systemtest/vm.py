@@ -6,6 +6,7 @@ prints it NUL-separated for the shell helpers (vm.sh).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -45,13 +46,36 @@ def qemu_args(image: str, run: str, ssh_port: int, forwards: list[tuple[int, int
         fwd += f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
     return [
         "qemu-system-x86_64",
-        "-name", "ble-exporter-systemtest", "-nodefaults", "-no-user-config", "-display", "none",
-        "-accel", accel(), "-smp", "1", "-m", str(mem),
-        "-kernel", f"{image}/vmlinuz", "-initrd", f"{image}/initrd.img", "-append", KERNEL_CMDLINE,
-        "-drive", f"file={image}/rootfs.ext4,if=virtio,format=raw,snapshot=on",
-        "-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0",
-        "-device", "virtio-rng-pci",
-        "-serial", f"file:{run}/console.log", "-monitor", "none",
+        "-name",
+        "ble-exporter-systemtest",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-accel",
+        accel(),
+        "-smp",
+        "1",
+        "-m",
+        str(mem),
+        "-kernel",
+        f"{image}/vmlinuz",
+        "-initrd",
+        f"{image}/initrd.img",
+        "-append",
+        KERNEL_CMDLINE,
+        "-drive",
+        f"file={image}/rootfs.ext4,if=virtio,format=raw,snapshot=on",
+        "-netdev",
+        f"user,id=n0,restrict=on,{fwd}",
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-device",
+        "virtio-rng-pci",
+        "-serial",
+        f"file:{run}/console.log",
+        "-monitor",
+        "none",
     ]
 
 
@@ -70,7 +94,9 @@ class VM:
 
     # --- lifecycle ---
     def boot(self) -> None:
-        args = qemu_args(self.image, self.run, self.ssh_port, self.forwards, int(os.environ.get("SYSTEMTEST_MEM", "1024")))
+        args = qemu_args(
+            self.image, self.run, self.ssh_port, self.forwards, int(os.environ.get("SYSTEMTEST_MEM", "1024"))
+        )
         with open(f"{self.run}/qemu.log", "wb") as out:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         Path(f"{self.run}/qemu.pid").write_text(f"{self.proc.pid}\n")
@@ -83,7 +109,9 @@ class VM:
         while time.monotonic() - t0 < limit:
             if not self.alive():
                 raise GuestError(f"qemu exited during boot (see {self.run}/qemu.log, console.log)")
-            r = subprocess.run(self.ssh_cmd("true"), stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            r = subprocess.run(
+                self.ssh_cmd("true"), stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=30
+            )
             if r.returncode == 0:
                 return time.monotonic() - t0
             time.sleep(2)
@@ -106,36 +134,71 @@ class VM:
         ctl = Path(f"{self.run}/ssh.ctl")
         if not ctl.exists():
             return
-        check = subprocess.run(self.ssh_base() + ["-O", "check", "root@127.0.0.1"], capture_output=True, text=True,
-                               timeout=10, stdin=subprocess.DEVNULL)
+        check = subprocess.run(
+            [*self.ssh_base(), "-O", "check", "root@127.0.0.1"],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         m = re.search(r"pid=(\d+)", check.stderr + check.stdout)
-        subprocess.run(self.ssh_base() + ["-O", "exit", "root@127.0.0.1"], capture_output=True, timeout=10,
-                       stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [*self.ssh_base(), "-O", "exit", "root@127.0.0.1"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         if m:
             pid = int(m.group(1))
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     # --- ssh ---
     def ssh_base(self) -> list[str]:
         return [
-            "ssh", "-i", f"{self.image}/id_ed25519", "-p", str(self.ssh_port),
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
-            "-o", "ServerAliveCountMax=6", "-o", "ControlMaster=auto", "-o", f"ControlPath={self.run}/ssh.ctl",
-            "-o", "ControlPersist=600",
+            "ssh",
+            "-i",
+            f"{self.image}/id_ed25519",
+            "-p",
+            str(self.ssh_port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=6",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={self.run}/ssh.ctl",
+            "-o",
+            "ControlPersist=600",
         ]
 
     def ssh_cmd(self, command: str) -> list[str]:
-        return self.ssh_base() + ["root@127.0.0.1", command]
+        return [*self.ssh_base(), "root@127.0.0.1", command]
 
     def sh(self, command: str, timeout: float = 120, check: bool = True, input: bytes | None = None) -> str:
         """Run a shell command in the guest as root; return stdout (text)."""
         try:
-            r = subprocess.run(self.ssh_cmd(command), input=input, capture_output=True, timeout=timeout,
-                               stdin=None if input is not None else subprocess.DEVNULL)
+            r = subprocess.run(
+                self.ssh_cmd(command),
+                input=input,
+                capture_output=True,
+                check=False,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             raise GuestError(f"guest command timed out after {timeout}s: {command}") from None
         out = r.stdout.decode(errors="replace")
@@ -145,7 +208,9 @@ class VM:
         return out
 
     def rc(self, command: str, timeout: float = 120) -> int:
-        r = subprocess.run(self.ssh_cmd(command), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            self.ssh_cmd(command), capture_output=True, check=False, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         return r.returncode
 
     def put(self, local: str, remote: str) -> None:
@@ -160,7 +225,9 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "qemu-args":
         image, run, port = argv[1], argv[2], int(argv[3])
         forwards = [(int(p.split(":")[0]), int(p.split(":")[1])) for p in argv[4:]]
-        sys.stdout.write("\0".join(qemu_args(image, run, port, forwards, int(os.environ.get("SYSTEMTEST_MEM", "1024")))))
+        sys.stdout.write(
+            "\0".join(qemu_args(image, run, port, forwards, int(os.environ.get("SYSTEMTEST_MEM", "1024"))))
+        )
         return 0
     print(__doc__, file=sys.stderr)
     return 2

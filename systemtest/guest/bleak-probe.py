@@ -19,9 +19,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vsensor  # noqa: E402
-
-from bleak import BleakScanner  # noqa: E402
+import vsensor
+from bleak import BleakScanner
 
 UUID_FCD2 = "0000fcd2-0000-1000-8000-00805f9b34fb"
 
@@ -34,7 +33,7 @@ async def probe(args: argparse.Namespace) -> dict:
     arrived = asyncio.Event()
     wanted: list[bytes] = [b""]
 
-    def callback(device, adv) -> None:  # noqa: ANN001
+    def callback(device, adv) -> None:
         if device.address.upper() != address:
             return
         data = adv.service_data.get(UUID_FCD2)
@@ -54,8 +53,14 @@ async def probe(args: argparse.Namespace) -> dict:
     scanner = BleakScanner(callback, **kwargs)
     t0 = time.monotonic()
     await asyncio.wait_for(scanner.start(), 20)
-    result: dict = {"mode": args.mode, "adapter": args.adapter, "sender": args.sender, "address": address,
-                    "scanner_start_s": round(time.monotonic() - t0, 3), "latency_s": []}
+    result: dict = {
+        "mode": args.mode,
+        "adapter": args.adapter,
+        "sender": args.sender,
+        "address": address,
+        "scanner_start_s": round(time.monotonic() - t0, 3),
+        "latency_s": [],
+    }
     try:
         # latency rounds: a fresh payload each time
         for i in range(args.rounds):
@@ -102,11 +107,10 @@ def main() -> int:
     args = ap.parse_args()
     try:
         result = asyncio.run(asyncio.wait_for(probe(args), 120))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(json.dumps({"mode": args.mode, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
-    ok = all(x is not None for x in result["latency_s"]) and \
-        result["stream_received"] >= 0.8 * result["stream_sent"]
+    ok = all(x is not None for x in result["latency_s"]) and result["stream_received"] >= 0.8 * result["stream_sent"]
     result["ok"] = ok
     print(json.dumps(result))
     return 0 if ok else 1

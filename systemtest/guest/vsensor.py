@@ -27,6 +27,7 @@ stops and restarts single sensors. SIGTERM/SIGINT remove the advertisements and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -79,7 +80,7 @@ class Mgmt:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if len(data) < 9:
                 continue
@@ -96,6 +97,12 @@ class Mgmt:
     def address(self, index: int) -> str:
         info = self.command(MGMT_OP_READ_INFO, index)
         return ":".join(f"{b:02X}" for b in reversed(info[:6]))
+
+    def powered(self, index: int) -> bool:
+        """The kernel's view (no D-Bus, so it never activates bluetoothd)."""
+        info = self.command(MGMT_OP_READ_INFO, index)
+        current_settings = struct.unpack_from("<I", info, 13)[0]  # addr 6, version 1, manufacturer 2, supported 4
+        return bool(current_settings & 0x1)
 
     def advertise(self, index: int, adv_data: bytes, instance: int = 1) -> None:
         """Add (or replace) advertising instance `instance` with raw AD bytes."""
@@ -166,10 +173,14 @@ def bthome_encrypt(objects: bytes, mac: str, key: bytes, counter: int) -> bytes:
 def pvvx_custom(m: dict, mac: str) -> bytes:
     """pvvx custom format payload (UUID 0x181A), all little-endian."""
     flags = m["switch"] | (m["opening"] << 1)
-    return (
-        bytes(reversed(bytes.fromhex(mac.replace(":", ""))))
-        + struct.pack("<hHHBBB", round(m["temperature"] * 100), round(m["humidity"] * 100),
-                      m["voltage_mv"], m["battery"], m["pid"], flags)
+    return bytes(reversed(bytes.fromhex(mac.replace(":", "")))) + struct.pack(
+        "<hHHBBB",
+        round(m["temperature"] * 100),
+        round(m["humidity"] * 100),
+        m["voltage_mv"],
+        m["battery"],
+        m["pid"],
+        flags,
     )
 
 
@@ -204,8 +215,8 @@ class Sensor:
         self.fmt = fmt
         self.key = key
         self.address = address
-        self.n = self.index * 50          # measurement number (pid = n & 0xff)
-        self.counter = 0x1000 * self.index + 1   # encryption counter, +1 per packet
+        self.n = self.index * 50  # measurement number (pid = n & 0xff)
+        self.counter = 0x1000 * self.index + 1  # encryption counter, +1 per packet
         self.tick = 0
         self.paused = False
         self.history: list[dict] = []
@@ -288,8 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.time()
     deadline = time.monotonic() + args.duration if args.duration else None
     next_tick = time.monotonic()
-    print(f"vsensor: {len(sensors)} sensors: "
-          + ", ".join(f"{s.hci}={s.address}/{s.fmt}" for s in sensors), flush=True)
+    print(f"vsensor: {len(sensors)} sensors: " + ", ".join(f"{s.hci}={s.address}/{s.fmt}" for s in sensors), flush=True)
     try:
         while not stopping and (deadline is None or time.monotonic() < deadline):
             paused: set[str] = set()
@@ -308,15 +318,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                             print(f"vsensor: {s.hci}: stop failed: {exc}", flush=True)
                     print(f"vsensor: {s.hci} {'paused' if s.paused else 'resumed'}", flush=True)
                 s.step(mgmt, args.ticks_per_measurement)
-            write_json(args.state, {
-                "started": started,
-                "updated": round(time.time(), 3),
-                "tick_seconds": args.tick,
-                "sensors": {s.hci: s.state() for s in sensors},
-            })
+            write_json(
+                args.state,
+                {
+                    "started": started,
+                    "updated": round(time.time(), 3),
+                    "tick_seconds": args.tick,
+                    "sensors": {s.hci: s.state() for s in sensors},
+                },
+            )
             next_tick += args.tick
             delay = next_tick - time.monotonic()
-            if delay < 0:            # fell behind (slow guest): don't try to catch up
+            if delay < 0:  # fell behind (slow guest): don't try to catch up
                 next_tick = time.monotonic()
                 delay = 0
             end = time.monotonic() + delay
@@ -324,10 +337,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 time.sleep(min(0.2, max(0.0, end - time.monotonic())))
     finally:
         for s in sensors:
-            try:
+            with contextlib.suppress(MgmtError, OSError):
                 mgmt.stop(s.index)
-            except (MgmtError, OSError):
-                pass
         mgmt.close()
     print("vsensor: stopped", flush=True)
     return 0
@@ -355,6 +366,12 @@ def cmd_address(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_powered(args: argparse.Namespace) -> int:
+    on = Mgmt().powered(hci_index(args.hci))
+    print("on" if on else "off")
+    return 0
+
+
 def cmd_selftest(_: argparse.Namespace) -> int:
     """Check the encoders against published vectors (shared/spec/advertisement-formats.md)."""
     failures = 0
@@ -366,18 +383,34 @@ def cmd_selftest(_: argparse.Namespace) -> int:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {got.hex()}" + ("" if ok else f" != {want}"))
 
     p1 = {"pid": 214, "battery": 80, "temperature": 19.20, "humidity": 50.02}
-    check("P1 BTHome v2 data1", service_data_ad(0xFCD2, bthome_plain(bthome_data1(p1))),
-          "0e16d2fc4000d601500280070 38a13".replace(" ", ""))
+    check(
+        "P1 BTHome v2 data1",
+        service_data_ad(0xFCD2, bthome_plain(bthome_data1(p1))),
+        "0e16d2fc4000d601500280070 38a13".replace(" ", ""),
+    )
     p3 = {"pid": 176, "voltage_mv": 2848, "switch": 0, "opening": 1}
     check("P3 BTHome v2 data2", bthome_plain(bthome_data2(p3)), "4000b00c200b10001101")
     key = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
-    check("E2 BTHome v2 encrypted", bthome_encrypt(bytes.fromhex("02ca0903bf13"), "54:48:E6:8F:80:A5", key,
-                                                   0x33221100), "41a47266c95f730011223378237214")
+    check(
+        "E2 BTHome v2 encrypted",
+        bthome_encrypt(bytes.fromhex("02ca0903bf13"), "54:48:E6:8F:80:A5", key, 0x33221100),
+        "41a47266c95f730011223378237214",
+    )
     e5 = bthome_encrypt(bytes.fromhex("0150028007034e18"), "A4:C1:38:AA:BB:CC", b"\xaa" * 16, 9904)
-    check("E5 pvvx encrypted data1", service_data_ad(0xFCD2, e5),
-          "1416d2fc4195b0efda789dd953b0260000934162 6f".replace(" ", ""))
-    c1 = {"temperature": 19.00, "humidity": 51.14, "voltage_mv": 2774, "battery": 82, "pid": 9,
-          "switch": 1, "opening": 1}
+    check(
+        "E5 pvvx encrypted data1",
+        service_data_ad(0xFCD2, e5),
+        "1416d2fc4195b0efda789dd953b0260000934162 6f".replace(" ", ""),
+    )
+    c1 = {
+        "temperature": 19.00,
+        "humidity": 51.14,
+        "voltage_mv": 2774,
+        "battery": 82,
+        "pid": 9,
+        "switch": 1,
+        "opening": 1,
+    }
     got = service_data_ad(0x181A, pvvx_custom(c1, "A4:C1:38:AA:BB:CC"))
     # C1's flags byte is 0x0F (bits 2-3 are trigger bits this sensor never sets): compare the rest
     check("C1 pvvx custom (flags byte aside)", got[:-1], "12161a18ccbbaa38c1a46c07fa13d60a5209")
@@ -407,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("address", help="print a controller's address")
     a.add_argument("--hci", required=True)
     a.set_defaults(func=cmd_address)
+    p = sub.add_parser("powered", help="print on/off: the controller's power as the kernel sees it")
+    p.add_argument("--hci", required=True)
+    p.set_defaults(func=cmd_powered)
     t = sub.add_parser("selftest", help="check the encoders against published vectors")
     t.set_defaults(func=cmd_selftest)
     args = ap.parse_args(argv)
