@@ -134,7 +134,7 @@ def make_scanner(cfg: Config, devices: Sequence[Device], engine: ScanEngine, sim
         # Real sensors advertise every 2.5 s; a shorter scan (tests, soaks) gets faster sensors so that
         # each scan still hears both of a sensor's packets.
         return SimulatedScanner(devices, engine.ingest, advert_interval=min(2.5, cfg.scan_duration_seconds / 3))
-    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest)
+    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices])
 
 
 def status_document(engine: ScanEngine, cfg: Config, started: float, now: float) -> dict[str, Any]:

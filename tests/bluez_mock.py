@@ -268,6 +268,7 @@ def AdapterState(self, name):
         'powered': bool(props['Powered']),
         'discovering': bool(props['Discovering']),
         'discovery_starts': sum(1 for call in adapter.call_log if call[1] == 'StartDiscovery'),
+        'removed_devices': [str(call[2][0]) for call in adapter.call_log if call[1] == 'RemoveDevice'],
         'monitors': [str(p) for p in adapter.monitors],
     })
 '''
@@ -330,6 +331,7 @@ class _AdapterState(TypedDict):
     powered: bool
     discovering: bool
     discovery_starts: int
+    removed_devices: list[str]
     monitors: list[str]
 
 
@@ -512,6 +514,10 @@ class BluezMock:
 
     def is_discovering(self, adapter: str = "hci0") -> bool:
         return self._adapter_state(adapter)["discovering"]
+
+    def removed_devices(self, adapter: str = "hci0") -> list[str]:
+        """Object paths passed to Adapter1.RemoveDevice, in call order."""
+        return self._adapter_state(adapter)["removed_devices"]
 
     def discovery_starts(self, adapter: str = "hci0") -> int:
         """How many times StartDiscovery was called on the adapter (from dbusmock's call log,

@@ -297,3 +297,22 @@ def test_bluez_not_on_the_bus_fails_at_once_instead_of_waiting_for_activation(bl
     with pytest.raises(ScanError, match=r"BlueZ \(org.bluez\) is not on the system D-Bus; (bluetoothd|no Bluetooth)"):
         asyncio.run(BluezScanner("hci0", "active", engine.ingest).start())
     assert time.monotonic() - began < 2.0
+
+
+def test_bluez_configured_sensors_are_forgotten_at_each_scan_start(bluez: BluezMock) -> None:
+    # BlueZ reports an unchanged advert only once per device object; forgetting the object makes
+    # the next scan hear the sensor again even if its payload has not changed.
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", "active", engine.ingest, [d.mac for d in DEVICES])
+    removed: list[list[str]] = []
+
+    async def two_scans() -> None:
+        await _scan(engine, scanner, bluez)
+        removed.append(bluez.removed_devices())
+        engine.counters.adverts_decoded = 0
+        await _scan(engine, scanner, bluez)
+        removed.append(bluez.removed_devices())
+
+    asyncio.run(two_scans())
+    assert removed == [[], ["/org/bluez/hci0/dev_A4_C1_38_00_00_01"]]  # nothing was known before the first
+    assert engine.snapshot.devices[0].name == "one"
