@@ -25,7 +25,7 @@ from ble_exporter import __version__, sdnotify
 from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, Device, load_config
 from ble_exporter.engine import ScanEngine
 from ble_exporter.logger import LogFileError, setup_logging
-from ble_exporter.scanner import BluezScanner, ScanError, Scanner, run_cycles
+from ble_exporter.scanner import ScanError, make_scanner, run_cycles
 
 log = logging.getLogger("ble_exporter")
 
@@ -127,16 +127,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def make_scanner(cfg: Config, devices: Sequence[Device], engine: ScanEngine, simulate: bool) -> Scanner:
-    if simulate:
-        from ble_exporter.simulator import SimulatedScanner
-
-        # Real sensors advertise every 2.5 s; a shorter scan (tests, soaks) gets faster sensors so that
-        # each scan still hears both of a sensor's packets.
-        return SimulatedScanner(devices, engine.ingest, advert_interval=min(2.5, cfg.scan_duration_seconds / 3))
-    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices])
-
-
 def status_document(engine: ScanEngine, cfg: Config, started: float, now: float) -> dict[str, Any]:
     """/status: the spec's four keys first, then what helps a user see why readings are missing."""
     snapshot = engine.snapshot
@@ -169,7 +159,9 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     started_at = time.time()
     engine = ScanEngine(devices)
-    scanner = make_scanner(cfg, devices, engine, simulate)
+    # Real sensors advertise every 2.5 s; a shorter scan (tests, soaks) gets faster simulated sensors so
+    # that each scan still hears both of a sensor's packets.
+    scanner = make_scanner(cfg, devices, engine, simulate, advert_interval=min(2.5, cfg.scan_duration_seconds / 3))
     app = make_app(
         build_registry(engine),
         lambda: status_document(engine, cfg, started_at, time.time()),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ble_exporter.config import Config, Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.parser import SERVICE_UUIDS
 
@@ -294,6 +295,17 @@ def describe_failure(e: BaseException, adapter: str, action: str) -> str:
     else:
         fix = "check `systemctl status bluetooth` and `journalctl -u bluetooth`"
     return f"Bluetooth scan {action} on {adapter} failed: {text.strip().splitlines()[0]}; {fix}"
+
+
+def make_scanner(
+    cfg: Config, devices: Sequence[Device], engine: ScanEngine, simulate: bool, advert_interval: float = 2.5
+) -> Scanner:
+    """The radio both front ends scan with: BlueZ, or simulated sensors advertising every `advert_interval`."""
+    if simulate:
+        from ble_exporter.simulator import SimulatedScanner  # it imports this module
+
+        return SimulatedScanner(devices, engine.ingest, advert_interval=advert_interval)
+    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices])
 
 
 CHECK_EVERY_SECONDS = 1.0

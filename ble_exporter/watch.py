@@ -26,7 +26,7 @@ from rich.text import Text
 
 from ble_exporter.config import Config, Device
 from ble_exporter.engine import HISTORY_SECONDS, LiveState, ScanEngine
-from ble_exporter.scanner import SIMULATED, BluezScanner, ScanError, Scanner, run_cycles
+from ble_exporter.scanner import SIMULATED, ScanError, make_scanner, run_cycles
 
 # The firmware advertises every 2.5 s by default: a sensor quiet for 30 s has missed a dozen adverts
 # in a row (three, if set to advertise every 10 s to save battery), which radio noise alone rarely does.
@@ -351,14 +351,6 @@ def _log_to_console(console: Console) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     return handler
-
-
-def make_scanner(cfg: Config, devices: Sequence[Device], engine: ScanEngine, simulate: bool) -> Scanner:
-    if simulate:
-        from ble_exporter.simulator import SimulatedScanner
-
-        return SimulatedScanner(devices, engine.ingest, advert_interval=2.5)
-    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest)
 
 
 async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_all: bool, console: Console) -> None:
