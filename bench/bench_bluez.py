@@ -41,9 +41,10 @@ from bench.common import (  # noqa: E402
     wait_healthy,
     write_config,
 )
-from ble_exporter.config import Device  # noqa: E402
+from ble_exporter.bluez import BluezScanner  # noqa: E402
+from ble_exporter.devices import Device  # noqa: E402
 from ble_exporter.engine import ScanEngine  # noqa: E402
-from ble_exporter.scanner import BluezScanner  # noqa: E402
+from ble_exporter.scanner import ScanMode  # noqa: E402
 from ble_exporter.simulator import SimulatedSensor  # noqa: E402
 
 ADVERTS = 20_000  # per round
@@ -120,7 +121,7 @@ def our_share(devices: list[Device], adverts: list[tuple[str, dict[str, Any]]]) 
     for _ in range(8):
         engine = ScanEngine(devices)
         engine.open_window(0.0)
-        detect = BluezScanner("hci0", "active", engine.ingest)._on_detect
+        detect = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest)._on_detect
         t0 = time.perf_counter()
         for device, adv in objects:
             detect(device, adv)

@@ -17,7 +17,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, median_time
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.parser import FORMATS, SERVICE_UUIDS, Reading, parse
 from ble_exporter.simulator import SimulatedSensor
 

@@ -22,9 +22,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RADIO_LIMIT, header, pin
-from ble_exporter.config import Device
+from ble_exporter.bluez import BluezScanner
+from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
-from ble_exporter.scanner import BluezScanner
+from ble_exporter.scanner import ScanMode
 from ble_exporter.simulator import SimulatedSensor
 
 CONFIGURED = 20
@@ -91,7 +92,7 @@ def measure(devices: list[Device], adverts: list[tuple[Any, Any]]) -> tuple[floa
     def setup() -> None:
         engine = ScanEngine(devices)
         engine.open_window(0.0)
-        state["detect"] = BluezScanner("hci0", "passive", engine.ingest)._on_detect
+        state["detect"] = BluezScanner("hci0", ScanMode.PASSIVE, engine.ingest)._on_detect
         state["engine"] = engine
 
     def run() -> None:

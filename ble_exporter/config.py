@@ -1,29 +1,36 @@
-"""The YAML config file: defaults, validation and one-line errors that name the file, the line and the fix.
+"""The YAML config file: its keys, defaults, validation and one-line errors that name the file, the
+line and the fix.
 
-Validation walks PyYAML's node tree rather than the loaded data, so every problem can name its line,
-and device MACs and names are taken as written (an unquoted `11:22:33:44:55:66` would otherwise be a
-YAML 1.1 sexagesimal integer, and a device named `yes` a boolean).
+The keys live in one table, the `Config` dataclass: each field carries its default, the YAML type it
+takes, its check and one line of help (for the man page, `packaging/man-keys.py`). Validation walks
+PyYAML's node tree rather than the loaded data, so every problem can name its line, and device MACs and
+names are taken as written (an unquoted `11:22:33:44:55:66` would otherwise be a YAML 1.1 sexagesimal
+integer, and a device named `yes` a boolean).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ble_exporter.devices import Device, normalise_mac
+from ble_exporter.scanner import ScanMode
+
 DEFAULT_PATH = "/etc/ble-exporter/config.yaml"
 MAX_FILE_BYTES = 1024 * 1024
-SCAN_MODES = ("auto", "passive", "active")
+SCAN_MODES = (ScanMode.AUTO, ScanMode.PASSIVE, ScanMode.ACTIVE)
 
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
 _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -37,24 +44,121 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# --- the keys ------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]  # a valid value -> None, else the problem and its fix
+
+
 @dataclass(frozen=True)
-class Device:
-    mac: str  # upper case, ':'-separated
-    name: str
-    bindkey: bytes | None = field(default=None, repr=False)  # never in a repr, log or error
+class Key:
+    """What the table says of one key (a Config field's metadata)."""
+
+    types: tuple[type, ...]  # what YAML must give; bool never counts as a number
+    described: str  # "a number of seconds", for the error when the type is wrong
+    help: str  # one line, for the man page
+    check: Check | None = None
+    shown_default: str | None = None  # the default as the man page says it, where str() would not do
+
+
+def _key(
+    default: Any, help: str, types: tuple[type, ...], described: str, check: Check | None = None, **kw: Any
+) -> Any:
+    """A Config field that is a key of the file: dataclasses.field with the table's entry as metadata."""
+    return field(default=default, metadata={"key": Key(types, described, help, check, **kw)})
+
+
+def _above_zero(key: str, example: str) -> Check:
+    return lambda v: None if v > 0 else f"{key} must be above 0, e.g. {example}"
+
+
+def _tcp_port(port: int) -> str | None:
+    return None if 1 <= port <= 65535 else f"listen_port {_shown(str(port))} is not a TCP port; use 1-65535, e.g. 8000"
+
+
+def _scan_mode(mode: str) -> str | None:
+    if mode in SCAN_MODES:
+        return None
+    return f"scan_mode `{_shown(mode)}` is not one of {', '.join(SCAN_MODES)}"
+
+
+def _adapter(name: str) -> str | None:
+    if _ADAPTER.match(name):
+        return None
+    return (
+        f"adapter `{_shown(name)}` is not an adapter name; "
+        "use one like hci0 (see `bluetoothctl list` or `ls /sys/class/bluetooth`)"
+    )
+
+
+def _listen_address(address: str | None) -> str | None:
+    if address is None or address in ("", "localhost"):
+        return None
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return (
+            f"listen_address `{_shown(address)}` is not an IP address; "
+            "use 0.0.0.0 (all IPv4), :: (all) or one of this machine's addresses"
+        )
+    return None
+
+
+SECONDS = ((int, float), "a number of seconds")
 
 
 @dataclass(frozen=True)
 class Config:
-    scan_interval_seconds: float = 30.0
-    scan_duration_seconds: float = 5.0
-    log_file: str = "/var/log/ble-exporter/ble-exporter.log"
-    listen_address: str | None = None  # None: all interfaces
-    listen_port: int = 8000
-    adapter: str = "hci0"
-    scan_mode: str = "auto"
-    watchdog_silent_scans: int = 3  # restart the scanner after this many scans without any advert; 0: never
-    devices: tuple[Device, ...] = ()
+    scan_interval_seconds: float = _key(
+        30.0,
+        "Seconds from the start of one scan to the start of the next.",
+        *SECONDS,
+        _above_zero("scan_interval_seconds", "30"),
+    )
+    scan_duration_seconds: float = _key(
+        5.0, "How long each scan listens; at most the interval.", *SECONDS, _above_zero("scan_duration_seconds", "5")
+    )
+    log_file: str = _key(
+        "/var/log/ble-exporter/ble-exporter.log",
+        "The log file. The service can write only under /var/log/ble-exporter, so keep it there; the "
+        "exporter reopens the file when logrotate has moved it.",
+        (str,),
+        "a file path",
+        lambda v: None if v.strip() else "log_file is empty; give a file path",
+    )
+    listen_address: str | None = _key(
+        None,
+        "Address of the HTTP server: 0.0.0.0 for all IPv4 interfaces, :: for all IPv4 and IPv6 ones, or one "
+        "of this machine's addresses.",
+        (str,),
+        "an IP address",
+        _listen_address,
+        shown_default="all interfaces",
+    )
+    listen_port: int = _key(8000, "Port of the HTTP server.", (int,), "a whole number", _tcp_port)
+    adapter: str = _key("hci0", "The Bluetooth adapter.", (str,), "an adapter name like hci0", _adapter)
+    scan_mode: ScanMode = _key(  # noqa: RUF009 (a field specifier; ScanMode is immutable)
+        ScanMode.AUTO,
+        "passive (no scan requests; needs bluetoothd --experimental), active, or auto: passive where BlueZ "
+        "offers it, otherwise active.",
+        (str,),
+        "auto, passive or active",
+        _scan_mode,
+    )
+    watchdog_silent_scans: int = _key(
+        3,
+        "Restart the scanner after this many scans in a row that heard no advertisement at all; 0 turns this off.",
+        (int,),
+        "a whole number",
+        lambda v: None if v >= 0 else "watchdog_silent_scans must be 0 (off) or more",
+    )
+    devices: tuple[Device, ...] = _key(
+        (),
+        "The sensors to export: a mapping from MAC address to a name, or to a mapping with name and bindkey "
+        "(32 hexadecimal characters) for a sensor that encrypts its advertisements.",
+        (dict,),
+        "a mapping of MAC address to name",
+        shown_default="none",
+    )
     path: str = "<defaults>"
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -64,25 +168,11 @@ class Config:
         return f"{self.path}:{line}" if line else self.path
 
 
-_DEFAULTS = Config()
-KEYS = (
-    "scan_interval_seconds",
-    "scan_duration_seconds",
-    "log_file",
-    "listen_address",
-    "listen_port",
-    "adapter",
-    "scan_mode",
-    "watchdog_silent_scans",
-    "devices",
-)
+KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in dataclasses.fields(Config) if "key" in f.metadata}
+DEFAULTS = Config()
 
 
-def normalise_mac(text: str) -> str | None:
-    """`a4-c1-38-aa-bb-cc` -> `A4:C1:38:AA:BB:CC`; None if it is not six hex pairs."""
-    if not _MAC.match(text):
-        return None
-    return text.replace("-", ":").upper()
+# --- reading and checking a file -------------------------------------------------------------------------
 
 
 def load_config(path: str | Path) -> Config:
@@ -167,43 +257,55 @@ class _Validator:
                 fix = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(KEYS)}"
                 self.fail(key_node, f"unknown key `{key}`; {fix}")
                 continue
-            if key in values:
+            if key in lines:
                 self.fail(key_node, f"`{key}` is given twice; keep one")
                 continue
             lines[key] = key_node.start_mark.line + 1
-            values[key] = self.value(key, value_node)
-        cfg = self.checked(values, lines, root)
+            value = self.devices(value_node) if key == "devices" else self.value(key, value_node)
+            if value is not _INVALID:
+                values[key] = value
+        for key, value in values.items():
+            check = KEYS[key].check
+            problem = check(value) if check is not None and value is not None else None
+            if problem is not None:
+                self.problems.append(f"{self.path}:{lines[key]}: {problem}")
+        merged = {**{k: getattr(DEFAULTS, k) for k in KEYS}, **values}
+        interval, duration = merged["scan_interval_seconds"], merged["scan_duration_seconds"]
+        if 0 < interval < duration and duration > 0:
+            self.problems.append(
+                f"{self.path}:{lines.get('scan_duration_seconds', root.start_mark.line + 1)}: scan_duration_seconds "
+                f"({duration}) is longer than scan_interval_seconds ({interval}); make it at most the interval"
+            )
         if self.problems:
             raise ConfigError(self.problems)
-        return cfg
+        merged["scan_mode"] = ScanMode(merged["scan_mode"])
+        return Config(**merged, path=self.path, lines=lines)
 
     def value(self, key: str, node: yaml.Node) -> Any:
-        if key == "devices":
-            return self.devices(node)
         if not isinstance(node, yaml.ScalarNode):
             self.fail(node, f"`{key}` must be a single value, not a list or mapping")
-            return None
+            return _INVALID
         value = _construct(node)
         if key == "listen_address" and value is None:
             return None
-        expected, described = _TYPES[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            self.fail(node, f"`{key}` must be {described}, not `{_shown(node.value)}`")
-            return None
+        spec = KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, spec.types):
+            self.fail(node, f"`{key}` must be {spec.described}, not `{_shown(node.value)}`")
+            return _INVALID
         if key.endswith("_seconds") and not _finite(value):
             self.fail(node, f"`{key}` must be a finite number of seconds, not `{_shown(node.value)}`")
-            return None
+            return _INVALID
         if isinstance(value, str) and "\0" in value:
             self.fail(node, f"`{key}` contains a NUL character; remove it")
-            return None
+            return _INVALID
         return value
 
-    def devices(self, node: yaml.Node) -> tuple[Device, ...] | None:
+    def devices(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:
             return ()
         if not isinstance(node, yaml.MappingNode):
             self.fail(node, '`devices` must be a mapping of MAC address to name, e.g. "A4:C1:38:12:34:56": kitchen')
-            return None
+            return _INVALID
         devices: list[Device] = []
         macs: dict[str, int] = {}
         names: dict[str, int] = {}
@@ -237,23 +339,23 @@ class _Validator:
         return tuple(devices)
 
     def device_entry(self, mac: str, node: yaml.Node) -> tuple[str | None, bytes | None]:
-        if isinstance(node, yaml.MappingNode):
-            fields: dict[str, yaml.Node] = {}
-            for k, v in node.value:
-                if not isinstance(k, yaml.ScalarNode) or k.value not in ("name", "bindkey"):
-                    key = _shown(k.value) if isinstance(k, yaml.ScalarNode) else "?"
-                    self.fail(k, f"device {mac}: unknown key `{key}`; a device takes `name` and `bindkey`")
-                elif k.value in fields:
-                    self.fail(k, f"device {mac}: `{k.value}` is given twice; keep one")
-                else:
-                    fields[k.value] = v
-            if "name" not in fields:
-                self.fail(node, f"device {mac} has no `name`; add `name: <a name>`")
-                return None, None
-            name = self.device_name(mac, fields["name"])
-            bindkey = self.bindkey(mac, fields["bindkey"]) if "bindkey" in fields else None
-            return name, bindkey
-        return self.device_name(mac, node), None
+        if not isinstance(node, yaml.MappingNode):
+            return self.device_name(mac, node), None
+        fields: dict[str, yaml.Node] = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode) or k.value not in ("name", "bindkey"):
+                key = _shown(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+                self.fail(k, f"device {mac}: unknown key `{key}`; a device takes `name` and `bindkey`")
+            elif k.value in fields:
+                self.fail(k, f"device {mac}: `{k.value}` is given twice; keep one")
+            else:
+                fields[k.value] = v
+        if "name" not in fields:
+            self.fail(node, f"device {mac} has no `name`; add `name: <a name>`")
+            return None, None
+        name = self.device_name(mac, fields["name"])
+        bindkey = self.bindkey(mac, fields["bindkey"]) if "bindkey" in fields else None
+        return name, bindkey
 
     def device_name(self, mac: str, node: yaml.Node) -> str | None:
         if not isinstance(node, yaml.ScalarNode):
@@ -275,67 +377,8 @@ class _Validator:
             return None
         return bytes.fromhex(text)
 
-    def checked(self, values: dict[str, Any], lines: dict[str, int], root: yaml.Node) -> Config:
-        """Apply defaults, then the checks that involve more than one key."""
-        merged = {k: v for k, v in values.items() if v is not None or k == "listen_address"}
-        if values.get("devices") is None:
-            merged.pop("devices", None)
-        cfg_values: dict[str, Any] = {k: getattr(_DEFAULTS, k) for k in KEYS}
-        cfg_values.update(merged)
 
-        def at(key: str) -> str:
-            return f"{self.path}:{lines.get(key, root.start_mark.line + 1)}"
-
-        interval = cfg_values["scan_interval_seconds"]
-        duration = cfg_values["scan_duration_seconds"]
-        if "scan_interval_seconds" in merged and interval <= 0:
-            self.problems.append(f"{at('scan_interval_seconds')}: scan_interval_seconds must be above 0, e.g. 30")
-        if "scan_duration_seconds" in merged and duration <= 0:
-            self.problems.append(f"{at('scan_duration_seconds')}: scan_duration_seconds must be above 0, e.g. 5")
-        elif interval > 0 and duration > interval:
-            self.problems.append(
-                f"{at('scan_duration_seconds')}: scan_duration_seconds ({duration}) is longer than "
-                f"scan_interval_seconds ({interval}); make it at most the interval"
-            )
-        port = cfg_values["listen_port"]
-        if not 1 <= port <= 65535:
-            self.problems.append(
-                f"{at('listen_port')}: listen_port {_shown(str(port))} is not a TCP port; use 1-65535, e.g. 8000"
-            )
-        if cfg_values["scan_mode"] not in SCAN_MODES:
-            mode = _shown(cfg_values["scan_mode"])
-            self.problems.append(f"{at('scan_mode')}: scan_mode `{mode}` is not one of {', '.join(SCAN_MODES)}")
-        if cfg_values["watchdog_silent_scans"] < 0:
-            self.problems.append(f"{at('watchdog_silent_scans')}: watchdog_silent_scans must be 0 (off) or more")
-        if not str(cfg_values["log_file"]).strip():
-            self.problems.append(f"{at('log_file')}: log_file is empty; give a file path")
-        if not _ADAPTER.match(str(cfg_values["adapter"])):
-            self.problems.append(
-                f"{at('adapter')}: adapter `{_shown(str(cfg_values['adapter']))}` is not an adapter name; "
-                "use one like hci0 (see `bluetoothctl list` or `ls /sys/class/bluetooth`)"
-            )
-        address = cfg_values["listen_address"]
-        if address is not None and address not in ("", "localhost"):
-            try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                self.problems.append(
-                    f"{at('listen_address')}: listen_address `{_shown(address)}` is not an IP address; "
-                    "use 0.0.0.0 (all IPv4), :: (all) or one of this machine's addresses"
-                )
-        return Config(**cfg_values, path=self.path, lines=lines)
-
-
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "scan_interval_seconds": ((int, float), "a number of seconds"),
-    "scan_duration_seconds": ((int, float), "a number of seconds"),
-    "log_file": ((str,), "a file path"),
-    "listen_address": ((str,), "an IP address"),
-    "listen_port": ((int,), "a whole number"),
-    "adapter": ((str,), "an adapter name like hci0"),
-    "scan_mode": ((str,), "auto, passive or active"),
-    "watchdog_silent_scans": ((int,), "a whole number"),
-}
+_INVALID = object()  # a value that failed its type check: reported, and the key's default stands meanwhile
 
 
 def _construct(node: yaml.ScalarNode) -> Any:

@@ -28,15 +28,13 @@ import struct
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from .parser import (
-    FORMAT_ATC1441,
-    FORMAT_BTHOME_V1,
-    FORMAT_BTHOME_V2,
-    FORMAT_PVVX,
     UUID_BTHOME_V1,
     UUID_BTHOME_V1_ENCRYPTED,
     UUID_BTHOME_V2,
     UUID_ENVIRONMENTAL_SENSING,
+    Format,
     Reading,
+    mac_bytes,
 )
 
 __all__ = [
@@ -63,8 +61,8 @@ def _need(value: float | None, what: str, fmt: str) -> float:
 
 
 def _mac_bytes(mac: str) -> bytes:
-    raw = bytes.fromhex(mac.replace(":", ""))
-    if len(raw) != 6:
+    raw = mac_bytes(mac)
+    if raw is None:
         raise ValueError(f"not a MAC address: {mac!r}")
     return raw
 
@@ -147,7 +145,7 @@ def seal_bthome_v2(
         head = _mac_bytes(payload_mac)[::-1]
     info |= 0x01
     nonce_mac = _mac_bytes(payload_mac if payload_mac is not None else mac)
-    sealed = _key(bindkey, FORMAT_BTHOME_V2).encrypt(
+    sealed = _key(bindkey, Format.BTHOME_V2).encrypt(
         nonce_mac + b"\xd2\xfc" + bytes((info,)) + counter_le, plaintext, None
     )
     return bytes((info,)) + head + sealed[:-4] + counter_le + sealed[-4:]
@@ -157,7 +155,7 @@ def seal_bthome_v1(plaintext: bytes, mac: str, bindkey: bytes | None, counter: i
     """Encrypted BTHome v1 service data (UUID 0x181E): nonce MAC ‖ 1E 18 ‖ counter, AAD 0x11."""
     counter_le = _int(counter, 1, 0, 0xFFFFFFFF, "counter").to_bytes(4, "little")
     nonce = _mac_bytes(mac) + b"\x1e\x18" + counter_le
-    sealed = _key(bindkey, FORMAT_BTHOME_V1).encrypt(nonce, plaintext, b"\x11")
+    sealed = _key(bindkey, Format.BTHOME_V1).encrypt(nonce, plaintext, b"\x11")
     return sealed[:-4] + counter_le + sealed[-4:]
 
 
@@ -176,7 +174,7 @@ def seal_pvvx(plaintext: bytes, mac: str, bindkey: bytes | None, counter: int) -
 
 
 def _pvvx(reading: Reading, mac: str, bindkey: bytes | None, counter: int) -> bytes:
-    fmt = FORMAT_PVVX
+    fmt = Format.PVVX
     temp = _int(_need(reading.temperature, "temperature", fmt), 100, -32768, 32767, "temperature")
     hum = _int(_need(reading.humidity, "humidity", fmt), 100, 0, 65535, "humidity")
     batt = _int(_need(reading.battery, "battery", fmt), 1, 0, 255, "battery")
@@ -192,7 +190,7 @@ def _pvvx(reading: Reading, mac: str, bindkey: bytes | None, counter: int) -> by
 
 
 def _atc1441(reading: Reading, mac: str, bindkey: bytes | None, counter: int) -> bytes:
-    fmt = FORMAT_ATC1441
+    fmt = Format.ATC1441
     temperature = _need(reading.temperature, "temperature", fmt)
     humidity = _need(reading.humidity, "humidity", fmt)
     batt = _need(reading.battery, "battery", fmt)
@@ -227,21 +225,21 @@ def encode(reading: Reading, mac: str, bindkey: bytes | None = None, counter: in
     `reading.encrypted` (the counter of a Reading is ignored; pass it here).
     """
     fmt = reading.format
-    if fmt == FORMAT_BTHOME_V2:
+    if fmt == Format.BTHOME_V2:
         objects = _bthome_v2_objects(reading, with_packet_id=not reading.encrypted)
         if reading.encrypted:
             return UUID_BTHOME_V2, seal_bthome_v2(objects, mac, bindkey, counter, payload_mac=reading.mac)
         if reading.mac is None:
             return UUID_BTHOME_V2, b"\x40" + objects
         return UUID_BTHOME_V2, b"\x42" + _mac_bytes(reading.mac)[::-1] + objects
-    if fmt == FORMAT_BTHOME_V1:
+    if fmt == Format.BTHOME_V1:
         objects = _bthome_v1_objects(reading, with_packet_id=not reading.encrypted)
         if reading.encrypted:
             return UUID_BTHOME_V1_ENCRYPTED, seal_bthome_v1(objects, mac, bindkey, counter)
         return UUID_BTHOME_V1, objects
-    if fmt == FORMAT_PVVX:
+    if fmt == Format.PVVX:
         return UUID_ENVIRONMENTAL_SENSING, _pvvx(reading, mac, bindkey, counter)
-    if fmt == FORMAT_ATC1441:
+    if fmt == Format.ATC1441:
         return UUID_ENVIRONMENTAL_SENSING, _atc1441(reading, mac, bindkey, counter)
     raise ValueError(f"unknown format {fmt!r}")
 

@@ -12,14 +12,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ble_exporter.config import Device
-from ble_exporter.parser import FORMAT_BTHOME_V1, FORMAT_BTHOME_V2, SERVICE_UUIDS, NotDecodable, Reading, parse
+from ble_exporter.devices import Device
+from ble_exporter.parser import SERVICE_UUIDS, Format, NotDecodable, Reading, Reason, parse
 
 log = logging.getLogger(__name__)
 
-# Rejections decided here rather than in the parser (they need per-device history).
-REJECT_REPLAY = "replay"
-REJECT_DOWNGRADE = "downgrade"
 # Encryption counter resets (battery change, reflash) are accepted when the new counter is this small,
 # or when the device has not been accepted for RESET_AFTER_SECONDS: other receivers lose a sensor
 # forever by rejecting every packet after a reset (bthome-ble #116).
@@ -29,42 +26,61 @@ RESET_AFTER_SECONDS = 3600.0
 # atc1441 carry an 8-bit measurement count that wraps every 256 measurements and repeats across the
 # adverts of one measurement, so it can't tell a replay from a resend; their AES-CCM tag still
 # authenticates every packet.
-COUNTER_FORMATS = frozenset({FORMAT_BTHOME_V2, FORMAT_BTHOME_V1})
+COUNTER_FORMATS = frozenset({Format.BTHOME_V2, Format.BTHOME_V1})
+HISTORY_SECONDS = 600.0
+HISTORY_MAX = 1024  # entries per device, whatever the advert rate (a fast or spoofed sender, a soak)
 
 
-@dataclass(slots=True)
-class LiveState:
-    """What is known of one device, updated per advert (the watch view reads this)."""
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What is known of a device over some packets: over one scan (the window, then its snapshot) or
+    since start-up (the live state the watch view reads). Immutable, so a published snapshot is too."""
 
-    mac: str
-    name: str | None  # None: not in the config (only tracked when the engine keeps unknown devices)
     temperature: float | None = None
     humidity: float | None = None
     battery: int | None = None
     voltage: float | None = None
     rssi: int | None = None
-    format: str | None = None
+    format: Format | None = None
     encrypted: bool = False
     last_seen: float | None = None
     packets: int = 0
+
+    def merged(self, r: Reading, rssi: int | None, now: float) -> Readings:
+        """One more packet overlaid: a field the packet lacks keeps its value (pvvx sends temperature
+        and voltage in separate packets)."""
+        return Readings(
+            self.temperature if r.temperature is None else r.temperature,
+            self.humidity if r.humidity is None else r.humidity,
+            self.battery if r.battery is None else r.battery,
+            self.voltage if r.voltage is None else r.voltage,
+            self.rssi if rssi is None else rssi,
+            r.format,
+            r.encrypted,
+            now,
+            self.packets + 1,
+        )
+
+
+NOTHING_HEARD = Readings()
+
+
+@dataclass(slots=True)
+class LiveState:
+    """One device since start-up, updated per advert (the watch view reads this)."""
+
+    mac: str
+    name: str | None  # None: not in the config (only tracked when the engine keeps unknown devices)
+    readings: Readings = NOTHING_HEARD
     history: list[tuple[float, float]] = field(default_factory=list)  # (time, temperature) for trends
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceSnapshot:
-    """One device's merged readings from one scan."""
+    """One configured device's readings merged over one scan."""
 
-    mac: str
-    name: str
-    last_seen: float
-    packets: int
-    rssi: int | None
-    format: str | None
-    encrypted: bool
-    temperature: float | None
-    humidity: float | None
-    battery: int | None
-    voltage: float | None
+    device: Device
+    readings: Readings
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,41 +93,27 @@ class Snapshot:
 
 
 @dataclass(slots=True)
-class _Window:
-    """Fields merged over one scan; a packet's missing fields never erase another packet's values."""
-
-    last_seen: float = 0.0
-    packets: int = 0
-    rssi: int | None = None
-    format: str | None = None
-    encrypted: bool = False
-    temperature: float | None = None
-    humidity: float | None = None
-    battery: int | None = None
-    voltage: float | None = None
-
-
-@dataclass(slots=True)
 class Counters:
     adverts_received: int = 0  # every advert the scanner reported, configured device or not
     adverts_decoded: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    rejected: dict[Reason, int] = field(default_factory=dict)
     scans: int = 0
 
 
 @dataclass(slots=True)
 class ScanHealth:
-    """How the scanner is doing, as the cycle runner sees it (for /status and the watch header)."""
+    """How the scanner is doing, as the scan cycle sees it (for /metrics, /status and the watch header)."""
 
-    mode: str = "starting"  # passive, active or simulated once the first scan started
+    mode: str = "starting"  # a ScanMode once the first scan started
     up: bool = True  # False after `silent` scans in a row heard no advert at all
     silent_scans: int = 0
     restarts: int = 0
-    last_error: str | None = None
+    last_error: str | None = None  # the latest scanner error the process survived (or the one it died of)
+    last_error_time: float | None = None
 
-
-HISTORY_SECONDS = 600.0
-HISTORY_MAX = 1024  # entries per device, whatever the advert rate (a fast or spoofed sender, a soak)
+    def note_error(self, message: str, now: float) -> None:
+        self.last_error = message
+        self.last_error_time = now
 
 
 class ScanEngine:
@@ -124,11 +126,11 @@ class ScanEngine:
         self.health = ScanHealth()
         self.snapshot = Snapshot()
         self.last_advert: float | None = None  # any advert at all, configured or not
-        self._window: dict[str, _Window] = {}
+        self._window: dict[str, Readings] = {}
         self._window_started: float | None = None
         self._adverts_in_window = 0
         self._last_counter: dict[str, tuple[int, float]] = {}  # mac -> (counter, time accepted)
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, Reason]] = set()
 
     # -- the hot path -------------------------------------------------------------------------------
 
@@ -151,25 +153,23 @@ class ScanEngine:
 
     def _ingest_configured(self, device: Device, rssi: int | None, result: Reading | NotDecodable, now: float) -> None:
         if isinstance(result, NotDecodable):
-            self._reject(device, result.reason, now)
+            self._reject(device, result.reason)
             return
         if device.bindkey is not None:
             if not result.encrypted:
-                self._reject(device, REJECT_DOWNGRADE, now)
+                self._reject(device, Reason.DOWNGRADE)
                 return
             if (
                 result.counter is not None
                 and result.format in COUNTER_FORMATS
                 and not self._counter_ok(device.mac, result.counter, now)
             ):
-                self._reject(device, REJECT_REPLAY, now)
+                self._reject(device, Reason.REPLAY)
                 return
         self.counters.adverts_decoded += 1
-        window = self._window.get(device.mac)
-        if window is None:
-            window = self._window[device.mac] = _Window()
-        _merge(window, result, rssi, now)
-        _update_live(self.live[device.mac], result, rssi, now)
+        mac = device.mac
+        self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
+        _update_live(self.live[mac], result, rssi, now)
 
     def _ingest_unknown(self, mac: str, rssi: int | None, result: Reading | NotDecodable, now: float) -> None:
         if isinstance(result, NotDecodable):
@@ -193,7 +193,7 @@ class ScanEngine:
             return True
         return False
 
-    def _reject(self, device: Device, reason: str, now: float) -> None:
+    def _reject(self, device: Device, reason: Reason) -> None:
         rejected = self.counters.rejected
         rejected[reason] = rejected.get(reason, 0) + 1
         if (device.mac, reason) in self._warned:
@@ -216,23 +216,7 @@ class ScanEngine:
     def close_window(self, now: float) -> Snapshot:
         """Publish the open window as the new snapshot, replacing the previous one at once."""
         window = self._window
-        devices = tuple(
-            DeviceSnapshot(
-                mac=d.mac,
-                name=d.name,
-                last_seen=w.last_seen,
-                packets=w.packets,
-                rssi=w.rssi,
-                format=w.format,
-                encrypted=w.encrypted,
-                temperature=w.temperature,
-                humidity=w.humidity,
-                battery=w.battery,
-                voltage=w.voltage,
-            )
-            for d in self.devices
-            if (w := window.get(d.mac)) is not None
-        )
+        devices = tuple(DeviceSnapshot(d, r) for d in self.devices if (r := window.get(d.mac)) is not None)
         self.snapshot = Snapshot(started=self._window_started, ended=now, devices=devices)
         self.counters.scans += 1
         self._window = {}
@@ -246,34 +230,16 @@ class ScanEngine:
 
 
 _EXPLAIN = {
-    REJECT_DOWNGRADE: "plaintext packet from a device that has a bindkey (possible spoofing, or encryption "
+    Reason.DOWNGRADE: "plaintext packet from a device that has a bindkey (possible spoofing, or encryption "
     "was turned off in the firmware: remove the bindkey from the config if so)",
-    REJECT_REPLAY: "encryption counter did not increase (replayed or duplicated packet)",
-    "encrypted_no_key": "the packet is encrypted but the config has no bindkey for this device; add `bindkey:`",
-    "decrypt_failed": "decryption failed: the bindkey in the config is probably wrong for this device",
+    Reason.REPLAY: "encryption counter did not increase (replayed or duplicated packet)",
+    Reason.ENCRYPTED_NO_KEY: "the packet is encrypted but the config has no bindkey for this device; add `bindkey:`",
+    Reason.DECRYPT_FAILED: "decryption failed: the bindkey in the config is probably wrong for this device",
 }
 
 
-def _merge(target: _Window | LiveState, r: Reading, rssi: int | None, now: float) -> None:
-    """Overlay one packet on what is known: pvvx sends temperature and voltage in separate packets."""
-    target.last_seen = now
-    target.packets += 1
-    target.format = r.format
-    target.encrypted = r.encrypted
-    if rssi is not None:
-        target.rssi = rssi
-    if r.temperature is not None:
-        target.temperature = r.temperature
-    if r.humidity is not None:
-        target.humidity = r.humidity
-    if r.battery is not None:
-        target.battery = r.battery
-    if r.voltage is not None:
-        target.voltage = r.voltage
-
-
 def _update_live(state: LiveState, r: Reading, rssi: int | None, now: float) -> None:
-    _merge(state, r, rssi, now)
+    state.readings = state.readings.merged(r, rssi, now)
     if r.temperature is not None:
         history = state.history
         history.append((now, r.temperature))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import gc
 import logging
@@ -22,10 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ble_exporter import __version__, sdnotify
-from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, Device, load_config
+from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, load_config
+from ble_exporter.core import Core
 from ble_exporter.engine import ScanEngine
 from ble_exporter.logger import LogFileError, setup_logging
-from ble_exporter.scanner import ScanError, make_scanner, run_cycles
+from ble_exporter.scanner import ScanError
 
 log = logging.getLogger("ble_exporter")
 
@@ -99,18 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LogFileError as e:
         where = "--log-file" if args.log_file else cfg.where("log_file")
         raise ConfigError([f"{where}: {e}; choose a writable path or create the directory"]) from None
-    devices = cfg.devices
-    if not devices:
+    if not cfg.devices:
         log.warning(
             "no devices in %s: add your thermometers under `devices:` (find them with `ble-exporter watch --all`)",
             cfg.path,
         )
-        if args.simulate:
-            from ble_exporter.simulator import DEMO_DEVICES
-
-            devices = DEMO_DEVICES
-    log.info("ble-exporter %s starting: %d devices, config %s", __version__, len(devices), cfg.path)
-    return asyncio.run(_run(cfg, devices, args.simulate))
+    return asyncio.run(_run(cfg, args.simulate))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -141,15 +135,25 @@ def status_document(engine: ScanEngine, cfg: Config, started: float, now: float)
         "uptime_seconds": round(now - started, 1),
         "adapter": cfg.adapter,
         "scan_mode": health.mode,
-        "scanner": {"up": health.up, "restarts": health.restarts, "last_error": health.last_error},
+        "scanner": {
+            "up": health.up,
+            "restarts": health.restarts,
+            "last_error": health.last_error,
+            "last_error_timestamp": None if health.last_error_time is None else int(health.last_error_time),
+        },
         "devices": [
-            {"name": d.name, "mac": d.mac, "last_seen_timestamp": int(d.last_seen), "format": d.format}
+            {
+                "name": d.device.name,
+                "mac": d.device.mac,
+                "last_seen_timestamp": int(d.readings.last_seen or 0),
+                "format": d.readings.format,
+            }
             for d in snapshot.devices
         ],
     }
 
 
-async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
+async def _run(cfg: Config, simulate: bool) -> int:
     from ble_exporter.exporter import make_app, serve
     from ble_exporter.metrics import build_registry
 
@@ -158,10 +162,9 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started_at = time.time()
-    engine = ScanEngine(devices)
-    # Real sensors advertise every 2.5 s; a shorter scan (tests, soaks) gets faster simulated sensors so
-    # that each scan still hears both of a sensor's packets.
-    scanner = make_scanner(cfg, devices, engine, simulate, advert_interval=min(2.5, cfg.scan_duration_seconds / 3))
+    core = Core(cfg, simulate=simulate)
+    engine = core.engine
+    log.info("ble-exporter %s starting: %d devices, config %s", __version__, len(core.devices), cfg.path)
     app = make_app(
         build_registry(engine),
         lambda: status_document(engine, cfg, started_at, time.time()),
@@ -176,22 +179,10 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
             fix = "listen_address must be an address of this machine (`ip addr`); change listen_address"
         error(f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); {fix} in {cfg.path}")
         return EXIT_LISTEN
-    scanning = asyncio.Event()
-    cycles = loop.create_task(
-        run_cycles(
-            engine,
-            scanner,
-            cfg.scan_interval_seconds,
-            cfg.scan_duration_seconds,
-            stop,
-            silent_scans_before_restart=cfg.watchdog_silent_scans,
-            started=scanning,
-        )
-    )
+    core.start(stop)
     watchdog = loop.create_task(_ping_watchdog())
     try:
-        await asyncio.wait([cycles, loop.create_task(scanning.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if scanning.is_set():
+        if await core.wait_started():
             gc.freeze()  # start-up's objects live forever: keep them out of the full collections
             sdnotify.notify("READY=1")
             log.info(
@@ -201,18 +192,15 @@ async def _run(cfg: Config, devices: Sequence[Device], simulate: bool) -> int:
                 cfg.adapter,
                 engine.health.mode,
             )
-        await cycles
+        await core.cycles
     except ScanError as e:
-        engine.health.last_error = str(e)
+        engine.health.note_error(str(e), time.time())
         error(str(e))
         return EXIT_BLUETOOTH
     finally:
         sdnotify.notify("STOPPING=1")
         watchdog.cancel()
-        if not cycles.done():
-            cycles.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ScanError):
-            await cycles
+        await core.finish()
         await http.close()
     log.info("stopped")
     return EXIT_OK

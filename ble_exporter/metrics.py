@@ -15,10 +15,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from ble_exporter import __version__
-from ble_exporter.engine import DeviceSnapshot, ScanEngine
+from ble_exporter.engine import Readings, ScanEngine
 
 # (name, help, value of a device snapshot); a device gets a sample only where the value is known.
-SENSOR_GAUGES: tuple[tuple[str, str, Callable[[DeviceSnapshot], float | None]], ...] = (
+SENSOR_GAUGES: tuple[tuple[str, str, Callable[[Readings], float | None]], ...] = (
     (
         "ble_sensor_temperature_celsius",
         "Temperature last advertised in the latest scan.",
@@ -66,10 +66,10 @@ def sensor_families(engine: ScanEngine) -> Iterator[Metric]:
     devices = engine.snapshot.devices
     for name, help_text, value_of in SENSOR_GAUGES:
         family = GaugeMetricFamily(name, help_text, labels=["device"])
-        for device in devices:
-            value = value_of(device)
+        for d in devices:
+            value = value_of(d.readings)
             if value is not None:
-                family.add_metric([device.name], value)
+                family.add_metric([d.device.name], value)
         yield family
 
 
@@ -104,7 +104,7 @@ def exporter_families(engine: ScanEngine) -> Iterator[Metric]:
         labels=["reason"],
     )
     for reason, count in sorted(counters.rejected.items()):
-        rejected.add_metric([reason], count)
+        rejected.add_metric([reason.value], count)
     yield rejected
     if snapshot.ended is not None:
         yield _gauge("ble_exporter_last_scan_timestamp_seconds", "Unix time the latest scan ended.", snapshot.ended)

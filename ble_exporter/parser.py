@@ -1,8 +1,7 @@
 """Decoding of thermometer advertisements: bytes in, a Reading or NotDecodable out, never an exception.
 
-CONTRACT (owned by the parser work; engine/scanner/simulator rely on it):
-- parse(uuid16, data, mac, bindkey=None) -> Reading | NotDecodable
-- SERVICE_UUIDS: dict[str, int], bleak's 128-bit service-data keys -> 16-bit UUID for every format decoded
+The engine relies on two names: parse(uuid16, data, mac, bindkey=None) -> Reading | NotDecodable, and
+SERVICE_UUIDS (bleak's 128-bit service-data keys -> the 16-bit UUID of every format decoded).
 
 Formats, dispatched on the 16-bit service-data UUID (``data`` is the service data after the UUID):
 
@@ -38,14 +37,56 @@ import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+class Format(str, Enum):
+    """The advertising formats decoded; the values are what /status, the log and metrics show."""
+
+    __str__ = str.__str__  # the value, in f-strings and %s too (Python 3.11 changed the default)
+
+    BTHOME_V2 = "bthome_v2"
+    BTHOME_V1 = "bthome_v1"
+    PVVX = "pvvx"  # pvvx custom
+    ATC1441 = "atc1441"
+
+
+class Reason(str, Enum):
+    """Why an advert from a configured device gave no reading: the `reason` label of
+    ble_exporter_advertisements_rejected_total. parse() returns the first eight; the engine, which
+    keeps each device's history, decides the last two."""
+
+    __str__ = str.__str__
+
+    UNKNOWN_UUID = "unknown_uuid"
+    """The service-data UUID is none of SERVICE_UUIDS (the scanner should not have passed it on)."""
+    TRUNCATED = "truncated"
+    """The payload ends before its header, its encryption trailer or its first object is complete."""
+    BAD_LENGTH = "bad_length"
+    """The length fits no layout: 0x181A payloads other than 8/11/13/14/15 bytes, anything over 252 bytes
+    (one AD element cannot hold more), a BTHome v1 object whose control byte says length 0."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """BTHome v2 device-info bits 5-7 are not 2."""
+    UNKNOWN_OBJECT = "unknown_object"
+    """The first BTHome v2 object id is not in the spec, so nothing can be decoded."""
+    ENCRYPTED_NO_KEY = "encrypted_no_key"
+    """The packet is encrypted and no bindkey was given for the device."""
+    DECRYPT_FAILED = "decrypt_failed"
+    """Authentication failed: wrong bindkey (or not 16 bytes), tampered or corrupted packet, wrong MAC."""
+    MAC_MISMATCH = "mac_mismatch"
+    """The MAC inside a pvvx/atc1441 payload is not the advertiser's, or `mac` is not a valid address."""
+    REPLAY = "replay"
+    """(engine) An encryption counter that did not increase."""
+    DOWNGRADE = "downgrade"
+    """(engine) A plaintext packet from a device that has a bindkey."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reading:
     """One decoded advertisement; None means the packet did not carry that property."""
 
-    format: str  # one of FORMAT_* names, e.g. "bthome_v2"
+    format: Format
     encrypted: bool = False
     temperature: float | None = None  # °C
     humidity: float | None = None  # %
@@ -61,52 +102,15 @@ class Reading:
 
 @dataclass(frozen=True, slots=True)
 class NotDecodable:
-    """Why a packet gave no reading; `reason` is a short label value for a metric."""
+    """Why a packet gave no reading."""
 
-    reason: str
+    reason: Reason
 
-
-# --- names shown to users and used as metric label values -------------------------------------------
-
-FORMAT_BTHOME_V2 = "bthome_v2"
-FORMAT_BTHOME_V1 = "bthome_v1"
-FORMAT_PVVX = "pvvx"
-FORMAT_ATC1441 = "atc1441"
-FORMATS: tuple[str, ...] = (FORMAT_BTHOME_V2, FORMAT_BTHOME_V1, FORMAT_PVVX, FORMAT_ATC1441)
-
-REASON_UNKNOWN_UUID = "unknown_uuid"
-"""The service-data UUID is none of SERVICE_UUIDS (the scanner should not have passed it on)."""
-REASON_TRUNCATED = "truncated"
-"""The payload ends before its header, its encryption trailer or its first object is complete."""
-REASON_BAD_LENGTH = "bad_length"
-"""The length fits no layout: 0x181A payloads other than 8/11/13/14/15 bytes, anything over 252 bytes
-(one AD element cannot hold more), a BTHome v1 object whose control byte says length 0."""
-REASON_UNSUPPORTED_VERSION = "unsupported_version"
-"""BTHome v2 device-info bits 5-7 are not 2."""
-REASON_UNKNOWN_OBJECT = "unknown_object"
-"""The first BTHome v2 object id is not in the spec, so nothing can be decoded."""
-REASON_ENCRYPTED_NO_KEY = "encrypted_no_key"
-"""The packet is encrypted and no bindkey was given for the device."""
-REASON_DECRYPT_FAILED = "decrypt_failed"
-"""Authentication failed: wrong bindkey (or not 16 bytes), tampered or corrupted packet, wrong MAC."""
-REASON_MAC_MISMATCH = "mac_mismatch"
-"""The MAC inside a pvvx/atc1441 payload is not the advertiser's, or `mac` is not a valid address."""
-
-REASONS: tuple[str, ...] = (
-    REASON_UNKNOWN_UUID,
-    REASON_TRUNCATED,
-    REASON_BAD_LENGTH,
-    REASON_UNSUPPORTED_VERSION,
-    REASON_UNKNOWN_OBJECT,
-    REASON_ENCRYPTED_NO_KEY,
-    REASON_DECRYPT_FAILED,
-    REASON_MAC_MISMATCH,
-)
 
 # One immutable instance per reason: a rejected packet allocates nothing.
-_ND: dict[str, NotDecodable] = {reason: NotDecodable(reason) for reason in REASONS}
+_ND: dict[Reason, NotDecodable] = {reason: NotDecodable(reason) for reason in Reason}
 
-# --- UUIDs ---------------------------------------------------------------------------------------------
+# --- UUIDs and addresses -------------------------------------------------------------------------------
 
 UUID_BTHOME_V2 = 0xFCD2
 UUID_BTHOME_V1 = 0x181C
@@ -115,7 +119,7 @@ UUID_ENVIRONMENTAL_SENSING = 0x181A  # pvvx custom and atc1441
 
 
 def uuid128(uuid16: int) -> str:
-    """bleak's lower-case 128-bit form of a 16-bit SIG UUID."""
+    """bleak's lower-case 128-bit form of a 16-bit SIG UUID (its key for service data)."""
     return f"0000{uuid16:04x}-0000-1000-8000-00805f9b34fb"
 
 
@@ -125,6 +129,18 @@ SERVICE_UUIDS: dict[str, int] = {
 
 MAX_PAYLOAD = 252
 """An AD element is at most 255 bytes after its length byte: type (1) + UUID (2) + 252 bytes of data."""
+
+
+def mac_bytes(mac: str) -> bytes | None:
+    """'A4:C1:38:AA:BB:CC' -> 6 bytes in display order; None if it is not such an address."""
+    if len(mac) != 17:
+        return None
+    try:
+        raw = bytes.fromhex(mac.replace(":", ""))
+    except ValueError:
+        return None
+    return raw if len(raw) == 6 else None
+
 
 # --- BTHome object table -----------------------------------------------------------------------------
 
@@ -294,7 +310,7 @@ _V1_EXPORTERS: dict[int, tuple[int, Converter]] = {
 _FLOAT_STRUCTS = {2: struct.Struct("<e"), 4: struct.Struct("<f"), 8: struct.Struct("<d")}
 
 
-def _walk_v2(data: bytes, pos: int, vals: list[Any]) -> tuple[int, str | None]:
+def _walk_v2(data: bytes, pos: int, vals: list[Any]) -> tuple[int, Reason | None]:
     """Walk BTHome v2 objects from `pos`; return (complete objects seen, reason the walk stopped early)."""
     n = len(data)
     count = 0
@@ -302,16 +318,16 @@ def _walk_v2(data: bytes, pos: int, vals: list[Any]) -> tuple[int, str | None]:
         oid = data[pos]
         size = _V2_SIZES[oid]
         if size == 0:
-            return count, REASON_UNKNOWN_OBJECT
+            return count, Reason.UNKNOWN_OBJECT
         start = pos + 1
         if size == VARIABLE:
             if start >= n:
-                return count, REASON_TRUNCATED
+                return count, Reason.TRUNCATED
             start += 1
             size = data[start - 1]
         end = start + size
         if end > n:
-            return count, REASON_TRUNCATED
+            return count, Reason.TRUNCATED
         exporter = _V2_EXPORTERS[oid]
         if exporter is not None:
             slot, unpack, convert = exporter
@@ -322,7 +338,7 @@ def _walk_v2(data: bytes, pos: int, vals: list[Any]) -> tuple[int, str | None]:
     return count, None
 
 
-def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, str | None]:
+def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, Reason | None]:
     """Walk BTHome v1 objects `[ctrl][id][value]`; ctrl bits 5-7 format, bits 0-4 length incl. the id."""
     n = len(data)
     pos = 0
@@ -331,10 +347,10 @@ def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, str | None]:
         ctrl = data[pos]
         length = ctrl & 0x1F  # bits 0-4
         if length == 0:
-            return count, REASON_BAD_LENGTH
+            return count, Reason.BAD_LENGTH
         end = pos + 1 + length
         if end > n:
-            return count, REASON_TRUNCATED
+            return count, Reason.TRUNCATED
         exporter = _V1_EXPORTERS.get(data[pos + 1])
         vlen = length - 1
         if exporter is not None and 1 <= vlen <= 8:
@@ -355,31 +371,22 @@ def _walk_v1(data: bytes, vals: list[Any]) -> tuple[int, str | None]:
     return count, None
 
 
-def _reading(fmt: str, encrypted: bool, vals: list[Any], counter: int | None = None, mac: str | None = None) -> Reading:
+def _reading(
+    fmt: Format, encrypted: bool, vals: list[Any], counter: int | None = None, mac: str | None = None
+) -> Reading:
     return Reading(
-        fmt,
-        encrypted,
-        vals[_T],
-        vals[_H],
-        vals[_B],
-        vals[_V],
-        vals[_PID],
-        counter,
-        mac,
-        vals[_PWR],
-        vals[_OPN],
+        format=fmt,
+        encrypted=encrypted,
+        temperature=vals[_T],
+        humidity=vals[_H],
+        battery=vals[_B],
+        voltage=vals[_V],
+        packet_id=vals[_PID],
+        counter=counter,
+        mac=mac,
+        power=vals[_PWR],
+        opening=vals[_OPN],
     )
-
-
-def _mac_bytes(mac: str) -> bytes | None:
-    """'A4:C1:38:AA:BB:CC' -> 6 bytes in display order, None if it is not such an address."""
-    if len(mac) != 17:
-        return None
-    try:
-        raw = bytes.fromhex(mac.replace(":", ""))
-    except ValueError:
-        return None
-    return raw if len(raw) == 6 else None
 
 
 def _same_mac(payload_mac: str, mac: str) -> bool:
@@ -396,23 +403,18 @@ def _crypto() -> tuple[Any, type[Exception]]:
     return AESCCM, InvalidTag
 
 
-# bindkey -> AES-CCM context: made once per key, not per packet. Bounded, as parse() takes any key.
-_CIPHERS: dict[bytes, Any] = {}
-_MAX_CIPHERS = 64
+@functools.lru_cache(maxsize=64)  # bounded: parse() takes any key
+def _cipher(bindkey: bytes) -> Any:
+    """The AES-CCM context of a bindkey, made once per key rather than per packet."""
+    return _crypto()[0](bindkey, tag_length=4)
 
 
 def _decrypt(bindkey: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes | None) -> bytes | None:
     """AES-CCM with a 4-byte tag; None when the tag does not verify or the key is not 16 bytes."""
-    cipher = _CIPHERS.get(bindkey) if type(bindkey) is bytes else None
-    if cipher is None:
-        if len(bindkey) != 16:
-            return None
-        if len(_CIPHERS) >= _MAX_CIPHERS:
-            _CIPHERS.clear()
-        bindkey = bytes(bindkey)
-        cipher = _CIPHERS[bindkey] = _crypto()[0](bindkey, tag_length=4)
+    if len(bindkey) != 16:
+        return None
     try:
-        result: bytes = cipher.decrypt(nonce, ciphertext_and_tag, aad)
+        result: bytes = _cipher(bytes(bindkey)).decrypt(nonce, ciphertext_and_tag, aad)
     except _crypto()[1]:
         return None
     return result
@@ -426,15 +428,15 @@ _V2_UUID_LE = b"\xd2\xfc"
 def _parse_bthome_v2(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
     n = len(data)
     if n == 0:
-        return _ND[REASON_TRUNCATED]
+        return _ND[Reason.TRUNCATED]
     info = data[0]
     if info >> 5 != 2:  # bits 5-7: BTHome version
-        return _ND[REASON_UNSUPPORTED_VERSION]
+        return _ND[Reason.UNSUPPORTED_VERSION]
     pos = 1
     payload_mac: str | None = None
     if info & 0x02:  # bit 1: MAC included (6 bytes, reversed) - bthome-ble's use of the reserved bit
         if n < 7:
-            return _ND[REASON_TRUNCATED]
+            return _ND[Reason.TRUNCATED]
         payload_mac = data[6:0:-1].hex(":").upper()
         pos = 7
     vals: list[Any] = [None] * len(_FIELDS)
@@ -442,25 +444,25 @@ def _parse_bthome_v2(data: bytes, mac: str, bindkey: bytes | None) -> Reading | 
         count, stop = _walk_v2(data, pos, vals)
         if stop is not None and count == 0:
             return _ND[stop]
-        return _reading(FORMAT_BTHOME_V2, False, vals, None, payload_mac)
+        return _reading(Format.BTHOME_V2, False, vals, None, payload_mac)
 
     # Encrypted: info [mac] ciphertext counter(4, LE) MIC(4); nonce = MAC ‖ D2 FC ‖ info ‖ counter; no AAD.
     if n < pos + 8:
-        return _ND[REASON_TRUNCATED]
+        return _ND[Reason.TRUNCATED]
     if bindkey is None:
-        return _ND[REASON_ENCRYPTED_NO_KEY]
-    nonce_mac = data[6:0:-1] if payload_mac is not None else _mac_bytes(mac)
+        return _ND[Reason.ENCRYPTED_NO_KEY]
+    nonce_mac = data[6:0:-1] if payload_mac is not None else mac_bytes(mac)
     if nonce_mac is None:
-        return _ND[REASON_MAC_MISMATCH]
+        return _ND[Reason.MAC_MISMATCH]
     counter_bytes = data[n - 8 : n - 4]
     nonce = nonce_mac + _V2_UUID_LE + data[0:1] + counter_bytes
     plain = _decrypt(bindkey, nonce, data[pos : n - 8] + data[n - 4 :], None)
     if plain is None:
-        return _ND[REASON_DECRYPT_FAILED]
+        return _ND[Reason.DECRYPT_FAILED]
     count, stop = _walk_v2(plain, 0, vals)
     if stop is not None and count == 0:
         return _ND[stop]
-    return _reading(FORMAT_BTHOME_V2, True, vals, int.from_bytes(counter_bytes, "little"), payload_mac)
+    return _reading(Format.BTHOME_V2, True, vals, int.from_bytes(counter_bytes, "little"), payload_mac)
 
 
 # --- BTHome v1 -----------------------------------------------------------------------------------------
@@ -474,7 +476,7 @@ def _finish_v1(data: bytes, encrypted: bool, counter: int | None) -> Reading | N
     count, stop = _walk_v1(data, vals)
     if stop is not None and count == 0:
         return _ND[stop]
-    return _reading(FORMAT_BTHOME_V1, encrypted, vals, counter)
+    return _reading(Format.BTHOME_V1, encrypted, vals, counter)
 
 
 def _parse_bthome_v1(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NotDecodable:
@@ -485,17 +487,17 @@ def _parse_bthome_v1_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> 
     # ciphertext ‖ counter(4, LE) ‖ MIC(4); nonce = MAC ‖ 1E 18 ‖ counter; AAD 0x11.
     n = len(data)
     if n < 8:
-        return _ND[REASON_TRUNCATED]
+        return _ND[Reason.TRUNCATED]
     if bindkey is None:
-        return _ND[REASON_ENCRYPTED_NO_KEY]
-    mac_raw = _mac_bytes(mac)
+        return _ND[Reason.ENCRYPTED_NO_KEY]
+    mac_raw = mac_bytes(mac)
     if mac_raw is None:
-        return _ND[REASON_MAC_MISMATCH]
+        return _ND[Reason.MAC_MISMATCH]
     counter_bytes = data[n - 8 : n - 4]
     nonce = mac_raw + _V1_ENC_UUID_LE + counter_bytes
     plain = _decrypt(bindkey, nonce, data[: n - 8] + data[n - 4 :], _V1_AAD)
     if plain is None:
-        return _ND[REASON_DECRYPT_FAILED]
+        return _ND[Reason.DECRYPT_FAILED]
     return _finish_v1(plain, True, int.from_bytes(counter_bytes, "little"))
 
 
@@ -510,7 +512,7 @@ _PVVX_AAD = b"\x11"
 def _parse_custom(data: bytes, mac: str) -> Reading | NotDecodable:
     payload_mac = data[5::-1].hex(":").upper()  # MAC LSB first
     if not _same_mac(payload_mac, mac):
-        return _ND[REASON_MAC_MISMATCH]
+        return _ND[Reason.MAC_MISMATCH]
     temp, hum, mv, batt, count = _CUSTOM.unpack_from(data, 6)
     flags: int | None = None
     power: bool | None = None
@@ -520,27 +522,33 @@ def _parse_custom(data: bytes, mac: str) -> Reading | NotDecodable:
         power = bool(flags & 0x02)  # bit 1: GPIO_TRG output value
         opening = bool(flags & 0x01)  # bit 0: reed switch input
     return Reading(
-        FORMAT_PVVX,
-        False,
-        temp / 100,
-        hum / 100,
-        batt,
-        mv / 1000,
-        count,
-        None,
-        payload_mac,
-        power,
-        opening,
-        flags,
+        format=Format.PVVX,
+        temperature=temp / 100,
+        humidity=hum / 100,
+        battery=batt,
+        voltage=mv / 1000,
+        packet_id=count,
+        mac=payload_mac,
+        power=power,
+        opening=opening,
+        flags=flags,
     )
 
 
 def _parse_atc1441(data: bytes, mac: str) -> Reading | NotDecodable:
     payload_mac = data[:6].hex(":").upper()  # MAC in display order
     if not _same_mac(payload_mac, mac):
-        return _ND[REASON_MAC_MISMATCH]
+        return _ND[Reason.MAC_MISMATCH]
     temp, hum, batt, mv, count = _ATC1441.unpack_from(data, 6)
-    return Reading(FORMAT_ATC1441, False, temp / 10, float(hum), batt, mv / 1000, count, None, payload_mac)
+    return Reading(
+        format=Format.ATC1441,
+        temperature=temp / 10,
+        humidity=float(hum),
+        battery=batt,
+        voltage=mv / 1000,
+        packet_id=count,
+        mac=payload_mac,
+    )
 
 
 def _decrypt_pvvx(data: bytes, mac: str, bindkey: bytes | None) -> bytes | NotDecodable:
@@ -549,14 +557,14 @@ def _decrypt_pvvx(data: bytes, mac: str, bindkey: bytes | None) -> bytes | NotDe
     Nonce = MAC (LSB first) ‖ the first 5 bytes of the AD element (length, 0x16, 1A 18, counter); AAD 0x11.
     """
     if bindkey is None:
-        return _ND[REASON_ENCRYPTED_NO_KEY]
-    mac_raw = _mac_bytes(mac)
+        return _ND[Reason.ENCRYPTED_NO_KEY]
+    mac_raw = mac_bytes(mac)
     if mac_raw is None:
-        return _ND[REASON_MAC_MISMATCH]
+        return _ND[Reason.MAC_MISMATCH]
     nonce = mac_raw[::-1] + bytes((len(data) + 3, 0x16, 0x1A, 0x18, data[0]))
     plain = _decrypt(bindkey, nonce, data[1:], _PVVX_AAD)
     if plain is None:
-        return _ND[REASON_DECRYPT_FAILED]
+        return _ND[Reason.DECRYPT_FAILED]
     return plain
 
 
@@ -567,15 +575,13 @@ def _parse_custom_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> Rea
     temp, hum, batt, flags = _CUSTOM_ENC.unpack(plain)
     count = data[0]
     return Reading(
-        FORMAT_PVVX,
-        True,
-        temp / 100,
-        hum / 100,
-        batt,
-        None,
-        count,
-        count,
-        None,
+        format=Format.PVVX,
+        encrypted=True,
+        temperature=temp / 100,
+        humidity=hum / 100,
+        battery=batt,
+        packet_id=count,
+        counter=count,
         power=bool(flags & 0x02),
         opening=bool(flags & 0x01),
         flags=flags,
@@ -590,15 +596,13 @@ def _parse_atc1441_encrypted(data: bytes, mac: str, bindkey: bytes | None) -> Re
     batt = plain[2]
     count = data[0]
     return Reading(
-        FORMAT_ATC1441,
-        True,
-        plain[0] / 2 - 40,
-        plain[1] / 2,
-        batt & 0x7F,
-        None,
-        count,
-        count,
-        None,
+        format=Format.ATC1441,
+        encrypted=True,
+        temperature=plain[0] / 2 - 40,
+        humidity=plain[1] / 2,
+        battery=batt & 0x7F,
+        packet_id=count,
+        counter=count,
         flags=0x04 if batt & 0x80 else 0,
     )
 
@@ -613,7 +617,7 @@ def _parse_environmental(data: bytes, mac: str, bindkey: bytes | None) -> Readin
         return _parse_custom_encrypted(data, mac, bindkey)
     if n == 8:
         return _parse_atc1441_encrypted(data, mac, bindkey)
-    return _ND[REASON_BAD_LENGTH]
+    return _ND[Reason.BAD_LENGTH]
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -635,9 +639,9 @@ def parse(uuid16: int, data: bytes, mac: str, bindkey: bytes | None = None) -> R
     """
     decoder = _DECODERS.get(uuid16)
     if decoder is None:
-        return _ND[REASON_UNKNOWN_UUID]
+        return _ND[Reason.UNKNOWN_UUID]
     if type(data) is not bytes:
         data = bytes(data)
     if len(data) > MAX_PAYLOAD:
-        return _ND[REASON_BAD_LENGTH]
+        return _ND[Reason.BAD_LENGTH]
     return decoder(data, mac, bindkey)

@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
-from ble_exporter.parser import Reading
-from ble_exporter.scanner import SIMULATED, AdvertSink
+from ble_exporter.parser import Format, Reading, uuid128
+from ble_exporter.scanner import AdvertSink, ScanMode
 
-PLAIN_FORMATS = ("bthome_v2", "pvvx", "atc1441", "bthome_v1")
-ENCRYPTED_FORMATS = ("bthome_v2", "bthome_v1", "pvvx", "atc1441")
+PLAIN_FORMATS = (Format.BTHOME_V2, Format.PVVX, Format.ATC1441, Format.BTHOME_V1)
+ENCRYPTED_FORMATS = (Format.BTHOME_V2, Format.BTHOME_V1, Format.PVVX, Format.ATC1441)
 DEMO_DEVICES = (
     Device("A4:C1:38:00:00:01", "demo_living_room"),
     Device("A4:C1:38:00:00:02", "demo_bedroom"),
@@ -30,15 +30,10 @@ DEMO_DEVICES = (
 NEIGHBOURS = (Device("A4:C1:38:99:00:01", "neighbour_1"), Device("A4:C1:38:99:00:02", "neighbour_2"))
 
 
-def uuid128(uuid16: int) -> str:
-    """bleak's key for a 16-bit service UUID."""
-    return f"0000{uuid16:04x}-0000-1000-8000-00805f9b34fb"
-
-
 @dataclass
 class SimulatedSensor:
     device: Device
-    format: str
+    format: Format
     rng: random.Random
     temperature: float = 21.0
     humidity: float = 45.0
@@ -71,7 +66,7 @@ class SimulatedSensor:
             packet_id=self.packet_id,
         )
         reading = climate
-        if self.format in ("bthome_v2", "bthome_v1"):
+        if self.format in (Format.BTHOME_V2, Format.BTHOME_V1):
             climate = replace(climate, voltage=None)
             reading = (
                 climate
@@ -105,7 +100,7 @@ def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[Sim
 class SimulatedScanner:
     """A Scanner whose radio is a timer: while started, each sensor advertises every `advert_interval`."""
 
-    mode = SIMULATED
+    mode = ScanMode.SIMULATED
 
     def __init__(
         self,

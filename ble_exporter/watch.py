@@ -24,9 +24,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ble_exporter.config import Config, Device
-from ble_exporter.engine import HISTORY_SECONDS, LiveState, ScanEngine
-from ble_exporter.scanner import SIMULATED, ScanError, make_scanner, run_cycles
+from ble_exporter.config import Config
+from ble_exporter.core import Core
+from ble_exporter.engine import HISTORY_SECONDS, LiveState, Readings, ScanEngine
+from ble_exporter.parser import Format
+from ble_exporter.scanner import ScanError, ScanMode
 
 # The firmware advertises every 2.5 s by default: a sensor quiet for 30 s has missed a dozen adverts
 # in a row (three, if set to advertise every 10 s to save battery), which radio noise alone rarely does.
@@ -43,7 +45,12 @@ RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
 SPARKS = "▁▂▃▄▅▆▇█"
 MIN_SPARK_RANGE = 1.0  # °C: a full-height trend means at least a degree; noise stays low
 
-FORMAT_NAMES = {"bthome_v2": "BTHome v2", "bthome_v1": "BTHome v1", "pvvx": "pvvx", "atc1441": "atc1441"}
+FORMAT_NAMES = {
+    Format.BTHOME_V2: "BTHome v2",
+    Format.BTHOME_V1: "BTHome v1",
+    Format.PVVX: "pvvx",
+    Format.ATC1441: "atc1441",
+}
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,11 @@ class Header:
 # --- pure formatting ---------------------------------------------------------------------------------
 
 
-def format_name(state: LiveState) -> str:
-    if state.format is None:
+def format_name(readings: Readings) -> str:
+    if readings.format is None:
         return "–"
-    name = FORMAT_NAMES.get(state.format, state.format)
-    return f"{name}*" if state.encrypted else name  # one character: 80 columns are tight
+    name = FORMAT_NAMES.get(readings.format, readings.format)
+    return f"{name}*" if readings.encrypted else name  # one character: 80 columns are tight
 
 
 def format_age(seconds: float) -> str:
@@ -124,7 +131,7 @@ def trend_width(width: int) -> int:
 def _header(engine: ScanEngine, now: float, header: Header) -> Text:
     health = engine.health
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
-    radio = "simulated sensors" if health.mode == SIMULATED else f"{header.adapter} {health.mode}"
+    radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{header.adapter} {health.mode}"
     if not health.up:
         radio += " (silent)"
     rate = "–" if header.rate is None else f"{header.rate:.1f}"
@@ -137,7 +144,8 @@ def _header(engine: ScanEngine, now: float, header: Header) -> Text:
 
 
 def _fresh(state: LiveState, now: float) -> bool:
-    return state.last_seen is not None and now - state.last_seen <= STALE_SECONDS
+    last_seen = state.readings.last_seen
+    return last_seen is not None and now - last_seen <= STALE_SECONDS
 
 
 def _value(value: float | int | None, spec: str) -> str:
@@ -184,19 +192,20 @@ def _table(sparks: int, named: bool) -> Table:
 
 def _cells(state: LiveState, now: float, sparks: int) -> tuple[list[RenderableType], bool]:
     """The figures of one row (MAC to format, with a trend when `sparks`) and whether it is stale."""
-    age = now - (state.last_seen if state.last_seen is not None else now)
+    r = state.readings
+    age = now - (r.last_seen if r.last_seen is not None else now)
     stale = age > STALE_SECONDS
-    cells: list[RenderableType] = [state.mac, _value(state.temperature, ".2f")]
+    cells: list[RenderableType] = [state.mac, _value(r.temperature, ".2f")]
     if sparks:
         cells.append(Text(sparkline(state.history, now, sparks), style="" if stale else "cyan"))
     cells += [
-        _value(state.humidity, ".0f"),
-        _value(state.battery, "d") + ("%" if state.battery is not None else ""),
-        _value(state.voltage, ".2f"),
-        _value(state.rssi, "d"),
+        _value(r.humidity, ".0f"),
+        _value(r.battery, "d") + ("%" if r.battery is not None else ""),
+        _value(r.voltage, ".2f"),
+        _value(r.rssi, "d"),
         _age(age),
-        format_count(state.packets),
-        format_name(state),
+        format_count(r.packets),
+        format_name(r),
     ]
     return cells, stale
 
@@ -207,7 +216,7 @@ def _devices_table(engine: ScanEngine, now: float, width: int) -> Table:
     for device in engine.devices:
         state = engine.live[device.mac]
         name = Text(device.name, no_wrap=True, overflow="ellipsis")
-        if state.last_seen is None:
+        if state.readings.last_seen is None:
             # Nothing known yet, the format included: the format column says why the row is empty.
             table.add_row(name, device.mac, "–", "", "–", "–", "–", "–", "– ", "0", "waiting…", style="dim")
             continue
@@ -222,12 +231,13 @@ def unknown_sensors(engine: ScanEngine, now: float) -> list[LiveState]:
     return [
         s
         for s in engine.live.values()
-        if s.name is None and s.last_seen is not None and now - s.last_seen <= UNKNOWN_FORGET_SECONDS
+        if s.name is None and s.readings.last_seen is not None and now - s.readings.last_seen <= UNKNOWN_FORGET_SECONDS
     ]
 
 
 def _signal(state: LiveState) -> int:
-    return state.rssi if state.rssi is not None else -999
+    rssi = state.readings.rssi
+    return rssi if rssi is not None else -999
 
 
 def _unknown_table(states: Sequence[LiveState], now: float) -> Table:
@@ -282,7 +292,7 @@ def render(
     footer = Text()
     footer.append(" q ", style="bold reverse")
     footer.append(f" quit · ! not heard for {STALE_SECONDS:.0f} s")
-    if any(s.encrypted for s in engine.live.values()):
+    if any(s.readings.encrypted for s in engine.live.values()):
         footer.append(" · * encrypted")
     footer.append(f" · trend: last {TREND_SECONDS / 60:.0f} min")
     parts.append(footer)
@@ -353,36 +363,22 @@ def _log_to_console(console: Console) -> logging.Handler:
     return handler
 
 
-async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_all: bool, console: Console) -> None:
+async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) -> None:
     """Scan continuously and redraw until q, Ctrl-C, SIGTERM or SIGHUP; a ScanError propagates."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    engine = ScanEngine(devices, keep_unknown=show_all)
-    scanner = make_scanner(cfg, devices, engine, simulate)
+    core = Core(cfg, simulate=simulate, continuous=True, keep_unknown=show_all)
+    engine = core.engine
     header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path)
     rate = AdvertRate()
-    scanning = asyncio.Event()
-    cycles = loop.create_task(
-        run_cycles(
-            engine,
-            scanner,
-            cfg.scan_interval_seconds,
-            cfg.scan_duration_seconds,
-            stop,
-            continuous=True,
-            silent_scans_before_restart=cfg.watchdog_silent_scans,
-            started=scanning,
-        )
-    )
+    core.start(stop)
+    cycles = core.cycles
     # A scanner that cannot start (no BlueZ, no adapter) exits with its one line and no half-drawn
     # view; a slow start still gets the view (and q) after a moment.
-    waiting = loop.create_task(scanning.wait())
-    await asyncio.wait([cycles, waiting], timeout=START_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-    waiting.cancel()
+    await core.wait_started(START_WAIT_SECONDS)
     if cycles.done():
-        await cycles  # raises the ScanError
         return
 
     def view(now: float) -> RenderableType:
@@ -424,15 +420,10 @@ async def _watch(cfg: Config, devices: Sequence[Device], simulate: bool, show_al
 
 def run_watch(cfg: Config, simulate: bool = False, show_all: bool = False) -> int:
     """The `watch` command: 0 on q/Ctrl-C/SIGTERM, 1 on a Bluetooth failure (one line on stderr)."""
-    devices: Sequence[Device] = cfg.devices
-    if not devices and simulate:
-        from ble_exporter.simulator import DEMO_DEVICES
-
-        devices = DEMO_DEVICES
     console = Console()
     _log_to_console(console)
     try:
-        asyncio.run(_watch(cfg, devices, simulate, show_all, console))
+        asyncio.run(_watch(cfg, simulate, show_all, console))
     except ScanError as e:
         logging.getLogger().handlers.clear()
         logging.getLogger().addHandler(logging.NullHandler())

@@ -15,6 +15,20 @@ from pathlib import Path
 import pytest
 from bluez_mock import BUS_ENV, BluezMock, missing_requirements
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files (tests/golden/*, the man page's key list) from the code; review the diff",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
 # ---- BlueZ mock (tests/bluez_mock.py): a fake bluetoothd on a private system bus ----
 
 

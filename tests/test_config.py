@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ble_exporter.config import Config, ConfigError, Device, load_config, normalise_mac, parse_config
+from ble_exporter.config import KEYS, Config, ConfigError, load_config, parse_config
+from ble_exporter.devices import Device, normalise_mac
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "ble-exporter" / "config.yaml"
@@ -319,3 +320,52 @@ def test_run_rejects_broken_configs_the_same_way(tmp_path: Path, case: str) -> N
     config.write_bytes(content)
     assert_rejected(config, expected, "--simulate", "--log-file", str(tmp_path / "x.log"), command="run")
     assert not (tmp_path / "x.log").exists()
+
+
+MAN_PAGE = REPO / "debian" / "ble-exporter.1"
+
+
+def man_key_list() -> str:
+    """The man page's CONFIGURATION key list, made from the config's table of keys."""
+
+    def roff(text: str) -> str:
+        return text.replace("\\", "\\e").replace("-", "\\-")
+
+    out = []
+    defaults = Config()
+    for name, key in KEYS.items():
+        default = getattr(defaults, name)
+        shown = key.shown_default or (f"{default:g}" if isinstance(default, float) else str(default))
+        out += [".TP", f".B {roff(name)}", roff(f"{key.help} Default: {shown}.")]
+    return "\n".join(out) + "\n"
+
+
+def test_the_man_page_lists_every_key_as_the_table_says(update_golden: bool) -> None:
+    page = MAN_PAGE.read_text()
+    begin = page.index("\n", page.index('.\\" BEGIN KEYS')) + 1
+    end = page.index('.\\" END KEYS')
+    if update_golden:
+        MAN_PAGE.write_text(page[:begin] + man_key_list() + page[end:])
+        page = MAN_PAGE.read_text()
+        end = page.index('.\\" END KEYS')
+    assert page[begin:end] == man_key_list()
+
+
+def test_every_key_has_a_type_help_and_a_valid_default() -> None:
+    defaults = Config()
+    assert list(KEYS) == [
+        "scan_interval_seconds",
+        "scan_duration_seconds",
+        "log_file",
+        "listen_address",
+        "listen_port",
+        "adapter",
+        "scan_mode",
+        "watchdog_silent_scans",
+        "devices",
+    ]
+    for name, key in KEYS.items():
+        assert key.types and key.described and key.help.endswith("."), name
+        default = getattr(defaults, name)
+        if key.check is not None and default is not None:
+            assert key.check(default) is None, name

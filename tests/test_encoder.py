@@ -13,14 +13,10 @@ from test_parser import KEY_BTHOME, KEY_PVVX, MAC_BTHOME, MAC_PVVX, VECTORS, h, 
 
 from ble_exporter.encoder import advertising_data, encode, seal_bthome_v1, seal_bthome_v2, seal_pvvx
 from ble_exporter.parser import (
-    FORMAT_ATC1441,
-    FORMAT_BTHOME_V1,
-    FORMAT_BTHOME_V2,
-    FORMAT_PVVX,
-    REASON_DECRYPT_FAILED,
-    REASON_UNKNOWN_OBJECT,
+    Format,
     NotDecodable,
     Reading,
+    Reason,
     parse,
 )
 
@@ -40,7 +36,7 @@ def test_reproduces_capture_byte_for_byte(
 
 def test_advertising_data_matches_bthome_io_example() -> None:
     # bthome.io/format: 020106 0B094449592D73656E736F72 0A16D2FC4002C40903BF13
-    payload = encode(Reading(FORMAT_BTHOME_V2, temperature=25.0, humidity=50.55), MAC_BTHOME)[1]
+    payload = encode(Reading(format=Format.BTHOME_V2, temperature=25.0, humidity=50.55), MAC_BTHOME)[1]
     assert advertising_data(0xFCD2, payload, name="DIY-sensor") == h(
         "020106 0B094449592D73656E736F72 0A16D2FC4002C40903BF13"
     )
@@ -59,14 +55,14 @@ def test_advertising_data_limits() -> None:
 @pytest.mark.parametrize(
     ("reading", "message"),
     [
-        (Reading(FORMAT_PVVX, temperature=20.0), "humidity"),
-        (Reading(FORMAT_ATC1441, temperature=20.0, humidity=50.0, battery=90), "voltage"),
-        (Reading(FORMAT_BTHOME_V2, battery=256), "battery"),
-        (Reading(FORMAT_BTHOME_V2, temperature=400.0), "temperature"),
-        (Reading(FORMAT_BTHOME_V1, humidity=-1.0), "humidity"),
-        (Reading(FORMAT_ATC1441, encrypted=True, temperature=90.0, humidity=50.0, battery=90), "temperature"),
-        (Reading(FORMAT_ATC1441, encrypted=True, temperature=20.0, humidity=50.0, battery=128), "battery"),
-        (Reading("mibeacon"), "unknown format"),
+        (Reading(format=Format.PVVX, temperature=20.0), "humidity"),
+        (Reading(format=Format.ATC1441, temperature=20.0, humidity=50.0, battery=90), "voltage"),
+        (Reading(format=Format.BTHOME_V2, battery=256), "battery"),
+        (Reading(format=Format.BTHOME_V2, temperature=400.0), "temperature"),
+        (Reading(format=Format.BTHOME_V1, humidity=-1.0), "humidity"),
+        (Reading(format=Format.ATC1441, encrypted=True, temperature=90.0, humidity=50.0, battery=90), "temperature"),
+        (Reading(format=Format.ATC1441, encrypted=True, temperature=20.0, humidity=50.0, battery=128), "battery"),
+        (Reading(format="mibeacon"), "unknown format"),  # type: ignore[arg-type]
     ],
 )
 def test_rejects_what_the_wire_cannot_carry(reading: Reading, message: str) -> None:
@@ -74,9 +70,9 @@ def test_rejects_what_the_wire_cannot_carry(reading: Reading, message: str) -> N
         encode(reading, MAC_PVVX)
 
 
-@pytest.mark.parametrize("fmt", [FORMAT_BTHOME_V2, FORMAT_BTHOME_V1, FORMAT_PVVX, FORMAT_ATC1441])
-def test_encrypted_needs_a_16_byte_key_and_never_echoes_it(fmt: str) -> None:
-    reading = Reading(fmt, encrypted=True, temperature=20.0, humidity=50.0, battery=90)
+@pytest.mark.parametrize("fmt", [Format.BTHOME_V2, Format.BTHOME_V1, Format.PVVX, Format.ATC1441])
+def test_encrypted_needs_a_16_byte_key_and_never_echoes_it(fmt: Format) -> None:
+    reading = Reading(format=fmt, encrypted=True, temperature=20.0, humidity=50.0, battery=90)
     for key in (None, b"\x5a" * 15):
         with pytest.raises(ValueError, match="16-byte bindkey") as info:
             encode(reading, MAC_PVVX, key)
@@ -85,10 +81,10 @@ def test_encrypted_needs_a_16_byte_key_and_never_echoes_it(fmt: str) -> None:
 
 def test_encrypted_drops_the_packet_id_like_the_firmware() -> None:
     """pvvx sends no packet-id object when encrypted; the counter replaces it."""
-    reading = Reading(FORMAT_BTHOME_V2, encrypted=True, packet_id=5, battery=80)
+    reading = Reading(format=Format.BTHOME_V2, encrypted=True, packet_id=5, battery=80)
     uuid16, payload = encode(reading, MAC_PVVX, KEY_PVVX, counter=7)
     assert parse(uuid16, payload, MAC_PVVX, KEY_PVVX) == Reading(
-        FORMAT_BTHOME_V2, encrypted=True, battery=80, counter=7
+        format=Format.BTHOME_V2, encrypted=True, battery=80, counter=7
     )
 
 
@@ -101,16 +97,16 @@ def test_seal_helpers_authenticate_arbitrary_plaintext() -> None:
         (0x181A, seal_pvvx(garbage[:6], MAC_BTHOME, KEY_BTHOME, 1), KEY_BTHOME),
     ):
         result = parse(uuid16, payload, MAC_BTHOME, key)
-        assert result != NotDecodable(REASON_DECRYPT_FAILED)
+        assert result != NotDecodable(Reason.DECRYPT_FAILED)
 
 
 def test_encrypted_unknown_first_object_is_unknown_object() -> None:
     payload = seal_bthome_v2(b"\xfe\x01", MAC_BTHOME, KEY_BTHOME, 1)
-    assert parse(0xFCD2, payload, MAC_BTHOME, KEY_BTHOME) == NotDecodable(REASON_UNKNOWN_OBJECT)
+    assert parse(0xFCD2, payload, MAC_BTHOME, KEY_BTHOME) == NotDecodable(Reason.UNKNOWN_OBJECT)
 
 
 def test_pvvx_flags_follow_power_and_opening_when_not_given() -> None:
-    reading = Reading(FORMAT_PVVX, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
+    reading = Reading(format=Format.PVVX, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
     uuid16, payload = encode(dataclasses.replace(reading, power=True, opening=False), MAC_PVVX)
     assert payload[-1] == 0x02
     assert parse(uuid16, payload, MAC_PVVX) == dataclasses.replace(
@@ -119,7 +115,7 @@ def test_pvvx_flags_follow_power_and_opening_when_not_given() -> None:
 
 
 def test_rejects_a_mac_that_is_not_one() -> None:
-    reading = Reading(FORMAT_ATC1441, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
+    reading = Reading(format=Format.ATC1441, temperature=20.0, humidity=50.0, battery=90, voltage=2.9, packet_id=3)
     with pytest.raises(ValueError, match="MAC"):
         encode(reading, "A4:C1:38:AA:BB")
 
@@ -145,13 +141,13 @@ Case = tuple[Reading, str, "bytes | None", int]
 
 
 @st.composite
-def bthome_cases(draw: Callable[..., Any], fmt: str) -> Case:
+def bthome_cases(draw: Callable[..., Any], fmt: Format) -> Case:
     """Any subset of the fields the encoder writes, on the 0.01 °C / 0.01 % / 1 mV grid."""
     encrypted = draw(st.booleans())
     mac = draw(MACS)
     counter = draw(st.integers(0, 2**32 - 1))
     reading = Reading(
-        fmt,
+        format=fmt,
         encrypted=encrypted,
         temperature=draw(opt(grid(-32768, 32767, 100))),
         humidity=draw(opt(grid(0, 65535, 100))),
@@ -161,7 +157,7 @@ def bthome_cases(draw: Callable[..., Any], fmt: str) -> Case:
         power=draw(opt(st.booleans())),
         opening=draw(opt(st.booleans())),
         counter=counter if encrypted else None,
-        mac=draw(opt(MACS)) if fmt == FORMAT_BTHOME_V2 else None,
+        mac=draw(opt(MACS)) if fmt == Format.BTHOME_V2 else None,
     )
     return reading, mac, draw(KEYS) if encrypted else None, counter
 
@@ -173,7 +169,7 @@ def pvvx_cases(draw: Callable[..., Any]) -> Case:
     counter = draw(U8)
     flags = draw(U8) if encrypted else draw(opt(U8))
     reading = Reading(
-        FORMAT_PVVX,
+        format=Format.PVVX,
         encrypted=encrypted,
         temperature=draw(grid(-32768, 32767, 100)),
         humidity=draw(grid(0, 65535, 100)),
@@ -196,7 +192,7 @@ def atc1441_cases(draw: Callable[..., Any]) -> Case:
     counter = draw(U8)
     if encrypted:
         reading = Reading(
-            FORMAT_ATC1441,
+            format=Format.ATC1441,
             encrypted=True,
             temperature=draw(grid(0, 255, 2)) - 40,  # half degrees from -40 °C
             humidity=draw(grid(0, 255, 2)),
@@ -207,7 +203,7 @@ def atc1441_cases(draw: Callable[..., Any]) -> Case:
         )
     else:
         reading = Reading(
-            FORMAT_ATC1441,
+            format=Format.ATC1441,
             temperature=draw(grid(-32768, 32767, 10)),
             humidity=float(draw(U8)),
             battery=draw(U8),
@@ -218,18 +214,18 @@ def atc1441_cases(draw: Callable[..., Any]) -> Case:
     return reading, mac, draw(KEYS) if encrypted else None, counter
 
 
-ALL_CASES = st.one_of(bthome_cases(FORMAT_BTHOME_V2), bthome_cases(FORMAT_BTHOME_V1), pvvx_cases(), atc1441_cases())
+ALL_CASES = st.one_of(bthome_cases(Format.BTHOME_V2), bthome_cases(Format.BTHOME_V1), pvvx_cases(), atc1441_cases())
 
 
 @ROUND_TRIP
-@given(case=bthome_cases(FORMAT_BTHOME_V2))
+@given(case=bthome_cases(Format.BTHOME_V2))
 def test_round_trip_bthome_v2(case: Case) -> None:
     reading, mac, key, counter = case
     assert parse(*encode(reading, mac, key, counter), mac, key) == reading
 
 
 @ROUND_TRIP
-@given(case=bthome_cases(FORMAT_BTHOME_V1))
+@given(case=bthome_cases(Format.BTHOME_V1))
 def test_round_trip_bthome_v1(case: Case) -> None:
     reading, mac, key, counter = case
     assert parse(*encode(reading, mac, key, counter), mac, key) == reading
@@ -251,14 +247,14 @@ def test_round_trip_atc1441(case: Case) -> None:
 
 # Half a resolution step of each format (temperature, humidity, voltage).
 TOLERANCE = {
-    (FORMAT_BTHOME_V2, False): (0.005, 0.005, 0.0005),
-    (FORMAT_BTHOME_V2, True): (0.005, 0.005, 0.0005),
-    (FORMAT_BTHOME_V1, False): (0.005, 0.005, 0.0005),
-    (FORMAT_BTHOME_V1, True): (0.005, 0.005, 0.0005),
-    (FORMAT_PVVX, False): (0.005, 0.005, 0.0005),
-    (FORMAT_PVVX, True): (0.005, 0.005, 0.0),
-    (FORMAT_ATC1441, False): (0.05, 0.5, 0.0005),
-    (FORMAT_ATC1441, True): (0.25, 0.25, 0.0),
+    (Format.BTHOME_V2, False): (0.005, 0.005, 0.0005),
+    (Format.BTHOME_V2, True): (0.005, 0.005, 0.0005),
+    (Format.BTHOME_V1, False): (0.005, 0.005, 0.0005),
+    (Format.BTHOME_V1, True): (0.005, 0.005, 0.0005),
+    (Format.PVVX, False): (0.005, 0.005, 0.0005),
+    (Format.PVVX, True): (0.005, 0.005, 0.0),
+    (Format.ATC1441, False): (0.05, 0.5, 0.0005),
+    (Format.ATC1441, True): (0.25, 0.25, 0.0),
 }
 
 
@@ -275,7 +271,7 @@ TOLERANCE = {
 )
 def test_off_grid_values_round_to_the_format_resolution(
     *,
-    fmt: str,
+    fmt: Format,
     encrypted: bool,
     temperature: float,
     humidity: float,
@@ -285,7 +281,15 @@ def test_off_grid_values_round_to_the_format_resolution(
     mac: str,
 ) -> None:
     """What a sensor measures, as each format can carry it: within half a step of the truth."""
-    reading = Reading(fmt, encrypted, temperature, humidity, battery, voltage, packet_id=1 if not encrypted else None)
+    reading = Reading(
+        format=fmt,
+        encrypted=encrypted,
+        temperature=temperature,
+        humidity=humidity,
+        battery=battery,
+        voltage=voltage,
+        packet_id=1 if not encrypted else None,
+    )
     result = parse(*encode(reading, mac, key, 1), mac, key)
     assert isinstance(result, Reading)
     dt, dh, dv = TOLERANCE[fmt, encrypted]
@@ -302,7 +306,7 @@ def test_other_key_never_decrypts(case: Case, other_key: bytes) -> None:
     reading, mac, key, counter = case
     if key is None or key == other_key:
         return
-    assert parse(*encode(reading, mac, key, counter), mac, other_key) == NotDecodable(REASON_DECRYPT_FAILED)
+    assert parse(*encode(reading, mac, key, counter), mac, other_key) == NotDecodable(Reason.DECRYPT_FAILED)
 
 
 @ROUND_TRIP

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
 from ble_exporter.engine import COUNTER_RESET_BELOW, HISTORY_MAX, RESET_AFTER_SECONDS, ScanEngine
-from ble_exporter.parser import Reading, uuid128
+from ble_exporter.parser import Format, Reading, uuid128
 
 BTHOME = uuid128(0xFCD2)
 ENV_SENSING = uuid128(0x181A)
@@ -39,8 +39,9 @@ def test_pvvx_packets_with_the_same_packet_id_are_merged_not_dropped() -> None:
     e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
     e.ingest(MAC, -71, {BTHOME: P3_DATA2}, 2.0)
     (d,) = e.close_window(5.0).devices
-    assert (d.temperature, d.humidity, d.battery, d.voltage) == (27.01, 44.93, 81, 2.848)
-    assert (d.rssi, d.last_seen, d.packets, d.format, d.name) == (-71, 2.0, 2, "bthome_v2", "kitchen")
+    r = d.readings
+    assert (r.temperature, r.humidity, r.battery, r.voltage) == (27.01, 44.93, 81, 2.848)
+    assert (r.rssi, r.last_seen, r.packets, r.format, d.device.name) == (-71, 2.0, 2, "bthome_v2", "kitchen")
     assert e.counters.adverts_decoded == 2
 
 
@@ -48,7 +49,7 @@ def test_snapshot_holds_only_devices_heard_in_the_latest_scan() -> None:
     other = Device("A4:C1:38:00:00:01", "attic")
     e = engine(Device(MAC, "kitchen"), other)
     e.ingest(MAC, -70, {ENV_SENSING: C1}, 1.0)
-    assert [d.name for d in e.close_window(5.0).devices] == ["kitchen"]
+    assert [d.device.name for d in e.close_window(5.0).devices] == ["kitchen"]
     e.open_window(30.0)
     assert e.close_window(35.0).devices == ()
     assert e.snapshot.started == 30.0 and e.snapshot.ended == 35.0
@@ -60,13 +61,15 @@ def test_snapshot_is_immutable_and_replaced_whole() -> None:
     e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
     first = e.close_window(5.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        first.devices[0].temperature = 0.0  # type: ignore[misc]
+        first.devices[0].readings.temperature = 0.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.devices[0].readings = first.devices[0].readings  # type: ignore[misc]
     e.open_window(30.0)
     e.ingest(MAC, -70, {BTHOME: P3_DATA2}, 31.0)
     assert e.snapshot is first  # the open window does not leak into the published snapshot
     second = e.close_window(35.0)
-    assert second.devices[0].temperature is None and second.devices[0].voltage == 2.848
-    assert first.devices[0].temperature == 27.01
+    assert second.devices[0].readings.temperature is None and second.devices[0].readings.voltage == 2.848
+    assert first.devices[0].readings.temperature == 27.01
 
 
 def test_unknown_devices_are_counted_and_dropped_before_parsing() -> None:
@@ -81,7 +84,7 @@ def test_unknown_devices_are_counted_and_dropped_before_parsing() -> None:
 def test_keep_unknown_tracks_decodable_neighbours_in_live_state_only() -> None:
     e = engine(keep_unknown=True)
     e.ingest("A4:C1:38:99:99:99", -50, {BTHOME: P3_DATA1}, 1.0)
-    assert e.live["A4:C1:38:99:99:99"].temperature == 27.01
+    assert e.live["A4:C1:38:99:99:99"].readings.temperature == 27.01
     assert e.live["A4:C1:38:99:99:99"].name is None
     assert e.close_window(2.0).devices == ()
 
@@ -107,7 +110,8 @@ def test_encrypted_packets_decode_with_the_bindkey() -> None:
     e.ingest(MAC, -60, {BTHOME: E5}, 1.0)
     e.ingest(MAC, -60, {BTHOME: E6}, 2.0)
     (d,) = e.close_window(5.0).devices
-    assert (d.temperature, d.humidity, d.battery, d.voltage, d.encrypted) == (19.2, 62.22, 80, 2.764, True)
+    r = d.readings
+    assert (r.temperature, r.humidity, r.battery, r.voltage, r.encrypted) == (19.2, 62.22, 80, 2.764, True)
 
 
 def test_encrypted_packet_without_bindkey_is_rejected_and_logged_once(
@@ -153,7 +157,7 @@ def test_replayed_counter_is_rejected() -> None:
 
 
 def _encrypted(counter: int) -> bytes:
-    _, payload = encode(Reading("bthome_v2", True, temperature=20.0), MAC, KEY_AA, counter)
+    _, payload = encode(Reading(format=Format.BTHOME_V2, encrypted=True, temperature=20.0), MAC, KEY_AA, counter)
     return payload
 
 
@@ -177,7 +181,7 @@ def test_counter_going_back_is_accepted_after_a_long_silence() -> None:
 def test_8_bit_counters_of_encrypted_pvvx_custom_are_not_replay_checked() -> None:
     # The pvvx custom counter counts measurements (8 bits) and repeats while a measurement is re-sent.
     e = engine(Device(MAC, "shed", KEY_AA))
-    reading = Reading("pvvx", True, temperature=20.0, humidity=50.0, battery=90, packet_id=200)
+    reading = Reading(format=Format.PVVX, encrypted=True, temperature=20.0, humidity=50.0, battery=90, packet_id=200)
     for counter in (200, 200, 201, 3):
         _, payload = encode(replace(reading, packet_id=counter), MAC, KEY_AA, counter)
         e.ingest(MAC, -60, {ENV_SENSING: payload}, float(counter))
@@ -189,7 +193,8 @@ def test_live_state_updates_per_advert_with_a_temperature_history() -> None:
     e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
     e.ingest(MAC, -72, {BTHOME: P3_DATA2}, 2.0)
     live = e.live[MAC]
-    assert (live.temperature, live.voltage, live.rssi, live.packets, live.last_seen) == (
+    r = live.readings
+    assert (r.temperature, r.voltage, r.rssi, r.packets, r.last_seen) == (
         27.01,
         2.848,
         -72,
@@ -197,6 +202,7 @@ def test_live_state_updates_per_advert_with_a_temperature_history() -> None:
         2.0,
     )
     assert live.history == [(1.0, 27.01)]
+    assert e.close_window(3.0).devices[0].readings == r  # the window and the live state merge alike
 
 
 def test_history_stays_bounded() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import re
@@ -16,15 +15,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ExporterFactory
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
-from ble_exporter import exporter as exporter_module
-from ble_exporter.exporter import MAX_CONNECTIONS, make_app, serve
+from ble_exporter.exporter import make_app
+from ble_exporter.httpguard import MAX_CONNECTIONS
 
 if TYPE_CHECKING:  # aiohttp >= 3.9 makes it generic; Debian 12's 3.8 does not
     Client = TestClient[web.Request, web.Application]
@@ -123,7 +121,7 @@ def test_unknown_path_is_404_and_other_methods_405() -> None:
 
 
 def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
-    from ble_exporter.config import Device
+    from ble_exporter.devices import Device
     from ble_exporter.engine import ScanEngine
     from ble_exporter.metrics import build_registry
 
@@ -305,60 +303,3 @@ def test_http_abuse_leaves_metrics_served_and_the_process_bounded(exporter_facto
     assert exporter.stop() == 0
     log = exporter.log_file.read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
-
-
-def test_connection_cap_and_lifetime_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exporter_module, "MAX_CONNECTIONS", 4)
-    monkeypatch.setattr(exporter_module, "CONNECTION_LIFETIME_SECONDS", 0.5)
-
-    async def scenario() -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = await serve(app(), "127.0.0.1", port)
-        try:
-            talker = await asyncio.open_connection("127.0.0.1", port)
-            talker[1].write(REQUEST[:5])  # a trickler: it has spoken, so idle connections go first
-            opened = time.monotonic()
-            await asyncio.sleep(0.05)
-            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
-            await asyncio.sleep(0.05)
-            assert len(server.guard.open) == 4
-            for reader, _ in idle[:3]:  # the oldest silent ones made room
-                assert await asyncio.wait_for(reader.read(), 1) == b""
-            # The trickler is closed at the end of its lifetime, its request unfinished.
-            assert await asyncio.wait_for(talker[0].read(), 2) == b""
-            assert 0.4 < time.monotonic() - opened < 1.0
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(REQUEST)
-            assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"HTTP/1.1 200")
-            for _, w in [*idle, talker, (reader, writer)]:
-                w.close()
-        finally:
-            await server.close()
-
-    asyncio.run(scenario())
-
-
-def test_closed_connections_are_released_at_once() -> None:
-    # The lifetime timer of a connection must not keep it (transport, aiohttp's handler, buffers)
-    # alive for 30 s after it closed: at a scrape per few ms that was megabytes.
-    async def scenario() -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = await serve(app(), "127.0.0.1", port)
-        try:
-            for _ in range(100):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                assert (await reader.read()).startswith(b"HTTP/1.1 200")
-                writer.close()
-            await asyncio.sleep(0.1)
-            gc.collect()
-            alive = [o for o in gc.get_objects() if isinstance(o, asyncio.BaseTransport)]
-            assert len(alive) <= 5, len(alive)
-        finally:
-            await server.close()
-
-    asyncio.run(scenario())

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
+from pathlib import Path
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
-from ble_exporter.metrics import build_registry
+from ble_exporter.metrics import EngineCollector, build_registry
 from ble_exporter.parser import uuid128
 
 BTHOME = uuid128(0xFCD2)
@@ -115,3 +117,20 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
         timeout=30,
     )
     assert result.returncode == 0 and result.stdout + result.stderr == b"", result
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "metrics.txt"
+
+
+def test_the_whole_exposition_of_a_fixed_scan_is_the_golden_file(update_golden: bool) -> None:
+    """Every family, HELP text, label and value, byte for byte (process_* aside: they depend on the
+    process). After a deliberate change: pytest --update-golden, then review the diff of the file."""
+    engine = ScanEngine((KITCHEN, ATTIC))
+    one_scan(engine, DATA1, DATA2, bytes.fromhex("4002ca"))
+    engine.ingest("11:22:33:44:55:66", -90, {}, 1006.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(engine))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode().replace(platform.python_version(), "PYTHON_VERSION")
+    if update_golden:
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()

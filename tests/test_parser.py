@@ -18,30 +18,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ble_exporter.parser import (
-    FORMAT_ATC1441,
-    FORMAT_BTHOME_V1,
-    FORMAT_BTHOME_V2,
-    FORMAT_PVVX,
-    FORMATS,
     MAX_PAYLOAD,
     OBJECT_TYPES,
-    REASON_BAD_LENGTH,
-    REASON_DECRYPT_FAILED,
-    REASON_ENCRYPTED_NO_KEY,
-    REASON_MAC_MISMATCH,
-    REASON_TRUNCATED,
-    REASON_UNKNOWN_OBJECT,
-    REASON_UNKNOWN_UUID,
-    REASON_UNSUPPORTED_VERSION,
-    REASONS,
     SERVICE_UUIDS,
     VARIABLE,
+    Format,
     NotDecodable,
     Reading,
+    Reason,
     parse,
 )
 
 V2, V1, V1_ENC, ENV = 0xFCD2, 0x181C, 0x181E, 0x181A
+PARSER_REASONS = set(Reason) - {Reason.REPLAY, Reason.DOWNGRADE}  # those two are the engine's to decide
 
 MAC_PVVX = "A4:C1:38:AA:BB:CC"  # pvvx atc_mi_format_test.py samples
 MAC_BTHOME = "54:48:E6:8F:80:A5"  # bthome.io encryption page / bthome-ble tests
@@ -87,19 +76,19 @@ def hci(text: str) -> tuple[str, int, bytes]:
 
 
 def atc(**kw: Any) -> Reading:
-    return Reading(FORMAT_ATC1441, **kw)
+    return Reading(format=Format.ATC1441, **kw)
 
 
 def pvvx(**kw: Any) -> Reading:
-    return Reading(FORMAT_PVVX, **kw)
+    return Reading(format=Format.PVVX, **kw)
 
 
 def v1(**kw: Any) -> Reading:
-    return Reading(FORMAT_BTHOME_V1, **kw)
+    return Reading(format=Format.BTHOME_V1, **kw)
 
 
 def v2(**kw: Any) -> Reading:
-    return Reading(FORMAT_BTHOME_V2, **kw)
+    return Reading(format=Format.BTHOME_V2, **kw)
 
 
 def row(vid: str, frame: tuple[int, bytes], mac: str, key: bytes | None, expected: Reading) -> Any:
@@ -241,7 +230,7 @@ def test_truncated_at_every_byte(uuid16: int, payload: bytes, mac: str, key: byt
     for cut in range(len(payload)):
         result = parse(uuid16, payload[:cut], mac, key)
         if isinstance(result, NotDecodable):
-            assert result.reason in REASONS
+            assert result.reason in PARSER_REASONS
         else:
             assert _is_subset(result, expected), (cut, result)
 
@@ -262,47 +251,47 @@ def test_every_single_bit_flip(uuid16: int, payload: bytes, mac: str, key: bytes
 
 NEGATIVE = [
     # bthome-ble test_parser_v2.py test_bthome_wrong_object_id: first id not in the spec
-    pytest.param(V2, "40 fe ca 09", MAC_BTHOME, None, ND(REASON_UNKNOWN_OBJECT), id="wrong-object-id"),
+    pytest.param(V2, "40 fe ca 09", MAC_BTHOME, None, ND(Reason.UNKNOWN_OBJECT), id="wrong-object-id"),
     # bthome-ble test_parser_v2.py (wrong order): the walk stops at 0xfe, battery before it is kept
     pytest.param(V2, "40 01 5d fe 5d 09 03 b7 18", MAC_BTHOME, None, v2(battery=93),
                  id="stops-at-unknown-id"),
     # bthome-ble test_parser_v2.py test_bthome_encryption_too_short
-    pytest.param(V2, "41 ba 0d b0 7a ee f6 00", MAC_BTHOME, KEY_BTHOME, NotDecodable(REASON_TRUNCATED),
+    pytest.param(V2, "41 ba 0d b0 7a ee f6 00", MAC_BTHOME, KEY_BTHOME, NotDecodable(Reason.TRUNCATED),
                  id="encrypted-too-short"),
     # E2 with a wrong bindkey (bthome-ble test_bindkey_wrong) / without one / from another MAC
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", MAC_BTHOME, KEY_WRONG,
-                 NotDecodable(REASON_DECRYPT_FAILED), id="wrong-key"),
+                 NotDecodable(Reason.DECRYPT_FAILED), id="wrong-key"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", MAC_BTHOME, None,
-                 NotDecodable(REASON_ENCRYPTED_NO_KEY), id="no-key"),
+                 NotDecodable(Reason.ENCRYPTED_NO_KEY), id="no-key"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", MAC_PVVX, KEY_BTHOME,
-                 NotDecodable(REASON_DECRYPT_FAILED), id="nonce-from-other-mac"),
+                 NotDecodable(Reason.DECRYPT_FAILED), id="nonce-from-other-mac"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", MAC_BTHOME, KEY_BTHOME[:15],
-                 NotDecodable(REASON_DECRYPT_FAILED), id="key-not-16-bytes"),
+                 NotDecodable(Reason.DECRYPT_FAILED), id="key-not-16-bytes"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", "not a mac", KEY_BTHOME,
-                 NotDecodable(REASON_MAC_MISMATCH), id="advertiser-not-a-mac"),
+                 NotDecodable(Reason.MAC_MISMATCH), id="advertiser-not-a-mac"),
     pytest.param(V2, "41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14", "ZZ:48:E6:8F:80:A5", KEY_BTHOME,
-                 ND(REASON_MAC_MISMATCH), id="advertiser-not-hex"),
-    pytest.param(ENV, "bd e9 b7 5d b8 56 f3 03", "A4-C1-38-AA-BB-CC", KEY_PVVX, ND(REASON_MAC_MISMATCH),
+                 ND(Reason.MAC_MISMATCH), id="advertiser-not-hex"),
+    pytest.param(ENV, "bd e9 b7 5d b8 56 f3 03", "A4-C1-38-AA-BB-CC", KEY_PVVX, ND(Reason.MAC_MISMATCH),
                  id="atc1441-enc-advertiser-not-a-mac"),
     # bthome-ble test_parser_v2.py test_bthome_has_incorrect_version: version bits 1 and 3
-    pytest.param(V2, "20 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(REASON_UNSUPPORTED_VERSION), id="v2-is-v1"),
-    pytest.param(V2, "60 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(REASON_UNSUPPORTED_VERSION), id="v2-is-v3"),
+    pytest.param(V2, "20 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(Reason.UNSUPPORTED_VERSION), id="v2-is-v1"),
+    pytest.param(V2, "60 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(Reason.UNSUPPORTED_VERSION), id="v2-is-v3"),
     # empty service data on every UUID, and an unknown UUID (MiBeacon 0xFE95 is out of scope)
-    pytest.param(V2, "", MAC_BTHOME, None, NotDecodable(REASON_TRUNCATED), id="empty-v2"),
+    pytest.param(V2, "", MAC_BTHOME, None, NotDecodable(Reason.TRUNCATED), id="empty-v2"),
     pytest.param(V1, "", MAC_BTHOME, None, v1(), id="empty-v1"),
-    pytest.param(V1_ENC, "", MAC_BTHOME, KEY_BTHOME, NotDecodable(REASON_TRUNCATED), id="empty-v1-enc"),
-    pytest.param(ENV, "", MAC_PVVX, None, NotDecodable(REASON_BAD_LENGTH), id="empty-181a"),
+    pytest.param(V1_ENC, "", MAC_BTHOME, KEY_BTHOME, NotDecodable(Reason.TRUNCATED), id="empty-v1-enc"),
+    pytest.param(ENV, "", MAC_PVVX, None, NotDecodable(Reason.BAD_LENGTH), id="empty-181a"),
     pytest.param(0xFE95, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
-                 NotDecodable(REASON_UNKNOWN_UUID), id="mibeacon-unknown-uuid"),
+                 NotDecodable(Reason.UNKNOWN_UUID), id="mibeacon-unknown-uuid"),
     # a device-info byte and nothing else is a valid, empty packet (as is an empty v1 packet above)
     pytest.param(V2, "40", MAC_BTHOME, None, v2(), id="v2-no-objects"),
     # MAC-included bit but the MAC is cut short
-    pytest.param(V2, "42 b2 18 8d", MAC_BTHOME, None, NotDecodable(REASON_TRUNCATED), id="v2-mac-cut"),
+    pytest.param(V2, "42 b2 18 8d", MAC_BTHOME, None, NotDecodable(Reason.TRUNCATED), id="v2-mac-cut"),
     # A1/C1 sent from another address: the payload MAC must be the advertiser's
     pytest.param(ENV, "a4 c1 38 aa bb cc 00 ce 33 43 0a 6e c3", "A4:C1:38:AA:BB:CD", None,
-                 NotDecodable(REASON_MAC_MISMATCH), id="atc1441-mac-mismatch"),
+                 NotDecodable(Reason.MAC_MISMATCH), id="atc1441-mac-mismatch"),
     pytest.param(ENV, "cc bb aa 38 c1 a4 6c 07 fa 13 d6 0a 52 09 0f", "A4:C1:38:AA:BB:CD", None,
-                 NotDecodable(REASON_MAC_MISMATCH), id="custom-mac-mismatch"),
+                 NotDecodable(Reason.MAC_MISMATCH), id="custom-mac-mismatch"),
     # ... but the comparison does not care about the case of `mac`
     pytest.param(ENV, "a4 c1 38 aa bb cc 00 ce 33 43 0a 6e c3", MAC_PVVX.lower(), None,
                  atc(temperature=20.6, humidity=51.0, battery=67, voltage=2.67, packet_id=195, mac=MAC_PVVX),
@@ -311,22 +300,22 @@ NEGATIVE = [
     pytest.param(ENV, "cc bb aa 38 c1 a4 6c 07 fa 13 d6 0a 52 09", MAC_PVVX, None,
                  pvvx(temperature=19.0, humidity=51.14, battery=82, voltage=2.774, packet_id=9, mac=MAC_PVVX),
                  id="custom-14-bytes"),
-    pytest.param(ENV, "cc bb aa 38 c1 a4 6c 07 fa 13 d6 0a", MAC_PVVX, None, NotDecodable(REASON_BAD_LENGTH),
+    pytest.param(ENV, "cc bb aa 38 c1 a4 6c 07 fa 13 d6 0a", MAC_PVVX, None, NotDecodable(Reason.BAD_LENGTH),
                  id="181a-12-bytes"),
-    pytest.param(ENV, "bd e9 b7 5d b8 56 f3 03", MAC_PVVX, None, NotDecodable(REASON_ENCRYPTED_NO_KEY),
+    pytest.param(ENV, "bd e9 b7 5d b8 56 f3 03", MAC_PVVX, None, NotDecodable(Reason.ENCRYPTED_NO_KEY),
                  id="atc1441-enc-no-key"),
-    pytest.param(ENV, "bd 86 c5 3f fa b9 00 c1 51 58 59", MAC_PVVX, KEY_BTHOME, ND(REASON_DECRYPT_FAILED),
+    pytest.param(ENV, "bd 86 c5 3f fa b9 00 c1 51 58 59", MAC_PVVX, KEY_BTHOME, ND(Reason.DECRYPT_FAILED),
                  id="custom-enc-wrong-key"),
     pytest.param(V1_ENC, "83 93 db a2 55 4c d8 04 be ab 78 cf b3 00 00 7d 6a 1c d2", MAC_PVVX, None,
-                 NotDecodable(REASON_ENCRYPTED_NO_KEY), id="v1-enc-no-key"),
+                 NotDecodable(Reason.ENCRYPTED_NO_KEY), id="v1-enc-no-key"),
     pytest.param(V1_ENC, "83 93 db a2 55 4c d8 04 be ab 78 cf b3 00 00 7d 6a 1c d2", MAC_PVVX, KEY_BTHOME,
-                 NotDecodable(REASON_DECRYPT_FAILED), id="v1-enc-wrong-key"),
+                 NotDecodable(Reason.DECRYPT_FAILED), id="v1-enc-wrong-key"),
     # v1 control byte with length 0 cannot hold an object id
-    pytest.param(V1, "00 02 ca 09", MAC_PVVX, None, NotDecodable(REASON_BAD_LENGTH), id="v1-ctrl-length-0"),
+    pytest.param(V1, "00 02 ca 09", MAC_PVVX, None, NotDecodable(Reason.BAD_LENGTH), id="v1-ctrl-length-0"),
     # v1 object whose length runs past the end
-    pytest.param(V1, "23 02 ca", MAC_PVVX, None, NotDecodable(REASON_TRUNCATED), id="v1-object-cut"),
+    pytest.param(V1, "23 02 ca", MAC_PVVX, None, NotDecodable(Reason.TRUNCATED), id="v1-object-cut"),
     # one AD element cannot hold more than 252 bytes of service data
-    pytest.param(V2, "40" + "00 01" * 126, MAC_PVVX, None, ND(REASON_BAD_LENGTH), id="over-252-bytes"),
+    pytest.param(V2, "40" + "00 01" * 126, MAC_PVVX, None, ND(Reason.BAD_LENGTH), id="over-252-bytes"),
 ]  # fmt: skip
 
 
@@ -361,10 +350,10 @@ SINGLE_OBJECTS = [
     ("02CA09 4522FF", v2(temperature=25.06)),  # a second temperature does not overwrite the first
     ("0161 0009", v2(battery=97, packet_id=9)),  # out of order is accepted (spec asks senders, not us)
     ("5300", v2()),  # empty text object
-    ("5305 4865", NotDecodable(REASON_TRUNCATED)),  # text longer than what is left
-    ("53", NotDecodable(REASON_TRUNCATED)),  # text without its length byte
-    ("02CA", NotDecodable(REASON_TRUNCATED)),
-    ("30 01", NotDecodable(REASON_UNKNOWN_OBJECT)),  # 0x30-0x39 are not assigned
+    ("5305 4865", NotDecodable(Reason.TRUNCATED)),  # text longer than what is left
+    ("53", NotDecodable(Reason.TRUNCATED)),  # text without its length byte
+    ("02CA", NotDecodable(Reason.TRUNCATED)),
+    ("30 01", NotDecodable(Reason.UNKNOWN_OBJECT)),  # 0x30-0x39 are not assigned
     ("02CA09 FF 00", v2(temperature=25.06)),
 ]
 
@@ -410,10 +399,9 @@ def test_service_uuids_are_bleaks_keys() -> None:
 
 
 def test_names_are_short_snake_case_label_values() -> None:
-    assert len(set(REASONS)) == len(REASONS) == 8
-    assert len(set(FORMATS)) == len(FORMATS) == 4
-    for name in (*REASONS, *FORMATS):
-        assert re.fullmatch(r"[a-z][a-z0-9_]*", name)
+    assert len({r.value for r in Reason}) == 10 and len({f.value for f in Format}) == 4
+    for name in (*Reason, *Format):
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", name) and str(name) == f"{name}" == name.value
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
@@ -455,7 +443,7 @@ def test_arbitrary_bytes_never_raise(uuid16: int, data: bytes, mac: str, key: by
     result = parse(uuid16, data, mac, key)
     assert isinstance(result, (Reading, NotDecodable))
     if isinstance(result, NotDecodable):
-        assert result.reason in REASONS
+        assert result.reason in PARSER_REASONS
 
 
 @FUZZ

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.parser import SERVICE_UUIDS, Reading, parse
 from ble_exporter.simulator import DEMO_DEVICES, NEIGHBOURS, SimulatedScanner, make_sensors
@@ -86,6 +86,6 @@ def test_neighbours_are_heard_but_not_exported() -> None:
         engine.close_window(1)
 
     asyncio.run(go())
-    assert {d.name for d in engine.snapshot.devices} == {d.name for d in DEMO_DEVICES}
+    assert {d.device.name for d in engine.snapshot.devices} == {d.name for d in DEMO_DEVICES}
     assert engine.counters.adverts_received > engine.counters.adverts_decoded > 0
     assert engine.counters.rejected == {}

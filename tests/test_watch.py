@@ -19,10 +19,10 @@ import pytest
 from bluez_mock import BluezMock
 from rich.console import Console
 
-from ble_exporter.config import Device
+from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
-from ble_exporter.engine import LiveState, ScanEngine
-from ble_exporter.parser import Reading, uuid128
+from ble_exporter.engine import Readings, ScanEngine
+from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.watch import (
     SPARKS,
     STALE_SECONDS,
@@ -174,8 +174,8 @@ def test_the_view_fits_80x24_with_a_crowd_of_neighbours() -> None:
 
 
 def test_formats_read_as_people_name_them() -> None:
-    def state(fmt: str | None, encrypted: bool = False) -> LiveState:
-        return LiveState("A4:C1:38:00:00:01", "x", format=fmt, encrypted=encrypted)
+    def state(fmt: str | None, encrypted: bool = False) -> Readings:
+        return Readings(format=Format(fmt) if fmt else None, encrypted=encrypted)
 
     assert [format_name(state(f)) for f in ("bthome_v2", "bthome_v1", "pvvx", "atc1441", None)] == [
         "BTHome v2",
@@ -190,7 +190,7 @@ def test_formats_read_as_people_name_them() -> None:
 def test_an_encrypted_sensor_shows_as_encrypted() -> None:
     device = Device(LIVING, "living_room", bindkey=KEY)
     engine = ScanEngine([device])
-    reading = Reading(format="bthome_v2", encrypted=True, temperature=19.5, humidity=51.0, battery=77)
+    reading = Reading(format=Format.BTHOME_V2, encrypted=True, temperature=19.5, humidity=51.0, battery=77)
     uuid16, payload = encode(reading, LIVING, KEY, counter=1000)
     engine.ingest(LIVING, -70, {uuid128(uuid16): payload}, T0)
     lines = show(engine, T0 + 1)

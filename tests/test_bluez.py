@@ -1,4 +1,5 @@
-"""The scan cycle (with the simulated radio and a failing fake) and the bleak failure messages."""
+"""The BlueZ radio: the real bleak against a mock bluetoothd on a private D-Bus (tests/bluez_mock.py),
+and the one-line failure messages."""
 
 from __future__ import annotations
 
@@ -11,111 +12,13 @@ import time
 import pytest
 from bluez_mock import BUS_ENV, BluezMock
 
-from ble_exporter.config import Device
+from ble_exporter.bluez import BluezScanner, describe_failure
+from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.parser import uuid128
-from ble_exporter.scanner import BluezScanner, ScanError, describe_failure, run_cycles
-from ble_exporter.simulator import SimulatedScanner
+from ble_exporter.scanner import ScanError, ScanMode
 
 DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
-
-
-async def _cycle(engine: ScanEngine, scanner: object, scans: int, **kwargs: object) -> None:
-    stop = asyncio.Event()
-
-    def count() -> None:
-        if engine.counters.scans >= scans:
-            stop.set()
-
-    await asyncio.wait_for(
-        run_cycles(engine, scanner, 0.12, 0.1, stop, on_scan=count, **kwargs),  # type: ignore[arg-type]
-        timeout=10,
-    )
-
-
-def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
-    engine = ScanEngine(DEVICES)
-    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 3))
-    assert engine.counters.scans == 3
-    assert scanner.sessions == 3  # one scanning session per cycle
-    assert {d.name for d in engine.snapshot.devices} == {"one", "two"}
-    assert engine.health.mode == "simulated"
-    received = engine.counters.adverts_received
-    asyncio.run(asyncio.sleep(0.1))
-    assert engine.counters.adverts_received == received  # stopped: nothing arrives after the run
-
-
-def test_continuous_mode_keeps_one_session() -> None:
-    engine = ScanEngine(DEVICES)
-    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 3, continuous=True))
-    assert scanner.sessions == 1 and engine.counters.scans == 3
-
-
-def test_silent_scanner_is_renewed_and_recovers() -> None:
-    engine = ScanEngine(DEVICES)
-    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
-    scanner.silent = True
-    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
-    assert scanner.renewals == 1
-    assert engine.health.restarts == 1 and not engine.health.up
-    scanner.silent = False
-    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=3))
-    assert engine.health.up and engine.health.restarts == 1
-
-
-def test_silence_without_configured_devices_is_not_a_fault() -> None:
-    engine = ScanEngine(())
-    scanner = SimulatedScanner((), engine.ingest, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=1))
-    assert scanner.renewals == 0 and engine.health.up
-
-
-class FailingScanner:
-    mode = "active"
-
-    def __init__(self, fail_on: str) -> None:
-        self.fail_on = fail_on
-        self.stops = 0
-
-    async def start(self) -> None:
-        if self.fail_on == "start":
-            raise ScanError("Bluetooth scan start on hci0 failed: adapter 'hci0' not found; ...")
-
-    async def stop(self) -> None:
-        self.stops += 1
-        if self.fail_on == "stop":
-            raise ScanError("Bluetooth scan stop on hci0 failed: ...")
-
-    def renew(self) -> None:
-        pass
-
-    async def check(self) -> None:
-        pass
-
-
-@pytest.mark.parametrize("fail_on", ["start", "stop"])
-def test_scan_errors_propagate(fail_on: str) -> None:
-    engine = ScanEngine(DEVICES)
-    with pytest.raises(ScanError, match=fail_on):
-        asyncio.run(_cycle(engine, FailingScanner(fail_on), 5))
-    assert engine.counters.scans == 0
-
-
-def test_cancelling_the_cycle_stops_the_scanner() -> None:
-    engine = ScanEngine(DEVICES)
-    scanner = FailingScanner("never")
-
-    async def go() -> None:
-        task = asyncio.ensure_future(run_cycles(engine, scanner, 10, 5, asyncio.Event()))  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(go())
-    assert scanner.stops == 1
 
 
 @pytest.mark.parametrize(
@@ -166,14 +69,16 @@ def test_bluez_auto_mode_falls_back_to_active_and_hears_adverts(
     bluez: BluezMock, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = ScanEngine(DEVICES)
-    scanner = BluezScanner("hci0", "auto", engine.ingest)
+    scanner = BluezScanner("hci0", ScanMode.AUTO, engine.ingest)
     with caplog.at_level(logging.WARNING):
         asyncio.run(_scan(engine, scanner, bluez, adverts=2))
     assert scanner.mode == "active"
     assert "passive scanning is not available on hci0" in caplog.text and "--experimental" in caplog.text
     (device,) = engine.snapshot.devices
-    assert (device.name, device.temperature, device.battery, device.rssi) == ("one", 27.01, 81, -61)
-    assert device.packets == 2 and bluez.discovery_starts() == 1 and not bluez.is_discovering()
+    r = device.readings
+    assert (device.device.name, r.temperature, r.battery, r.rssi) == ("one", 27.01, 81, -61)
+    assert r.packets == 2 and bluez.discovery_starts() == 1 and not bluez.is_discovering()
+    assert engine.health.last_error is None  # BluezScanner reports survived errors through on_error only
 
 
 def test_bluez_passive_mode_where_bluez_offers_it() -> None:
@@ -182,32 +87,32 @@ def test_bluez_passive_mode_where_bluez_offers_it() -> None:
         os.environ[BUS_ENV] = bluez.bus_address
         try:
             engine = ScanEngine(DEVICES)
-            scanner = BluezScanner("hci0", "auto", engine.ingest)
+            scanner = BluezScanner("hci0", ScanMode.AUTO, engine.ingest)
             asyncio.run(_scan(engine, scanner, bluez))
         finally:
             del os.environ[BUS_ENV]
         assert scanner.mode == "passive"
         assert bluez.discovery_starts() == 0 and bluez.registered_monitors() == []
-        assert engine.snapshot.devices[0].temperature == 27.01
+        assert engine.snapshot.devices[0].readings.temperature == 27.01
 
 
 def test_bluez_passive_only_fails_without_experimental(bluez: BluezMock) -> None:
     engine = ScanEngine(DEVICES)
     with pytest.raises(ScanError, match=r"scan start on hci0 failed: passive scanning"):
-        asyncio.run(_scan(engine, BluezScanner("hci0", "passive", engine.ingest), bluez))
+        asyncio.run(_scan(engine, BluezScanner("hci0", ScanMode.PASSIVE, engine.ingest), bluez))
 
 
 def test_bluez_missing_adapter(bluez: BluezMock) -> None:
     engine = ScanEngine(DEVICES)
     with pytest.raises(ScanError, match="adapter hci1 does not exist; check `bluetoothctl list`"):
-        asyncio.run(_scan(engine, BluezScanner("hci1", "active", engine.ingest), bluez))
+        asyncio.run(_scan(engine, BluezScanner("hci1", ScanMode.ACTIVE, engine.ingest), bluez))
 
 
 def test_bluez_powered_off_adapter(bluez: BluezMock) -> None:
     bluez.power_off("hci0")
     engine = ScanEngine(DEVICES)
     with pytest.raises(ScanError, match="adapter hci0 is powered off; run `rfkill unblock bluetooth`"):
-        asyncio.run(_scan(engine, BluezScanner("hci0", "passive", engine.ingest), bluez))
+        asyncio.run(_scan(engine, BluezScanner("hci0", ScanMode.PASSIVE, engine.ingest), bluez))
     assert bluez.registered_monitors() == [] and bluez.discovery_starts() == 0  # refused before bleak
 
 
@@ -216,7 +121,7 @@ def test_bluez_powered_off_adapter(bluez: BluezMock) -> None:
 )
 def test_bluez_vanishing_mid_scan_fails_the_stop(bluez: BluezMock, fault: str, fix: str) -> None:
     engine = ScanEngine(DEVICES)
-    scanner = BluezScanner("hci0", "active", engine.ingest)
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest)
 
     async def go() -> None:
         await scanner.start()
@@ -229,7 +134,7 @@ def test_bluez_vanishing_mid_scan_fails_the_stop(bluez: BluezMock, fault: str, f
 
 def test_bluez_renew_opens_a_fresh_discovery_session(bluez: BluezMock) -> None:
     engine = ScanEngine(DEVICES)
-    scanner = BluezScanner("hci0", "active", engine.ingest)
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest)
 
     async def go() -> None:
         await scanner.start()
@@ -247,22 +152,6 @@ def test_bluez_renew_opens_a_fresh_discovery_session(bluez: BluezMock) -> None:
     assert bluez.discovery_starts() == 2 and engine.counters.adverts_decoded == 1
 
 
-def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
-    engine = ScanEngine(DEVICES)
-    scanner = SimulatedScanner(DEVICES, engine.ingest, neighbours=())
-
-    async def go() -> None:
-        task = asyncio.ensure_future(run_cycles(engine, scanner, 30, 20, asyncio.Event()))
-        await asyncio.sleep(0.1)
-        scanner.failure = ScanError("Bluetooth on hci0 failed: BlueZ (org.bluez) left the system D-Bus")
-        await asyncio.wait_for(task, 2.5)
-
-    began = time.monotonic()
-    with pytest.raises(ScanError, match="left the system D-Bus"):
-        asyncio.run(go())
-    assert time.monotonic() - began < 2.0
-
-
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
@@ -273,7 +162,7 @@ def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
 )
 def test_bluez_check_notices_a_failure_while_scanning(bluez: BluezMock, fault: str, message: str) -> None:
     engine = ScanEngine(DEVICES)
-    scanner = BluezScanner("hci0", "active", engine.ingest)
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest)
 
     async def go() -> None:
         await scanner.start()
@@ -295,7 +184,7 @@ def test_bluez_not_on_the_bus_fails_at_once_instead_of_waiting_for_activation(bl
     engine = ScanEngine(DEVICES)
     began = time.monotonic()
     with pytest.raises(ScanError, match=r"BlueZ \(org.bluez\) is not on the system D-Bus; (bluetoothd|no Bluetooth)"):
-        asyncio.run(BluezScanner("hci0", "active", engine.ingest).start())
+        asyncio.run(BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest).start())
     assert time.monotonic() - began < 2.0
 
 
@@ -303,7 +192,7 @@ def test_bluez_configured_sensors_are_forgotten_at_each_scan_start(bluez: BluezM
     # BlueZ reports an unchanged advert only once per device object; forgetting the object makes
     # the next scan hear the sensor again even if its payload has not changed.
     engine = ScanEngine(DEVICES)
-    scanner = BluezScanner("hci0", "active", engine.ingest, [d.mac for d in DEVICES])
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest, [d.mac for d in DEVICES])
     removed: list[list[str]] = []
 
     async def two_scans() -> None:
@@ -315,4 +204,18 @@ def test_bluez_configured_sensors_are_forgotten_at_each_scan_start(bluez: BluezM
 
     asyncio.run(two_scans())
     assert removed == [[], ["/org/bluez/hci0/dev_A4_C1_38_00_00_01"]]  # nothing was known before the first
-    assert engine.snapshot.devices[0].name == "one"
+    assert engine.snapshot.devices[0].device.name == "one"
+
+
+def test_the_fallback_to_active_is_recorded_as_the_latest_error(bluez: BluezMock) -> None:
+    from ble_exporter.config import parse_config
+    from ble_exporter.core import make_scanner
+
+    cfg = parse_config('scan_mode: auto\ndevices:\n  "A4:C1:38:00:00:01": one\n', "c.yaml")
+    engine = ScanEngine(cfg.devices)
+    scanner = make_scanner(cfg, cfg.devices, engine, simulate=False)
+    asyncio.run(_scan(engine, scanner, bluez))  # type: ignore[arg-type]
+    assert scanner.mode == ScanMode.ACTIVE
+    assert engine.health.last_error is not None
+    assert engine.health.last_error.startswith("passive scanning is not available on hci0")
+    assert engine.health.last_error_time is not None

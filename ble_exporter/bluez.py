@@ -1,0 +1,333 @@
+"""The BlueZ radio: scanning through bleak, and every D-Bus check and bleak version shim it needs.
+
+bleak is imported only when a scan starts, so `--simulate` and the tests of the scan cycle need no
+D-Bus. Every failure of the Bluetooth stack leaves this module as a ScanError with one line that says
+what broke and what to do; the caller exits non-zero and systemd restarts the service.
+Supported: bleak 0.20 (Debian 12), 0.22 (Debian 13) and 1.x-3.x (PyPI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ble_exporter.parser import SERVICE_UUIDS
+from ble_exporter.scanner import AdvertSink, ScanError, ScanMode
+
+log = logging.getLogger("ble_exporter.scanner")  # one name for the scanning, as the log has always said
+
+
+class BluezScanner:
+    """bleak's BlueZ backend, passive where BlueZ offers it (or_patterns on our service UUIDs).
+
+    `on_error` hears of the failures it survives (the fallback to active scanning), for /status.
+    """
+
+    def __init__(
+        self,
+        adapter: str,
+        scan_mode: ScanMode,
+        sink: AdvertSink,
+        addresses: Sequence[str] = (),
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.adapter = adapter
+        # BlueZ object paths of the configured sensors, forgotten at each scan start (see _forget).
+        self._device_paths = [f"/org/bluez/{adapter}/dev_{mac.replace(':', '_')}" for mac in addresses]
+        self.scan_mode = scan_mode
+        self.mode = ScanMode.ACTIVE if scan_mode == ScanMode.ACTIVE else ScanMode.PASSIVE
+        self._sink = sink
+        self._on_error = on_error
+        self._scanner: Any = None
+        self._bluez: tuple[Any, dict[str, Any]] | None = None
+
+    def _on_detect(self, device: Any, adv: Any) -> None:
+        self._sink(device.address, adv.rssi, adv.service_data, time.time())
+
+    def _new_scanner(self, mode: ScanMode) -> Any:
+        from bleak import BleakScanner
+
+        try:  # bleak >= 1.0 (PyPI)
+            from bleak.args.bluez import OrPattern
+        except ImportError:  # bleak 0.20 (Debian 12), 0.22 (Debian 13)
+            from bleak.backends.bluezdbus.advertisement_monitor import OrPattern  # type: ignore[no-redef]
+        from bleak.assigned_numbers import AdvertisementDataType
+
+        bluez: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"scanning_mode": mode.value, "bluez": bluez}
+        if _bluez_args_take_adapter():
+            bluez["adapter"] = self.adapter
+        else:
+            kwargs["adapter"] = self.adapter
+        if mode == ScanMode.PASSIVE:
+            bluez["or_patterns"] = [
+                OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
+                for uuid16 in sorted(set(SERVICE_UUIDS.values()))
+            ]
+        return BleakScanner(self._on_detect, **kwargs)
+
+    async def start(self) -> None:
+        if self._scanner is None:
+            await self._require_bluez()
+            self._scanner = self._new_scanner(self.mode)
+        await self._forget()
+        try:
+            await self._scanner.start()
+        except Exception as e:
+            if not (self.mode == ScanMode.PASSIVE and self.scan_mode == ScanMode.AUTO and _passive_unavailable(e)):
+                self._scanner = None
+                raise ScanError(describe_failure(e, self.adapter, "start")) from e
+            message = (
+                f"passive scanning is not available on {self.adapter} ({e}); scanning actively instead. Passive "
+                "scanning needs bluetoothd --experimental (Experimental = true in /etc/bluetooth/main.conf)"
+            )
+            log.warning("%s", message)
+            self._on_error(message)
+            self.mode = ScanMode.ACTIVE
+            self._scanner = self._new_scanner(ScanMode.ACTIVE)
+            try:
+                await self._scanner.start()
+            except Exception as e:
+                self._scanner = None
+                raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        if self._bluez is None:
+            await self._attach_bluez()
+
+    async def stop(self) -> None:
+        if self._scanner is None:
+            return
+        try:
+            await self._scanner.stop()
+        except Exception as e:
+            self._scanner = None
+            raise ScanError(describe_failure(e, self.adapter, "stop")) from e
+
+    def renew(self) -> None:
+        self._scanner = None
+
+    async def check(self) -> None:
+        """Fail at once when bluetoothd leaves the bus or the adapter is removed or powered off.
+
+        bleak raises nothing while scanning when that happens (only a later stop() does, and not at
+        all for a power-off), so look at what bleak's BlueZ manager knows, plus one NameHasOwner call.
+        """
+        if self._bluez is None:
+            return
+        bus, objects = self._bluez
+        try:
+            reply = await bus.call(_bluez_on_bus_query())
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "check")) from e
+        if reply.body and reply.body[0] is False:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: BlueZ (org.bluez) left the system D-Bus; "
+                "check `systemctl status bluetooth`"
+            )
+        adapter = objects.get(f"/org/bluez/{self.adapter}", {}).get("org.bluez.Adapter1")
+        if adapter is None:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} disappeared; check the adapter "
+                "(USB dongle, `dmesg`) and `bluetoothctl list`"
+            )
+        if adapter.get("Powered") is False:
+            raise ScanError(
+                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} was powered off; run "
+                "`rfkill unblock bluetooth` and `bluetoothctl power on`"
+            )
+
+    async def _forget(self) -> None:
+        """Remove the configured sensors from BlueZ's device cache before a scan.
+
+        BlueZ reports a device again only when its advert changes (duplicate filtering, always on for
+        passive monitors, bluez#647): a pvvx-custom sensor, whose payload changes once per 10 s
+        measurement, went unreported in about half of the 5 s scans of the system test. A forgotten
+        device is reported at its next advert, whatever it says.
+        """
+        if self._bluez is None:
+            return
+        from dbus_fast import Message
+
+        bus, objects = self._bluez
+        for path in self._device_paths:
+            if "org.bluez.Device1" in objects.get(path, {}):
+                # A failure (already gone, bluetoothd busy) only costs this optimisation for one scan.
+                with contextlib.suppress(Exception):
+                    await bus.call(
+                        Message(
+                            destination="org.bluez",
+                            path=f"/org/bluez/{self.adapter}",
+                            interface="org.bluez.Adapter1",
+                            member="RemoveDevice",
+                            signature="o",
+                            body=[path],
+                        )
+                    )
+
+    async def _require_bluez(self) -> None:
+        """Fail at once, before bleak opens a session, when BlueZ or a powered adapter is missing.
+
+        Nobody owning org.bluez: bleak would wait 25 s for D-Bus to activate it (on a Pi without an
+        adapter, bluetooth.service is skipped by its condition). A powered-off adapter: a passive
+        scan "starts" but BlueZ's monitor registration is left pending in the kernel, and nothing is
+        heard even after power comes back (seen with kernel 6.1, see systemtest/README.md).
+        """
+        from dbus_fast import BusType, Message, MessageType
+        from dbus_fast.aio import MessageBus
+
+        start_failed = f"Bluetooth scan start on {self.adapter} failed"
+        try:
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            try:
+                owned = await bus.call(_bluez_on_bus_query())
+                powered = None
+                if owned is not None and owned.body and owned.body[0] is True:
+                    powered = await bus.call(
+                        Message(
+                            destination="org.bluez",
+                            path=f"/org/bluez/{self.adapter}",
+                            interface="org.freedesktop.DBus.Properties",
+                            member="Get",
+                            signature="ss",
+                            body=["org.bluez.Adapter1", "Powered"],
+                        )
+                    )
+            finally:
+                bus.disconnect()
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        if powered is None:
+            if any(Path("/sys/class/bluetooth").glob("hci*")):
+                fix = "bluetoothd is not running; start it with `systemctl start bluetooth`"
+            else:
+                fix = "no Bluetooth adapter in this machine (/sys/class/bluetooth is empty); check `dmesg`"
+            raise ScanError(f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; {fix}")
+        if powered.message_type == MessageType.ERROR:
+            raise ScanError(
+                f"{start_failed}: adapter {self.adapter} not found ({powered.error_name}); adapter "
+                f"{self.adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config"
+            )
+        if powered.body and getattr(powered.body[0], "value", True) is False:
+            raise ScanError(
+                f"{start_failed}: adapter {self.adapter} is powered off; run `rfkill unblock bluetooth` "
+                "and `bluetoothctl power on`"
+            )
+
+    async def _attach_bluez(self) -> None:
+        """Reach bleak's BlueZ manager (its D-Bus connection and object cache) for check()."""
+        try:
+            from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+            manager = await get_global_bluez_manager()
+            self._bluez = (manager._bus, manager._properties)
+        except Exception as e:  # an internal of bleak changed: scanning works, only the fast check is lost
+            log.warning("cannot watch BlueZ for failures between scans (%s); failures show at the next scan", e)
+
+
+def _bluez_on_bus_query() -> Any:
+    """The D-Bus call that says whether bluetoothd (org.bluez) is on the bus right now."""
+    from dbus_fast import Message  # bleak's own D-Bus library, in every version we support
+
+    return Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="NameHasOwner",
+        signature="s",
+        body=["org.bluez"],
+    )
+
+
+def _bluez_args_take_adapter() -> bool:
+    """bleak >= 1.0 takes the adapter inside `bluez={...}` and deprecates the keyword."""
+    try:
+        from bleak.args.bluez import BlueZScannerArgs
+    except ImportError:
+        return False
+    return "adapter" in BlueZScannerArgs.__annotations__
+
+
+def _passive_unavailable(e: Exception) -> bool:
+    # bleak 0.21-0.22 raise BleakNoPassiveScanError; 0.20 and >= 1.0 a BleakError naming passive scanning.
+    return type(e).__name__ == "BleakNoPassiveScanError" or "passive scanning" in str(e)
+
+
+# Kinds of failure, by D-Bus error name (bleak's BleakDBusError.dbus_error) ...
+_DBUS_KINDS = {
+    "org.freedesktop.DBus.Error.ServiceUnknown": "not running",
+    "org.bluez.Error.NotReady": "powered off",
+    "org.freedesktop.DBus.Error.UnknownObject": "disappeared",
+    "org.freedesktop.DBus.Error.AccessDenied": "denied",
+    "org.bluez.Error.NotPermitted": "denied",
+    "org.bluez.Error.InProgress": "in progress",
+}
+# ... and by BleakBluetoothNotAvailableError.reason (bleak >= 1.0).
+_REASON_KINDS = {
+    "NO_BLUETOOTH": "no adapter",
+    "NO_BLE_CENTRAL_ROLE": "no adapter",
+    "POWERED_OFF": "powered off",
+    "DENIED_BY_USER": "denied",
+    "DENIED_BY_SYSTEM": "denied",
+    "DENIED_BY_UNKNOWN": "denied",
+}
+_FIXES = {
+    "not running": "BlueZ is not running on the system D-Bus; start it with `systemctl start bluetooth`",
+    "no adapter": "adapter {adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config",
+    "powered off": "adapter {adapter} is powered off or blocked; run `rfkill unblock bluetooth` and "
+    "`bluetoothctl power on`",
+    "disappeared": "adapter {adapter} disappeared; check the adapter (USB dongle, `dmesg`) and `bluetoothctl list`",
+    "denied": "not allowed to use BlueZ; the service user must be in the `bluetooth` group",
+    "in progress": "BlueZ reports a scan already in progress; restarting usually clears it",
+    "other": "check `systemctl status bluetooth` and `journalctl -u bluetooth`",
+}
+
+
+def _not_available_error() -> type[Exception] | None:
+    try:  # bleak >= 1.0
+        from bleak.exc import BleakBluetoothNotAvailableError
+    except ImportError:
+        return None
+    return BleakBluetoothNotAvailableError
+
+
+def _kind(e: BaseException, text: str, adapter: str) -> str:
+    """What failed: from bleak's typed errors where the installed bleak has them, else from the message
+    (bleak 0.20's BleakError, dbus_fast's own errors)."""
+    not_available = _not_available_error()
+    if not_available is not None and isinstance(e, not_available):
+        kind = _REASON_KINDS.get(getattr(getattr(e, "reason", None), "name", ""))
+        if kind is not None:
+            return kind
+    dbus_error = getattr(e, "dbus_error", None)
+    if isinstance(dbus_error, str) and dbus_error in _DBUS_KINDS:
+        return _DBUS_KINDS[dbus_error]
+    if (
+        isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+        or "ServiceUnknown" in text
+        or "org.bluez was not provided" in text
+    ):
+        return "not running"
+    if ("not found" in text and adapter in text) or "No Bluetooth adapters" in text:
+        return "no adapter"
+    if "NotReady" in text or "No powered" in text or "powered" in text.lower():
+        return "powered off"
+    if "UnknownObject" in text or "does not exist" in text:
+        return "disappeared"
+    if "AccessDenied" in text or "NotPermitted" in text or isinstance(e, PermissionError):
+        return "denied"
+    if "InProgress" in text:
+        return "in progress"
+    return "other"
+
+
+def describe_failure(e: BaseException, adapter: str, action: str) -> str:
+    """One line naming what failed and the likely fix, from whatever bleak or D-Bus raised."""
+    # bleak >= 2's BleakBluetoothNotAvailableError prints as a tuple; its message is the first argument.
+    not_available = _not_available_error()
+    plain = not_available is not None and isinstance(e, not_available) and e.args and isinstance(e.args[0], str)
+    text = (e.args[0] if plain else str(e)) or type(e).__name__
+    fix = _FIXES[_kind(e, text, adapter)].format(adapter=adapter)
+    return f"Bluetooth scan {action} on {adapter} failed: {text.strip().splitlines()[0]}; {fix}"

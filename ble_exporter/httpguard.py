@@ -1,0 +1,140 @@
+"""Bounds on what HTTP clients can hold: open connections, their lifetime, pipelined requests, and
+the log lines their mistakes would cause.
+
+aiohttp's protocol factory is wrapped rather than patched. Two bounds depend on aiohttp's version and
+internals, each pinned by a test in tests/test_httpguard.py that fails loudly if the internal changes:
+- aiohttp before 3.14.1 parses everything a client pipelines and keeps every parsed request until it
+  is answered (1 MB of tiny GETs held ~50 MB on 3.8; 3.11 is the same). For those versions received
+  bytes are fed to aiohttp a slice at a time while its queue (`RequestHandler._messages`) is short.
+- aiohttp 3.8 logs an AssertionError from `_handle_request` when a client closed its connection while
+  its pipelined requests were queued (fixed in 3.9): a disconnect, not a fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
+
+MAX_CONNECTIONS = 128  # beyond, the oldest connection that has sent nothing (else the oldest) is closed
+CONNECTION_LIFETIME_SECONDS = 30.0  # bounds a client that trickles its request; scrapers reconnect
+MAX_QUEUED_REQUESTS = 8  # pipelined requests parsed ahead of the one being answered, per connection
+FEED_BYTES = 1024  # received bytes are handed to aiohttp's parser in slices this big
+
+
+def aiohttp_version(text: str = aiohttp.__version__) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+# aiohttp 3.14.1 bounds its own queue of pipelined requests (MAX_MSG_QUEUE_SIZE in web_protocol).
+SLICE_PIPELINED_INPUT = aiohttp_version() < (3, 14, 1)
+# aiohttp 3.9 no longer asserts in _handle_request when a pipelining client disconnects.
+QUIET_DISCONNECT_ASSERTION = aiohttp_version() < (3, 9)
+
+
+class ClientMistakes(logging.Filter):
+    """aiohttp logs a malformed request with a traceback at ERROR; a client's mistake is not ours
+    (it already got its 400), and a flood of them must not fill the disk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if QUIET_DISCONNECT_ASSERTION and isinstance(error, AssertionError) and _raised_in(error, "_handle_request"):
+            return False
+        return not isinstance(error, (HttpProcessingError, ConnectionError, asyncio.CancelledError))
+
+
+def _raised_in(error: BaseException, function: str) -> bool:
+    """Whether `error` was raised by aiohttp's `function` itself."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function and "aiohttp" in tb.tb_frame.f_code.co_filename
+
+
+class ConnectionGuard:
+    """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
+    trickling clients can neither exhaust file descriptors nor hold a slot for long."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        self._factory = factory
+        self.open: dict[_Tracked, asyncio.Transport] = {}  # oldest first
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Tracked(self._factory(), self)
+
+    def close_all(self) -> None:
+        """At shutdown: abort, not close, which would wait to flush answers a client is not reading."""
+        for transport in list(self.open.values()):
+            transport.abort()
+
+
+class _Tracked(asyncio.Protocol):
+    """aiohttp's protocol, seen through the guard (its class has __slots__, so it is wrapped)."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+        self._inner, self._guard = inner, guard
+        self._transport: asyncio.Transport | None = None
+        self._held = bytearray()  # received, not yet given to aiohttp
+        self._paused = False  # reading paused by us (not by aiohttp's own flow control)
+        self.spoke = False  # has sent something: a burst of idle connections must not evict its request
+        self._deadline: asyncio.TimerHandle | None = None  # closes it at the end of its lifetime
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's
+        self._transport = transport
+        open_connections = self._guard.open
+        open_connections[self] = transport
+        if len(open_connections) > MAX_CONNECTIONS:
+            oldest = next(iter(open_connections))
+            silent = next((c for c in open_connections if not c.spoke and c is not self), oldest)
+            open_connections.pop(silent).close()
+        self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.open.pop(self, None)
+        if self._deadline is not None:  # else the timer keeps the closed connection alive for its lifetime
+            self._deadline.cancel()
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.spoke = True
+        if not SLICE_PIPELINED_INPUT:
+            self._inner.data_received(data)
+            return
+        self._held += data
+        self._feed()
+
+    def _feed(self) -> None:
+        """Hand aiohttp the received bytes a slice at a time while few requests wait in its queue.
+        Reading from the client pauses meanwhile, so the rest waits in the kernel's bounded buffers."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._held.clear()
+            return
+        queue = self._inner._messages  # type: ignore[attr-defined]  # aiohttp's parsed, unanswered requests
+        while self._held and len(queue) < MAX_QUEUED_REQUESTS:
+            chunk = bytes(self._held[:FEED_BYTES])
+            del self._held[:FEED_BYTES]
+            self._inner.data_received(chunk)
+        if self._held:
+            if not self._paused:
+                transport.pause_reading()
+                self._paused = True
+            asyncio.get_running_loop().call_later(0.01, self._feed)
+        elif self._paused:
+            self._paused = False
+            transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()

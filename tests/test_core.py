@@ -1,0 +1,172 @@
+"""The scan cycle both front ends run (with the simulated radio and a failing fake), and Core's wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from ble_exporter.config import parse_config
+from ble_exporter.core import Core, run_cycles
+from ble_exporter.devices import Device
+from ble_exporter.engine import ScanEngine
+from ble_exporter.scanner import ScanError, ScanMode
+from ble_exporter.simulator import DEMO_DEVICES, SimulatedScanner
+
+DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
+
+
+async def _cycle(engine: ScanEngine, scanner: object, scans: int, **kwargs: object) -> None:
+    stop = asyncio.Event()
+
+    def count() -> None:
+        if engine.counters.scans >= scans:
+            stop.set()
+
+    await asyncio.wait_for(
+        run_cycles(engine, scanner, 0.12, 0.1, stop, on_scan=count, **kwargs),  # type: ignore[arg-type]
+        timeout=10,
+    )
+
+
+def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 3))
+    assert engine.counters.scans == 3
+    assert scanner.sessions == 3  # one scanning session per cycle
+    assert {d.device.name for d in engine.snapshot.devices} == {"one", "two"}
+    assert engine.health.mode == "simulated"
+    received = engine.counters.adverts_received
+    asyncio.run(asyncio.sleep(0.1))
+    assert engine.counters.adverts_received == received  # stopped: nothing arrives after the run
+
+
+def test_continuous_mode_keeps_one_session() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 3, continuous=True))
+    assert scanner.sessions == 1 and engine.counters.scans == 3
+
+
+def test_silent_scanner_is_renewed_and_recovers() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    scanner.silent = True
+    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
+    assert scanner.renewals == 1
+    assert engine.health.restarts == 1 and not engine.health.up
+    scanner.silent = False
+    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=3))
+    assert engine.health.up and engine.health.restarts == 1
+
+
+def test_silence_without_configured_devices_is_not_a_fault() -> None:
+    engine = ScanEngine(())
+    scanner = SimulatedScanner((), engine.ingest, neighbours=())
+    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=1))
+    assert scanner.renewals == 0 and engine.health.up
+
+
+class FailingScanner:
+    mode = ScanMode.ACTIVE
+
+    def __init__(self, fail_on: str) -> None:
+        self.fail_on = fail_on
+        self.stops = 0
+
+    async def start(self) -> None:
+        if self.fail_on == "start":
+            raise ScanError("Bluetooth scan start on hci0 failed: adapter 'hci0' not found; ...")
+
+    async def stop(self) -> None:
+        self.stops += 1
+        if self.fail_on == "stop":
+            raise ScanError("Bluetooth scan stop on hci0 failed: ...")
+
+    def renew(self) -> None:
+        pass
+
+    async def check(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail_on", ["start", "stop"])
+def test_scan_errors_propagate(fail_on: str) -> None:
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError, match=fail_on):
+        asyncio.run(_cycle(engine, FailingScanner(fail_on), 5))
+    assert engine.counters.scans == 0
+
+
+def test_cancelling_the_cycle_stops_the_scanner() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = FailingScanner("never")
+
+    async def go() -> None:
+        task = asyncio.ensure_future(run_cycles(engine, scanner, 10, 5, asyncio.Event()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    assert scanner.stops == 1
+
+
+def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, neighbours=())
+
+    async def go() -> None:
+        task = asyncio.ensure_future(run_cycles(engine, scanner, 30, 20, asyncio.Event()))
+        await asyncio.sleep(0.1)
+        scanner.failure = ScanError("Bluetooth on hci0 failed: BlueZ (org.bluez) left the system D-Bus")
+        await asyncio.wait_for(task, 2.5)
+
+    began = time.monotonic()
+    with pytest.raises(ScanError, match="left the system D-Bus"):
+        asyncio.run(go())
+    assert time.monotonic() - began < 2.0
+
+
+def test_a_renewal_is_the_latest_survived_error_with_its_time() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    scanner.silent = True
+    before = time.time()
+    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
+    assert engine.health.last_error is not None
+    assert engine.health.last_error.startswith("scanner: no advert at all in 3 scans on - (simulated mode")
+    assert engine.health.last_error_time is not None and before <= engine.health.last_error_time <= time.time()
+
+
+def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
+    empty = parse_config("devices:\n", "c.yaml")
+
+    async def go() -> Core:
+        stop = asyncio.Event()
+        core = Core(empty, simulate=True)
+        core.start(stop)
+        assert await core.wait_started(5)
+        stop.set()
+        await core.finish()
+        return core
+
+    core = asyncio.run(go())
+    assert core.demo and core.devices == DEMO_DEVICES and core.engine.devices == DEMO_DEVICES
+    assert core.engine.health.mode == ScanMode.SIMULATED and core.cycles.done()
+    real = Core(parse_config('devices:\n  "A4:C1:38:00:00:01": one\n', "c.yaml"), simulate=True)
+    assert not real.demo and [d.name for d in real.devices] == ["one"]
+
+
+def test_core_wait_started_raises_the_start_failure() -> None:
+    async def go() -> None:
+        core = Core(parse_config("devices:\n", "c.yaml"), simulate=True)
+        core.scanner = FailingScanner("start")
+        core.start(asyncio.Event())
+        await core.wait_started(5)
+
+    with pytest.raises(ScanError, match="scan start on hci0 failed"):
+        asyncio.run(go())

@@ -1,0 +1,162 @@
+"""The HTTP guard: connection cap and lifetime, the pipelining bound, and the aiohttp internals both rely
+on (each checked here against the installed aiohttp, so an upgrade that changes them fails loudly)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import logging
+import socket
+import sys
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ble_exporter import httpguard
+from ble_exporter.exporter import make_app, serve
+from ble_exporter.httpguard import FEED_BYTES, MAX_QUEUED_REQUESTS, ClientMistakes, aiohttp_version
+
+REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def app() -> web.Application:
+    return make_app(CollectorRegistry(), dict)
+
+
+async def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("3.8.4", (3, 8, 4)), ("3.11.16", (3, 11, 16)), ("3.14.1", (3, 14, 1)), ("4.0.0a1", (4, 0, 0))],
+)
+def test_aiohttp_version(text: str, version: tuple[int, ...]) -> None:
+    assert aiohttp_version(text) == version
+
+
+def test_the_pipelining_bound_matches_the_installed_aiohttp() -> None:
+    """Slicing is on exactly where aiohttp does not bound its own queue, and there it reads the queue
+    aiohttp really keeps: a renamed internal fails here rather than silently unbounding the queue."""
+    from aiohttp import web_protocol
+
+    own_bound = hasattr(web_protocol, "MAX_MSG_QUEUE_SIZE")
+    assert httpguard.SLICE_PIPELINED_INPUT is not own_bound, (aiohttp.__version__, own_bound)
+
+    async def handler_queue() -> object:
+        async def answer(request: web.BaseRequest) -> web.StreamResponse:
+            return web.Response()
+
+        server = web.Server(answer)
+        return server()._messages  # type: ignore[attr-defined]
+
+    if httpguard.SLICE_PIPELINED_INPUT:
+        assert isinstance(asyncio.run(handler_queue()), collections.deque)
+
+
+def test_a_pipelining_flood_is_parsed_a_few_requests_at_a_time() -> None:
+    """1 MB of pipelined GETs whose answers are never read: aiohttp holds at most a few parsed requests."""
+    held: list[int] = []
+
+    async def scenario() -> None:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST * (1024 * 1024 // len(REQUEST)))
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                (tracked,) = server.guard.open
+                held.append(len(tracked._inner._messages))  # type: ignore[attr-defined]
+            writer.close()
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+    bound = MAX_QUEUED_REQUESTS + FEED_BYTES // len(REQUEST) + 1 if httpguard.SLICE_PIPELINED_INPUT else 64
+    assert max(held) <= bound, held
+
+
+def test_client_mistakes_are_not_logged_but_our_errors_are() -> None:
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            return logging.LogRecord(
+                "aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (), sys.exc_info()
+            )
+
+    quiet = ClientMistakes()
+    assert not quiet.filter(record(aiohttp.http_exceptions.BadStatusLine("x")))
+    assert not quiet.filter(record(ConnectionResetError()))
+    assert quiet.filter(record(ValueError("a bug of ours")))
+    assert quiet.filter(record(AssertionError("raised here, not in aiohttp")))
+
+
+def test_the_disconnect_assertion_filter_matches_the_installed_aiohttp() -> None:
+    """aiohttp 3.8's `_handle_request` asserts on a pipelining client's disconnect; the filter names
+    that function, so it must exist where the filter is on."""
+    from aiohttp.web_protocol import RequestHandler
+
+    assert httpguard.QUIET_DISCONNECT_ASSERTION is (aiohttp_version() < (3, 9))
+    if httpguard.QUIET_DISCONNECT_ASSERTION:
+        assert callable(getattr(RequestHandler, "_handle_request", None))
+
+
+def test_connection_cap_and_lifetime_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(httpguard, "CONNECTION_LIFETIME_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            talker = await asyncio.open_connection("127.0.0.1", port)
+            talker[1].write(REQUEST[:5])  # a trickler: it has spoken, so idle connections go first
+            opened = time.monotonic()
+            await asyncio.sleep(0.05)
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+            await asyncio.sleep(0.05)
+            assert len(server.guard.open) == 4
+            for reader, _ in idle[:3]:  # the oldest silent ones made room
+                assert await asyncio.wait_for(reader.read(), 1) == b""
+            # The trickler is closed at the end of its lifetime, its request unfinished.
+            assert await asyncio.wait_for(talker[0].read(), 2) == b""
+            assert 0.4 < time.monotonic() - opened < 1.0
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            assert (await asyncio.wait_for(reader.readline(), 1)).startswith(b"HTTP/1.1 200")
+            for _, w in [*idle, talker, (reader, writer)]:
+                w.close()
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_closed_connections_are_released_at_once() -> None:
+    # The lifetime timer of a connection must not keep it (transport, aiohttp's handler, buffers)
+    # alive for 30 s after it closed: at a scrape per few ms that was megabytes.
+    async def scenario() -> None:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            for _ in range(100):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert (await reader.read()).startswith(b"HTTP/1.1 200")
+                writer.close()
+            await asyncio.sleep(0.1)
+            gc.collect()
+            alive = [o for o in gc.get_objects() if isinstance(o, asyncio.BaseTransport)]
+            assert len(alive) <= 5, len(alive)
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
