@@ -44,6 +44,7 @@ from bench.common import (  # noqa: E402
 from ble_exporter.bluez import BluezScanner  # noqa: E402
 from ble_exporter.devices import Device  # noqa: E402
 from ble_exporter.engine import ScanEngine  # noqa: E402
+from ble_exporter.parser import Format  # noqa: E402
 from ble_exporter.scanner import ScanMode  # noqa: E402
 from ble_exporter.simulator import SimulatedSensor  # noqa: E402
 
@@ -52,7 +53,7 @@ ROUNDS = 3
 CHUNK = 1000
 CONFIGURED = 20
 UNKNOWN = 180
-FORMATS = ("bthome_v2", "pvvx", "atc1441", "bthome_v1")
+FORMATS = (Format.BTHOME_V2, Format.PVVX, Format.ATC1441, Format.BTHOME_V1)
 
 REPLAY_METHOD = r'''
 
@@ -88,7 +89,7 @@ def stream() -> tuple[list[Device], list[tuple[str, dict[str, Any]]], list[tuple
         return address, {"rssi": rng.randint(-95, -50), "service_data": sd}
 
     def from_sensor(sensor: SimulatedSensor) -> tuple[str, dict[str, Any]]:
-        key, payload = sensor.next_payload()
+        key, payload = sensor.next_payload(2.5 * sensor.adverts)
         return advert(sensor.device.mac, {key: payload})
 
     other_data = {"0000fe9f-0000-1000-8000-00805f9b34fb": bytes(20)}

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, median_time
 from ble_exporter.devices import Device
-from ble_exporter.parser import FORMATS, SERVICE_UUIDS, Reading, parse
+from ble_exporter.parser import SERVICE_UUIDS, Format, Reading, parse
 from ble_exporter.simulator import SimulatedSensor
 
 SENSORS_PER_SET = 4
@@ -34,7 +34,7 @@ def streams() -> dict[tuple[str, bool], list[list[Packet]]]:
     rng = random.Random(7)
     out: dict[tuple[str, bool], list[list[Packet]]] = {}
     n = 0
-    for fmt in FORMATS:
+    for fmt in Format:
         for encrypted in (False, True):
             per_sensor = []
             for _ in range(SENSORS_PER_SET):
@@ -43,7 +43,7 @@ def streams() -> dict[tuple[str, bool], list[list[Packet]]]:
                 sensor = SimulatedSensor(Device(f"A4:C1:38:00:{n // 256:02X}:{n % 256:02X}", f"s{n}", key), fmt, rng)
                 packets = []
                 for _ in range(PACKETS_PER_SENSOR):
-                    uuid, payload = sensor.next_payload()
+                    uuid, payload = sensor.next_payload(2.5 * sensor.adverts)
                     packets.append((SERVICE_UUIDS[uuid], payload, sensor.device.mac, key))
                 per_sensor.append(packets)
             out[fmt, encrypted] = per_sensor

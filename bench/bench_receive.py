@@ -25,6 +25,7 @@ from bench.common import RADIO_LIMIT, header, pin
 from ble_exporter.bluez import BluezScanner
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
+from ble_exporter.parser import Format
 from ble_exporter.scanner import ScanMode
 from ble_exporter.simulator import SimulatedSensor
 
@@ -32,7 +33,7 @@ CONFIGURED = 20
 UNKNOWN = 400
 ADVERTS = 100_000
 REPEATS = 7
-FORMATS = ("bthome_v2", "pvvx", "atc1441", "bthome_v1")
+FORMATS = (Format.BTHOME_V2, Format.PVVX, Format.ATC1441, Format.BTHOME_V1)
 OTHER_SERVICE_DATA = (
     {},
     {"0000fe9f-0000-1000-8000-00805f9b34fb": bytes(20)},  # Google
@@ -71,12 +72,12 @@ def build() -> tuple[list[Device], list[tuple[Any, Any]], list[tuple[Any, Any]]]
         rssi = rng.randint(-95, -50)
         if n % 10 == 0:
             sensor = sensors[(n // 10) % CONFIGURED]
-            key, payload = sensor.next_payload()
+            key, payload = sensor.next_payload(2.5 * sensor.adverts)
             stream.append(bleak_objects(sensor.device.mac, rssi, {key: payload}))
             continue
         who = rng.randrange(UNKNOWN)
         if who < len(neighbours):
-            key, payload = neighbours[who].next_payload()
+            key, payload = neighbours[who].next_payload(2.5 * neighbours[who].adverts)
             pair = bleak_objects(neighbours[who].device.mac, rssi, {key: payload})
         else:
             pair = bleak_objects(others[who - len(neighbours)], rssi, rng.choice(OTHER_SERVICE_DATA))

@@ -32,9 +32,10 @@ async def _paced_advertise(self: simulator.SimulatedScanner) -> None:
     sent = 0
     while True:
         for sensor in self.sensors:
-            key, payload = sensor.next_payload()
+            now = time.time()
+            key, payload = sensor.next_payload(now)
             if not self.silent:
-                self._sink(sensor.device.mac, sensor.rssi, {key: payload}, time.time())
+                self._sink(sensor.device.mac, sensor.rssi, {key: payload}, now)
             deadline += gap
             sent += 1
             delay = deadline - loop.time()

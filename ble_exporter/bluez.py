@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -181,6 +182,14 @@ class BluezScanner:
         start_failed = f"Bluetooth scan start on {self.adapter} failed"
         try:
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise ScanError(
+                f"{start_failed}: the system D-Bus is not running ({_system_bus_address()}: {e.strerror}); "
+                f"start it with `systemctl start dbus`{_no_adapter_note()}"
+            ) from e
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        try:
             try:
                 owned = await bus.call(_bluez_on_bus_query())
                 powered = None
@@ -200,11 +209,10 @@ class BluezScanner:
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
         if powered is None:
-            if any(Path("/sys/class/bluetooth").glob("hci*")):
-                fix = "bluetoothd is not running; start it with `systemctl start bluetooth`"
-            else:
-                fix = "no Bluetooth adapter in this machine (/sys/class/bluetooth is empty); check `dmesg`"
-            raise ScanError(f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; {fix}")
+            raise ScanError(
+                f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; bluetoothd is not running: start it "
+                f"with `systemctl start bluetooth`{_no_adapter_note()}"
+            )
         if powered.message_type == MessageType.ERROR:
             raise ScanError(
                 f"{start_failed}: adapter {self.adapter} not found ({powered.error_name}); adapter "
@@ -225,6 +233,21 @@ class BluezScanner:
             self._bluez = (manager._bus, manager._properties)
         except Exception as e:  # an internal of bleak changed: scanning works, only the fast check is lost
             log.warning("cannot watch BlueZ for failures between scans (%s); failures show at the next scan", e)
+
+
+def _system_bus_address() -> str:
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+    return address.removeprefix("unix:path=")
+
+
+def _no_adapter_note() -> str:
+    """Bluetooth missing underneath BlueZ too: the kernel knows no adapter (a Pi's UART radio not enabled,
+    a USB dongle not plugged in), which no restart of a service will fix."""
+    if any(Path("/sys/class/bluetooth").glob("hci*")):
+        return ""
+    if Path("/sys/class/bluetooth").exists():
+        return "; and the kernel has no Bluetooth adapter (/sys/class/bluetooth is empty): check `dmesg`"
+    return "; and the kernel has no Bluetooth at all (/sys/class/bluetooth is missing): check `dmesg`"
 
 
 def _bluez_on_bus_query() -> Any:

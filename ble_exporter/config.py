@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from ble_exporter.scanner import ScanMode
 
 DEFAULT_PATH = "/etc/ble-exporter/config.yaml"
 MAX_FILE_BYTES = 1024 * 1024
+# A real scan: BlueZ takes a good part of a second to start and stop a discovery, the firmware advertises
+# every 2.5 s (a shorter scan hears few sensors), and every scan writes a log line. --simulate may go
+# below, for tests and soaks that compress time.
+MIN_SCAN_SECONDS = 1.0
 SCAN_MODES = (ScanMode.AUTO, ScanMode.PASSIVE, ScanMode.ACTIVE)
 
 _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
@@ -69,6 +74,22 @@ def _key(
 
 def _above_zero(key: str, example: str) -> Check:
     return lambda v: None if v > 0 else f"{key} must be above 0, e.g. {example}"
+
+
+def _log_file(path: str) -> str | None:
+    if not path.strip():
+        return "log_file is empty; give a file path"
+    if path.startswith("~"):
+        return (
+            f"log_file `{_shown(path)}` starts with ~, which is not expanded (the service has no home); "
+            "write the absolute path, e.g. /var/log/ble-exporter/ble-exporter.log"
+        )
+    if not path.startswith("/"):
+        return (
+            f"log_file `{_shown(path)}` is a relative path, which would depend on the directory the exporter "
+            "starts in (/ under systemd); write the absolute path, e.g. /var/log/ble-exporter/ble-exporter.log"
+        )
+    return None
 
 
 def _tcp_port(port: int) -> str | None:
@@ -119,11 +140,11 @@ class Config:
     )
     log_file: str = _key(
         "/var/log/ble-exporter/ble-exporter.log",
-        "The log file. The service can write only under /var/log/ble-exporter, so keep it there; the "
-        "exporter reopens the file when logrotate has moved it.",
+        "The log file, an absolute path (~ is not expanded). The service can write only under "
+        "/var/log/ble-exporter, so keep it there; the exporter reopens the file when logrotate has moved it.",
         (str,),
         "a file path",
-        lambda v: None if v.strip() else "log_file is empty; give a file path",
+        _log_file,
     )
     listen_address: str | None = _key(
         None,
@@ -213,11 +234,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        problem = e.problem or e.context or "invalid YAML"
-        hint = "; indent with spaces, not tabs" if "'\\t'" in str(problem) else ""
-        raise ConfigError([f"{path}{line}: not valid YAML: {problem}{hint}"]) from None
+        raise ConfigError([f"{path}{_yaml_problem(e)}"]) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow, e.g. a NUL or a control character
         at = text[: e.position].count("\n") + 1
         raise ConfigError([f"{path}:{at}: not valid YAML: {str(e).splitlines()[0]}; remove it"]) from None
@@ -225,23 +242,71 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError([f"{path}: not valid YAML: {str(e).splitlines()[0]}"]) from None
     except RecursionError:
         raise ConfigError([f"{path}: not valid YAML: nested too deeply; a config needs at most three levels"]) from None
-    if root is None:
-        raise ConfigError([f"{path}: the file is empty; it needs at least `devices:` (see the shipped example)"])
+    if root is None:  # empty, or only comments: every key has its default
+        return Config(path=path)
     return _Validator(path).config(root)
+
+
+# PyYAML's words for the usual slips, and whether its problem mark or its context mark (where the broken
+# construct began) names the line to look at.
+_YAML_SLIPS: tuple[tuple[str, bool, str], ...] = (
+    (
+        "mapping values are not allowed here",
+        False,
+        "a `: ` where no value can start: is a colon missing on the line above, does a value with `: ` "
+        "need quotes, or is this line indented wrongly?",
+    ),
+    (
+        "expected <block end>",
+        False,
+        "this line does not line up with the block above it: check its indentation (devices two spaces "
+        "under `devices:`) and that it reads `key: value`",
+    ),
+    ("could not find expected ':'", True, "no colon after the key; write `key: value`"),
+    ("found unexpected end of stream", True, "a quote opened here is never closed; close it"),
+    ("expected ',' or '}'", True, "a `{` opened here is never closed; close it"),
+    ("expected ',' or ']'", True, "a `[` opened here is never closed; close it"),
+    ("but found another document", False, "a second document (`---`); a config is one document, remove it"),
+    ("found undefined alias", False, "`*` starts a YAML alias; put the value in quotes"),
+    ("that cannot start any token", False, "a character no value can start with; put the value in quotes"),
+)
+
+
+def _yaml_problem(e: yaml.MarkedYAMLError) -> str:
+    """`:line: not valid YAML: what is wrong; fix` for PyYAML's error."""
+    problem = e.problem or e.context or "invalid YAML"
+    if "'\\t'" in problem:
+        mark = e.problem_mark
+        text = f"{problem}; indent with spaces, not tabs"
+    else:
+        slip = next(((at_context, words) for start, at_context, words in _YAML_SLIPS if start in problem), None)
+        if slip is None:
+            mark, text = e.problem_mark, problem
+        else:
+            mark, text = (e.context_mark if slip[0] and e.context_mark else e.problem_mark), slip[1]
+    mark = mark or e.problem_mark or e.context_mark
+    return f"{f':{mark.line + 1}' if mark else ''}: not valid YAML: {text}"
 
 
 class _Validator:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, str]] = []  # (line, message)
 
     def fail(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(f"{self.path}:{node.start_mark.line + 1}: {message}")
+        self.fail_at(node.start_mark.line + 1, message)
+
+    def fail_at(self, line: int, message: str) -> None:
+        self.problems.append((line, message))
+
+    def error(self) -> ConfigError:
+        """Every problem found, in line order."""
+        return ConfigError([f"{self.path}:{line}: {message}" for line, message in sorted(self.problems)])
 
     def config(self, root: yaml.Node) -> Config:
         if not isinstance(root, yaml.MappingNode):
             self.fail(root, "the file must be a mapping of `key: value` lines (see the shipped example)")
-            raise ConfigError(self.problems)
+            raise self.error()
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
         for key_node, value_node in root.value:
@@ -254,8 +319,13 @@ class _Validator:
             key = key_node.value
             if key not in KEYS:
                 close = difflib.get_close_matches(str(key), KEYS, n=1)
-                fix = f"did you mean `{close[0]}`?" if close else f"valid keys: {', '.join(KEYS)}"
-                self.fail(key_node, f"unknown key `{key}`; {fix}")
+                if normalise_mac(str(key)) is not None:
+                    fix = "a device? indent it under `devices:` like the devices above it (two spaces)"
+                elif close:
+                    fix = f"did you mean `{close[0]}`?"
+                else:
+                    fix = f"valid keys: {', '.join(KEYS)}"
+                self.fail(key_node, f"unknown key `{_shown(str(key))}`; {fix}")
                 continue
             if key in lines:
                 self.fail(key_node, f"`{key}` is given twice; keep one")
@@ -268,16 +338,17 @@ class _Validator:
             check = KEYS[key].check
             problem = check(value) if check is not None and value is not None else None
             if problem is not None:
-                self.problems.append(f"{self.path}:{lines[key]}: {problem}")
+                self.fail_at(lines[key], problem)
         merged = {**{k: getattr(DEFAULTS, k) for k in KEYS}, **values}
         interval, duration = merged["scan_interval_seconds"], merged["scan_duration_seconds"]
-        if 0 < interval < duration and duration > 0:
-            self.problems.append(
-                f"{self.path}:{lines.get('scan_duration_seconds', root.start_mark.line + 1)}: scan_duration_seconds "
-                f"({duration}) is longer than scan_interval_seconds ({interval}); make it at most the interval"
+        if 0 < interval < duration:
+            self.fail_at(
+                lines.get("scan_duration_seconds", root.start_mark.line + 1),
+                f"scan_duration_seconds ({duration}) is longer than scan_interval_seconds ({interval}); "
+                "make it at most the interval",
             )
         if self.problems:
-            raise ConfigError(self.problems)
+            raise self.error()
         merged["scan_mode"] = ScanMode(merged["scan_mode"])
         return Config(**merged, path=self.path, lines=lines)
 
@@ -290,7 +361,7 @@ class _Validator:
             return None
         spec = KEYS[key]
         if isinstance(value, bool) or not isinstance(value, spec.types):
-            self.fail(node, f"`{key}` must be {spec.described}, not `{_shown(node.value)}`")
+            self.fail(node, f"`{key}` must be {spec.described}, not `{_shown(node.value)}`{_type_hint(node, spec)}")
             return _INVALID
         if key.endswith("_seconds") and not _finite(value):
             self.fail(node, f"`{key}` must be a finite number of seconds, not `{_shown(node.value)}`")
@@ -364,7 +435,16 @@ class _Validator:
         if node.tag == _NULL_TAG or not node.value.strip():
             self.fail(node, f"device {mac} has an empty name; give it a name, e.g. living_room")
             return None
-        return str(node.value).strip()
+        name = str(node.value).strip()
+        control = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI), None)
+        if control is not None:
+            self.fail(
+                node,
+                f"device {mac}: the name contains the control character U+{ord(control):04X}; names go into "
+                "the log, /metrics and the terminal view, so remove it",
+            )
+            return None
+        return name
 
     def bindkey(self, mac: str, node: yaml.Node) -> bytes | None:
         text = node.value if isinstance(node, yaml.ScalarNode) else ""
@@ -378,7 +458,35 @@ class _Validator:
         return bytes.fromhex(text)
 
 
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder text where shown
+_SCIENTIFIC = re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$")  # 1e3: YAML 1.1 wants 1.0e+3
 _INVALID = object()  # a value that failed its type check: reported, and the key's default stands meanwhile
+
+
+def _type_hint(node: yaml.ScalarNode, spec: Key) -> str:
+    """The likely slip behind a value of the wrong type."""
+    if node.style in ("'", '"'):
+        try:
+            unquoted = yaml.safe_load(node.value)
+        except yaml.YAMLError:
+            unquoted = None
+        if not isinstance(unquoted, bool) and isinstance(unquoted, spec.types):
+            return "; remove the quotes"
+    if _SCIENTIFIC.match(node.value):
+        return f"; YAML 1.1 reads `{_shown(node.value)}` as text (it would need `1.0e+3`): write the plain number"
+    return ""
+
+
+def radio_problems(cfg: Config) -> list[str]:
+    """What a config that is valid on its own cannot do with a real adapter (`run` and `watch` without
+    --simulate, and `check-config`)."""
+    return [
+        f"{cfg.where(key)}: {key} {getattr(cfg, key):g} is below {MIN_SCAN_SECONDS:g} s, too short for a real "
+        f"scan (BlueZ needs a good part of a second to start and stop one, and each scan logs a line); "
+        f"use at least {MIN_SCAN_SECONDS:g} (the default is {getattr(DEFAULTS, key):g})"
+        for key in ("scan_interval_seconds", "scan_duration_seconds")
+        if getattr(cfg, key) < MIN_SCAN_SECONDS
+    ]
 
 
 def _construct(node: yaml.ScalarNode) -> Any:

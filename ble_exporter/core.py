@@ -21,6 +21,7 @@ from ble_exporter.scanner import ScanError, Scanner
 log = logging.getLogger("ble_exporter.scanner")  # the name the log lines have always carried
 
 CHECK_EVERY_SECONDS = 1.0
+NAMES_LOGGED = 10  # a scan's log line names this many devices heard, then counts the rest
 # The firmware's default advertising interval, which the simulated sensors copy.
 ADVERT_INTERVAL_SECONDS = 2.5
 
@@ -63,6 +64,7 @@ class Core:
 
     def __init__(self, cfg: Config, *, simulate: bool, continuous: bool = False, keep_unknown: bool = False) -> None:
         self.cfg = cfg
+        self.simulated = simulate
         self.continuous = continuous
         self.devices = scanned_devices(cfg, simulate)
         self.demo = self.devices is not cfg.devices  # simulated demo sensors stand in for a config with none
@@ -119,6 +121,14 @@ class Core:
             cycles.cancel()
         with contextlib.suppress(asyncio.CancelledError, ScanError):
             await cycles
+
+
+def heard_names(names: Sequence[str], limit: int = NAMES_LOGGED) -> str:
+    """`a, b, c`; beyond `limit` names, `a, b, +1616 more`: a scan's log line stays short with 2,000 sensors."""
+    if not names:
+        return "none"
+    more = f", +{len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 async def _sleep_until(stop: asyncio.Event, deadline: float, scanner: Scanner | None = None) -> None:
@@ -203,7 +213,7 @@ async def run_cycles(
                 "scan: end, heard %d of %d devices (%s), %d adverts from any device",
                 len(snapshot.devices),
                 len(engine.devices),
-                ", ".join(d.device.name for d in snapshot.devices) or "none",
+                heard_names([d.device.name for d in snapshot.devices]),
                 engine.adverts_in_window,
             )
             if engine.devices and silent_scans_before_restart > 0:

@@ -27,6 +27,9 @@ RESET_AFTER_SECONDS = 3600.0
 # adverts of one measurement, so it can't tell a replay from a resend; their AES-CCM tag still
 # authenticates every packet.
 COUNTER_FORMATS = frozenset({Format.BTHOME_V2, Format.BTHOME_V1})
+# What ble_exporter_advertisements_rejected_total counts (from start-up, at 0 until it happens): every
+# reason but unknown_uuid, as the engine parses only the service data of the UUIDs the parser knows.
+REJECTION_REASONS = tuple(r for r in Reason if r is not Reason.UNKNOWN_UUID)
 HISTORY_SECONDS = 600.0
 HISTORY_MAX = 1024  # entries per device, whatever the advert rate (a fast or spoofed sender, a soak)
 

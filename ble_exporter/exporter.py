@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import gzip
 import html
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 
 from ble_exporter import __version__
-from ble_exporter.httpguard import ClientMistakes, ConnectionGuard
+from ble_exporter.httpguard import MAX_REQUEST_LINE, URI_TOO_LONG_PATH, ClientMistakes, ConnectionGuard
 
 LANDING = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ble-exporter</title></head>
@@ -32,6 +34,35 @@ METRICS_MAX_AGE = 1.0
 """Seconds a /metrics rendering is served from cache (besides, a new scan's snapshot renders at once)."""
 
 
+class _Rendering:
+    """One /metrics body, and its gzip form once a client asked for it."""
+
+    def __init__(self, rendered_at: float, generation: object, body: bytes) -> None:
+        self.rendered_at, self.generation, self.body = rendered_at, generation, body
+        self._gzipped: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+
+class _Only:
+    """The samples of `registry` named in `names`, as prometheus_client's `restricted_registry` gives them,
+    without depending on collectors describing themselves (ours don't: they are read per scrape)."""
+
+    def __init__(self, registry: CollectorRegistry, names: set[str]) -> None:
+        self._registry, self._names = registry, names
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            samples = [s for s in family.samples if s.name in self._names]
+            if samples:
+                only = Metric(family.name, family.documentation, family.type, family.unit)
+                only.samples = samples
+                yield only
+
+
 def make_app(
     registry: CollectorRegistry,
     status_source: Callable[[], dict[str, Any]],
@@ -44,18 +75,31 @@ def make_app(
     /metrics is rendered at most once per `metrics_max_age` seconds per content type and served from
     cache in between, and at once when `generation()` changes (the daemon passes the engine's snapshot,
     replaced whenever a scan ends). So sensor series are never stale, and counters and process_* lag
-    by less than `metrics_max_age`.
+    by less than `metrics_max_age`. It is gzipped for clients that accept it (Prometheus always does),
+    and `name[]=` parameters pick series, as prometheus_client's own handlers do (those are not cached).
     """
-    cache: dict[str, tuple[float, object, bytes]] = {}  # content type -> (rendered at, generation, body)
+    cache: dict[str, _Rendering] = {}  # by content type
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        now = time.monotonic()
-        current = generation()
-        hit = cache.get(content_type)
-        if hit is None or hit[1] is not current or now - hit[0] >= metrics_max_age:
-            hit = cache[content_type] = (now, current, encoder(registry))
-        return web.Response(body=hit[2], headers={"Content-Type": content_type})
+        names = request.query.getall("name[]", [])
+        if names:
+            rendering = _Rendering(0.0, None, encoder(_Only(registry, set(names))))  # type: ignore[arg-type]
+        else:
+            now = time.monotonic()
+            current = generation()
+            rendering = cache.get(content_type)  # type: ignore[assignment]
+            if (
+                rendering is None
+                or rendering.generation is not current
+                or now - rendering.rendered_at >= metrics_max_age
+            ):
+                rendering = cache[content_type] = _Rendering(now, current, encoder(registry))
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if gzip_accepted(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=rendering.gzipped(), headers=headers)
+        return web.Response(body=rendering.body, headers=headers)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -66,11 +110,17 @@ def make_app(
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=LANDING, content_type="text/html")
 
+    async def uri_too_long(request: web.Request) -> web.Response:
+        response = web.Response(status=414, text=f"request line longer than {MAX_REQUEST_LINE} bytes\n")
+        response.force_close()
+        return response
+
     app = web.Application(client_max_size=1024)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
+    app.router.add_route("*", URI_TOO_LONG_PATH, uri_too_long)
     return app
 
 

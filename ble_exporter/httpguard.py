@@ -1,5 +1,5 @@
-"""Bounds on what HTTP clients can hold: open connections, their lifetime, pipelined requests, and
-the log lines their mistakes would cause.
+"""Bounds on what HTTP clients can hold: open connections, their lifetime, pipelined requests, the
+length of a request line, and the log lines their mistakes would cause.
 
 aiohttp's protocol factory is wrapped rather than patched. Two bounds depend on aiohttp's version and
 internals, each pinned by a test in tests/test_httpguard.py that fails loudly if the internal changes:
@@ -24,6 +24,8 @@ MAX_CONNECTIONS = 128  # beyond, the oldest connection that has sent nothing (el
 CONNECTION_LIFETIME_SECONDS = 30.0  # bounds a client that trickles its request; scrapers reconnect
 MAX_QUEUED_REQUESTS = 8  # pipelined requests parsed ahead of the one being answered, per connection
 FEED_BYTES = 1024  # received bytes are handed to aiohttp's parser in slices this big
+MAX_REQUEST_LINE = 8190  # aiohttp's own limit, beyond which it answers 400 with the line echoed
+URI_TOO_LONG_PATH = "/.uri-too-long"  # what an over-long request line becomes; the app answers it 414
 
 
 def aiohttp_version(text: str = aiohttp.__version__) -> tuple[int, ...]:
@@ -55,6 +57,75 @@ def _raised_in(error: BaseException, function: str) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == function and "aiohttp" in tb.tb_frame.f_code.co_filename
 
 
+class RequestLines:
+    """Follows a client's bytes from one request line to the next (past the headers and any Content-Length
+    body) and replaces a request line longer than MAX_REQUEST_LINE with `GET URI_TOO_LONG_PATH`, so the
+    client gets a short 414 instead of aiohttp's 400 that echoes 8 KB of its URL. A request line is held
+    back until it is complete (at most MAX_REQUEST_LINE bytes); everything else passes at once. After a
+    chunked body the rest of the connection passes unchecked (aiohttp still enforces its own limit)."""
+
+    _LINE, _DISCARD, _HEADERS, _BODY, _BLIND = range(5)
+
+    def __init__(self) -> None:
+        self._mode = self._LINE
+        self._line = bytearray()  # the request line held back, or the header line being read
+        self._content_length = 0
+        self._chunked = False
+        self._body = 0  # body bytes still to pass
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to give aiohttp for `data` received."""
+        out = bytearray()
+        i, n = 0, len(data)
+        while i < n:
+            if self._mode == self._BLIND:
+                out += data[i:]
+                break
+            if self._mode == self._BODY:
+                take = min(self._body, n - i)
+                out += data[i : i + take]
+                i += take
+                self._body -= take
+                if not self._body:
+                    self._mode = self._LINE
+                continue
+            end = data.find(b"\n", i)
+            stop = n if end < 0 else end + 1
+            chunk, i = data[i:stop], stop
+            if self._mode == self._DISCARD:  # the rest of an over-long request line
+                if end >= 0:
+                    self._mode = self._HEADERS
+                continue
+            if len(self._line) <= MAX_REQUEST_LINE + 2:
+                self._line += chunk
+            if self._mode == self._LINE:
+                if len(self._line.rstrip(b"\r\n")) > MAX_REQUEST_LINE:
+                    out += f"GET {URI_TOO_LONG_PATH} HTTP/1.1\r\n".encode()
+                    self._mode = self._DISCARD if end < 0 else self._HEADERS
+                    self._line.clear()
+                elif end >= 0:
+                    out += self._line
+                    if self._line.strip():  # blank lines before a request line are allowed
+                        self._mode = self._HEADERS
+                    self._line.clear()
+                continue
+            out += chunk  # a header line
+            if end >= 0:
+                self._header(bytes(self._line).strip().lower())
+                self._line.clear()
+        return bytes(out)
+
+    def _header(self, line: bytes) -> None:
+        if not line:  # the end of the head
+            self._mode = self._BLIND if self._chunked else self._BODY if self._content_length else self._LINE
+            self._body, self._content_length, self._chunked = self._content_length, 0, False
+        elif line.startswith(b"content-length:"):
+            value = line[15:].strip()
+            self._content_length = int(value) if value.isdigit() and len(value) < 16 else 0
+        elif line.startswith(b"transfer-encoding:"):
+            self._chunked = True
+
+
 class ConnectionGuard:
     """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
     trickling clients can neither exhaust file descriptors nor hold a slot for long."""
@@ -78,6 +149,7 @@ class _Tracked(asyncio.Protocol):
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self._inner, self._guard = inner, guard
         self._transport: asyncio.Transport | None = None
+        self._lines = RequestLines()
         self._held = bytearray()  # received, not yet given to aiohttp
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
@@ -103,6 +175,9 @@ class _Tracked(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.spoke = True
+        data = self._lines.feed(data)
+        if not data:
+            return
         if not SLICE_PIPELINED_INPUT:
             self._inner.data_received(data)
             return

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 HANDLER_NAME = "ble_exporter"
@@ -13,6 +16,56 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class LogFileError(Exception):
     """The log file cannot be created or written."""
+
+
+@dataclass(frozen=True)
+class LogFileProblem:
+    """Why the log file could not be opened at start-up."""
+
+    message: str  # one line: what is wrong and the fix
+    permission: bool  # only a matter of who writes it (another user may well succeed)
+
+
+def log_file_problem(path: str) -> LogFileProblem | None:
+    """What opening `path` for logging would run into, found without creating anything: so that
+    `check-config` catches what `run` would, and `run` says it in words rather than an OS error."""
+    target = Path(path)
+    for existing in (target, *target.parents):  # the nearest part of the path that exists
+        try:
+            mode = existing.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            return LogFileProblem(
+                f"log file {path} cannot be reached ({str(e.strerror).lower()} on a directory above it); fix "
+                "the directories' permissions or choose another path",
+                True,
+            )
+        break
+    else:
+        return None
+    if existing == target:
+        if stat.S_ISDIR(mode):
+            return LogFileProblem(
+                f"log file {path} is a directory; name a file in it, e.g. {target / 'ble-exporter.log'}", False
+            )
+        if not os.access(target, os.W_OK):
+            return LogFileProblem(
+                f"log file {path} cannot be written (permission denied); fix its owner or choose another path", True
+            )
+        return None
+    if not stat.S_ISDIR(mode):
+        return LogFileProblem(
+            f"log file {path} cannot be created: {existing} is a file, not a directory; choose another path", False
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        missing = "" if existing == target.parent else f" (nor {target.parent} made there)"
+        return LogFileProblem(
+            f"log file {path} cannot be created in {existing}{missing} (permission denied); create the directory for "
+            "the user that runs the exporter, or choose another path",
+            True,
+        )
+    return None
 
 
 class _QuietWatchedFileHandler(logging.handlers.WatchedFileHandler):

@@ -13,18 +13,21 @@ import argparse
 import asyncio
 import errno
 import gc
+import json
 import logging
+import os
+import pwd
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ble_exporter import __version__, sdnotify
-from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, load_config
+from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, load_config, radio_problems
 from ble_exporter.core import Core
-from ble_exporter.engine import ScanEngine
-from ble_exporter.logger import LogFileError, setup_logging
+from ble_exporter.logger import LogFileError, LogFileProblem, log_file_problem, setup_logging
 from ble_exporter.scanner import ScanError
 
 log = logging.getLogger("ble_exporter")
@@ -33,6 +36,8 @@ EXIT_OK = 0
 EXIT_BLUETOOTH = 1
 EXIT_CONFIG = 2
 EXIT_LISTEN = 3
+
+SERVICE_USER = "ble-exporter"  # the packaged service's user (debian/ble-exporter.sysusers)
 
 
 def error(message: str) -> None:
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "run the exporter: scan and serve /metrics")
     run.add_argument("--simulate", action="store_true", help="simulated sensors instead of the Bluetooth adapter")
-    run.add_argument("--log-file", metavar="PATH", help="log here instead of the config's log_file")
+    run.add_argument("--log-file", metavar="PATH", type=_log_path, help="log here instead of the config's log_file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     watch = command("watch", "show live readings in the terminal")
     watch.add_argument("--simulate", action="store_true", help="simulated sensors instead of the Bluetooth adapter")
@@ -80,24 +85,105 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _log_path(text: str) -> str:
+    """--log-file: a path typed on the command line is taken relative to the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file path")
+    if text.startswith("~"):
+        raise argparse.ArgumentTypeError(f"{text} starts with ~, which is not expanded when quoted; give the path")
+    return os.path.abspath(text)
+
+
+def http_address(address: str | None, port: int) -> str:
+    """`*:8000`, `127.0.0.1:8000`, `[::]:8000`: as a URL writes it."""
+    host = address or "*"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port a process without CAP_NET_BIND_SERVICE may bind (Linux: a sysctl, 1024 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _privileged_port() -> str:
+    return f"ports below {unprivileged_port_start()} need privileges, which the service does not have; use e.g. 8000"
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """What `run` checks at start-up, for the service: the config, the scan timing a real adapter needs,
+    the port an unprivileged service can bind, and the log file, as the service's user where possible."""
     cfg = load_config(args.config)
+    problems = radio_problems(cfg)
+    if cfg.listen_port < unprivileged_port_start():
+        problems.append(f"{cfg.where('listen_port')}: listen_port {cfg.listen_port}: {_privileged_port()}")
+    who, log_problem = _log_problem_as_service_user(cfg.log_file)
+    note = ""
+    if log_problem is not None:
+        if log_problem.permission and who != SERVICE_USER:
+            note = f"note: as user {who}: {log_problem.message}"
+        else:
+            problems.append(f"{cfg.where('log_file')}: {log_problem.message}")
+    if problems:
+        raise ConfigError(problems)
     keys = sum(d.bindkey is not None for d in cfg.devices)
     print(
         f"{cfg.path}: OK: {len(cfg.devices)} devices ({keys} with bindkey), scan {cfg.scan_duration_seconds:g} s "
         f"every {cfg.scan_interval_seconds:g} s on {cfg.adapter} ({cfg.scan_mode}), "
-        f"HTTP on {cfg.listen_address or '*'}:{cfg.listen_port}, log {cfg.log_file}"
+        f"HTTP on {http_address(cfg.listen_address, cfg.listen_port)}, log {cfg.log_file}"
     )
+    if who == SERVICE_USER:
+        print(f"the log file was checked as user {SERVICE_USER}, the service's user")
+    else:
+        print(f"the log file was checked as user {who}; the service writes it as {SERVICE_USER} (sudo checks as it)")
+    if note:
+        print(note)
     return EXIT_OK
+
+
+def _log_problem_as_service_user(path: str) -> tuple[str, LogFileProblem | None]:
+    """(who checked, what opening the log file would run into): as the service's user when we are root
+    and that user exists (a child process that drops to it), else as whoever runs this."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        service = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        service = None
+    if os.geteuid() != 0 or service is None:
+        return me, log_file_problem(path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become the service's user, check, report, exit
+        try:
+            os.close(read_end)
+            os.setgroups(os.getgrouplist(service.pw_name, service.pw_gid))
+            os.setgid(service.pw_gid)
+            os.setuid(service.pw_uid)
+            problem = log_file_problem(path)
+            os.write(write_end, json.dumps(None if problem is None else [problem.message, problem.permission]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as report:
+        found = json.loads(report.read() or b"null")
+    os.waitpid(pid, 0)
+    return SERVICE_USER, None if found is None else LogFileProblem(found[0], found[1])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if not args.simulate and (problems := radio_problems(cfg)):
+        raise ConfigError(problems)
     log_file = args.log_file or cfg.log_file
+    where = "--log-file" if args.log_file else cfg.where("log_file")
+    problem = log_file_problem(log_file)
+    if problem is not None:
+        raise ConfigError([f"{where}: {problem.message}"])
     try:
         setup_logging(log_file, getattr(logging, args.log_level.upper()))
     except LogFileError as e:
-        where = "--log-file" if args.log_file else cfg.where("log_file")
         raise ConfigError([f"{where}: {e}; choose a writable path or create the directory"]) from None
     if not cfg.devices:
         log.warning(
@@ -111,6 +197,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from ble_exporter.watch import run_watch
 
     cfg = load_config(args.config)
+    if not args.simulate and (problems := radio_problems(cfg)):
+        raise ConfigError(problems)
     return run_watch(cfg, simulate=args.simulate, show_all=args.all)
 
 
@@ -121,8 +209,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def status_document(engine: ScanEngine, cfg: Config, started: float, now: float) -> dict[str, Any]:
+def status_document(core: Core, started: float, now: float) -> dict[str, Any]:
     """/status: the spec's four keys first, then what helps a user see why readings are missing."""
+    cfg, engine = core.cfg, core.engine
     snapshot = engine.snapshot
     health = engine.health
     return {
@@ -130,10 +219,11 @@ def status_document(engine: ScanEngine, cfg: Config, started: float, now: float)
         "scan_duration_seconds": cfg.scan_duration_seconds,
         "last_scan_timestamp": int(snapshot.ended) if snapshot.ended is not None else None,
         "devices_seen": len(snapshot.devices),
-        "devices_configured": len(engine.devices),
+        "devices_configured": len(cfg.devices),
+        "demo_devices": len(core.devices) if core.demo else 0,
         "version": __version__,
         "uptime_seconds": round(now - started, 1),
-        "adapter": cfg.adapter,
+        "adapter": "simulated" if core.simulated else cfg.adapter,
         "scan_mode": health.mode,
         "scanner": {
             "up": health.up,
@@ -167,17 +257,23 @@ async def _run(cfg: Config, simulate: bool) -> int:
     log.info("ble-exporter %s starting: %d devices, config %s", __version__, len(core.devices), cfg.path)
     app = make_app(
         build_registry(engine),
-        lambda: status_document(engine, cfg, started_at, time.time()),
+        lambda: status_document(core, started_at, time.time()),
         generation=lambda: engine.snapshot,
     )
+    address = http_address(cfg.listen_address, cfg.listen_port)
+    # "::" is every address, IPv4 included, as leaving the key out is: asyncio would bind IPv6 only.
+    host = None if cfg.listen_address in ("::", "") else cfg.listen_address
     try:
-        http = await serve(app, cfg.listen_address, cfg.listen_port)
+        http = await serve(app, host, cfg.listen_port)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             fix = f"another program uses the port (`ss -ltnp | grep {cfg.listen_port}`); change listen_port"
+        elif e.errno == errno.EACCES:
+            fix = f"{_privileged_port()}; change listen_port"
         else:
             fix = "listen_address must be an address of this machine (`ip addr`); change listen_address"
-        error(f"cannot listen on {cfg.listen_address or '*'}:{cfg.listen_port} ({e.strerror}); {fix} in {cfg.path}")
+        reason = os.strerror(e.errno) if e.errno else str(e)  # not asyncio's "error while attempting to bind ..."
+        error(f"cannot listen on {address} ({reason}); {fix} in {cfg.path}")
         return EXIT_LISTEN
     core.start(stop)
     watchdog = loop.create_task(_ping_watchdog())
@@ -185,13 +281,7 @@ async def _run(cfg: Config, simulate: bool) -> int:
         if await core.wait_started():
             gc.freeze()  # start-up's objects live forever: keep them out of the full collections
             sdnotify.notify("READY=1")
-            log.info(
-                "ready: HTTP on %s:%d, scanning on %s (%s)",
-                cfg.listen_address or "*",
-                cfg.listen_port,
-                cfg.adapter,
-                engine.health.mode,
-            )
+            log.info("ready: HTTP on %s, scanning on %s (%s)", address, cfg.adapter, engine.health.mode)
         await core.cycles
     except ScanError as e:
         engine.health.note_error(str(e), time.time())

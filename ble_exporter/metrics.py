@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from ble_exporter import __version__
-from ble_exporter.engine import Readings, ScanEngine
+from ble_exporter.engine import REJECTION_REASONS, Readings, ScanEngine
 
 # (name, help, value of a device snapshot); a device gets a sample only where the value is known.
 SENSOR_GAUGES: tuple[tuple[str, str, Callable[[Readings], float | None]], ...] = (
@@ -103,8 +103,8 @@ def exporter_families(engine: ScanEngine) -> Iterator[Metric]:
         "Adverts from configured devices that gave no reading, by reason.",
         labels=["reason"],
     )
-    for reason, count in sorted(counters.rejected.items()):
-        rejected.add_metric([reason.value], count)
+    for reason in REJECTION_REASONS:  # every reason from start-up, so rate() and alerts work at once
+        rejected.add_metric([reason.value], counters.rejected.get(reason, 0))
     yield rejected
     if snapshot.ended is not None:
         yield _gauge("ble_exporter_last_scan_timestamp_seconds", "Unix time the latest scan ended.", snapshot.ended)

@@ -3,13 +3,15 @@ delivered through the same sink and parser as the radio's, so `--simulate` exerc
 
 Like the pvvx firmware, each sensor advertises every ~2.5 s and takes a new measurement every
 fourth advert; BTHome v2 sensors alternate the climate packet and the voltage packet under the same
-packet id. A couple of unconfigured neighbours advertise too, as they do in a block of flats.
+packet id. Readings behave like a thermometer's in a room over hours and days (SimulatedSensor). A
+couple of unconfigured neighbours advertise too, as they do in a block of flats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -30,31 +32,82 @@ DEMO_DEVICES = (
 NEIGHBOURS = (Device("A4:C1:38:99:00:01", "neighbour_1"), Device("A4:C1:38:99:00:02", "neighbour_2"))
 
 
+# Battery: a CR2032 under a LYWSD03MMC lasts about a year, from ~3.0 V to the firmware's empty mark.
+DRAIN_VOLTS_PER_SECOND = 0.3 / (365 * 86400)
+EMPTY_VOLTS, FULL_VOLTS = 2.2, 3.1  # the atc1441 scale the firmware's percentage follows
+
+
+@dataclass(frozen=True)
+class Room:
+    """Where a simulated thermometer hangs."""
+
+    temperature: float  # °C, the day's mean
+    swing: float  # °C, half the day's range; warmest at 15:00 local time
+    humidity: float  # %RH, the day's mean; relative humidity falls as the room warms
+    rssi: float  # dBm, the level the signal wanders around
+
+
+def _wander(value: float, dt: float, tau: float, sigma: float, rng: random.Random) -> float:
+    """One step of slow noise (an Ornstein-Uhlenbeck process): it drifts, but is pulled back to 0 over
+    `tau` seconds and stays within a few `sigma` however long it runs."""
+    pull = math.exp(-dt / tau)
+    return value * pull + sigma * math.sqrt(1 - pull * pull) * rng.gauss(0.0, 1.0)
+
+
 @dataclass
 class SimulatedSensor:
+    """A thermometer in a room, as the pvvx firmware reports it: it measures every fourth advert (10 s
+    at its default 2.5 s), and its readings follow a daily cycle with slow noise around the room's set
+    point; its signal wanders around a level of its own and its battery drains over a year. Time is
+    passed in, so a week can be simulated in a second."""
+
     device: Device
     format: Format
     rng: random.Random
+    room: Room = Room(21.0, 1.0, 45.0, -70.0)
+    volts_at_start: float = 2.95
     temperature: float = 21.0
     humidity: float = 45.0
-    battery: int = 90
+    battery: int = 83
     voltage: float = 2.95
+    rssi: int = -70
     packet_id: int = 0
     counter: int = 0
     adverts: int = 0
-    rssi: int = -70
+    started: float | None = None
     sent: list[Reading] = field(default_factory=list)  # kept short; tests compare with what arrives
+    _last: float | None = field(default=None, init=False, repr=False)
+    _noise_t: float = field(default=0.0, init=False, repr=False)
+    _noise_h: float = field(default=0.0, init=False, repr=False)
+    _noise_rssi: float = field(default=0.0, init=False, repr=False)
+    _last_advert: float | None = field(default=None, init=False, repr=False)
 
-    def measure(self) -> None:
-        self.temperature = round(min(40.0, max(-10.0, self.temperature + self.rng.uniform(-0.3, 0.3))), 2)
-        self.humidity = round(min(99.0, max(5.0, self.humidity + self.rng.uniform(-1.0, 1.0))), 2)
+    def measure(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        dt = 0.0 if self._last is None else max(0.0, now - self._last)
+        self._last = now
+        self._noise_t = _wander(self._noise_t, dt, 1800.0, 0.3, self.rng)
+        self._noise_h = _wander(self._noise_h, dt, 1800.0, 2.0, self.rng)
+        local = time.localtime(now)
+        hours = local.tm_hour + local.tm_min / 60 + local.tm_sec / 3600
+        day = math.sin(2 * math.pi * (hours - 9) / 24)  # 1 at 15:00, -1 at 03:00
+        room = self.room
+        self.temperature = round(room.temperature + room.swing * day + self._noise_t, 2)
+        self.humidity = round(min(99.0, max(5.0, room.humidity - 2.5 * room.swing * day + self._noise_h)), 2)
+        volts = max(EMPTY_VOLTS, self.volts_at_start - DRAIN_VOLTS_PER_SECOND * (now - self.started))
+        self.voltage = round(volts, 3)
+        self.battery = round(100 * min(1.0, (volts - EMPTY_VOLTS) / (FULL_VOLTS - EMPTY_VOLTS)))
         self.packet_id = (self.packet_id + 1) & 0xFF
-        self.rssi = self.rng.randint(-90, -50)
 
-    def next_payload(self) -> tuple[str, bytes]:
-        """The next advert's (service-data key, payload), alternating pvvx's two BTHome packets."""
+    def next_payload(self, now: float) -> tuple[str, bytes]:
+        """The advert sent at `now`: its (service-data key, payload), alternating pvvx's two BTHome packets."""
         if self.adverts % 4 == 0:
-            self.measure()
+            self.measure(now)
+        dt = 0.0 if self._last_advert is None else max(0.0, now - self._last_advert)
+        self._last_advert = now
+        self._noise_rssi = _wander(self._noise_rssi, dt, 60.0, 3.0, self.rng)
+        self.rssi = round(min(-30.0, max(-100.0, self.room.rssi + self._noise_rssi)))
         encrypted = self.device.bindkey is not None
         climate = Reading(
             format=self.format,
@@ -82,16 +135,20 @@ class SimulatedSensor:
 
 
 def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[SimulatedSensor]:
-    """One simulated sensor per device, the formats spread across devices so all are exercised."""
+    """One simulated sensor per device in a room of its own, the formats spread across devices so all
+    are exercised."""
     rng = random.Random(seed)
     sensors = []
     for i, device in enumerate(devices):
         formats = ENCRYPTED_FORMATS if device.bindkey is not None else PLAIN_FORMATS
-        sensor = SimulatedSensor(device, formats[i % len(formats)], random.Random(rng.random()))
-        sensor.temperature = round(rng.uniform(15, 25), 2)
-        sensor.humidity = round(rng.uniform(35, 60), 2)
-        sensor.battery = rng.randint(40, 100)
-        sensor.voltage = round(2.5 + sensor.battery / 200, 3)
+        room = Room(
+            temperature=round(rng.uniform(18, 23), 1),
+            swing=round(rng.uniform(0.3, 1.5), 1),
+            humidity=round(rng.uniform(38, 58)),
+            rssi=round(rng.uniform(-85, -55)),
+        )
+        sensor = SimulatedSensor(device, formats[i % len(formats)], random.Random(rng.random()), room)
+        sensor.volts_at_start = round(rng.uniform(2.75, 3.05), 3)
         sensor.packet_id = rng.randint(0, 255)
         sensors.append(sensor)
     return sensors
@@ -144,7 +201,8 @@ class SimulatedScanner:
         gap = self.advert_interval / len(self.sensors)
         while True:
             for sensor in self.sensors:
-                key, payload = sensor.next_payload()
+                now = time.time()
+                key, payload = sensor.next_payload(now)
                 if not self.silent:
-                    self._sink(sensor.device.mac, sensor.rssi, {key: payload}, time.time())
+                    self._sink(sensor.device.mac, sensor.rssi, {key: payload}, now)
                 await asyncio.sleep(gap)

@@ -39,6 +39,8 @@ UNKNOWN_FORGET_SECONDS = 300.0
 # last 5 minutes is always fully covered (a 10-minute one would lose its left end now and then).
 TREND_SECONDS = 300.0
 assert TREND_SECONDS <= HISTORY_SECONDS * 0.75
+# The keys that scroll the list of devices: (direction, by a page rather than a row).
+SCROLL_KEYS = {b"\x1b[A": (-1, False), b"\x1b[B": (1, False), b"\x1b[5~": (-1, True), b"\x1b[6~": (1, True)}
 REFRESH_SECONDS = 0.25  # how often the view checks for news; it redraws only when something changed
 START_WAIT_SECONDS = 3.0  # how long the view waits for the scanner before drawing anyway
 RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
@@ -120,26 +122,33 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
     return "".join(" " if m is None else SPARKS[round((m - low) / (high - low) * top)] for m in means)
 
 
-def trend_width(width: int) -> int:
-    """Five characters (a minute each) in 80 columns; a wider terminal gives the extra to the trend."""
-    return max(5, min(25, width - 75))
-
-
 # --- the view ----------------------------------------------------------------------------------------
 
 
-def _header(engine: ScanEngine, now: float, header: Header) -> Text:
+def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
+    """One line: as many of its parts as fit, the least telling left out first, so it is never cut."""
     health = engine.health
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
     radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{header.adapter} {health.mode}"
     if not health.up:
         radio += " (silent)"
     rate = "–" if header.rate is None else f"{header.rate:.1f}"
-    text = Text(no_wrap=True, overflow="ellipsis")  # one line, whatever happens
-    text.append("ble-exporter watch", style="bold")
-    text.append(f" · {radio} · up {format_uptime(now - header.started)} · {rate} adverts/s")
+    parts = [  # (priority: lower stays longer, text)
+        (2, "ble-exporter watch"),
+        (0, radio),
+        (3, f"up {format_uptime(now - header.started)}"),
+        (1, f"{rate} adverts/s"),
+    ]
     if engine.devices:
-        text.append(f" · {heard}/{len(engine.devices)} heard")
+        parts.append((0, f"{heard}/{len(engine.devices)} heard"))
+    for drop in (3, 2, 1):
+        if len(" · ".join(text for _, text in parts)) <= width:
+            break
+        parts = [(p, text) for p, text in parts if p != drop]
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for i, (_, part) in enumerate(parts):
+        text.append(" · " if i else "")
+        text.append(part, style="bold" if part == "ble-exporter watch" else "")
     return text
 
 
@@ -159,68 +168,103 @@ def _age(age: float) -> Text:
     return Text(format_age(age) + " ")
 
 
-# Figures keep a steady width (a packet count reaching 1000 must not shift every column) and never
-# give way; in a narrow terminal only the name is cut. Humidity is whole percent, as the sensor's
-# own display shows it (the SHTC3 is accurate to ±2 %RH); temperature keeps the firmware's 0.01 °C.
+# Figures keep a steady width (a packet count reaching 1000 must not shift every column). In a narrow
+# terminal whole columns give way, in DROPPED_FIRST order, and the name is cut last: it is what the user
+# chose. Humidity is whole percent, as the sensor's own display shows it (the SHTC3 is accurate to
+# ±2 %RH); temperature keeps the firmware's 0.01 °C.
 _FIGURES: tuple[tuple[str, JustifyMethod, int], ...] = (
     ("MAC", "left", 17),
     ("°C", "right", 5),
-    ("trend", "left", 0),
+    ("trend", "left", 5),
     ("RH%", "right", 3),
     ("bat", "right", 4),
     ("V", "right", 4),
     ("dBm", "right", 3),
     ("ago", "right", 4),
     ("pkts", "right", 4),
-    ("format", "left", 9),
+    ("format", "left", 10),
 )
+DROPPED_FIRST = ("MAC", "trend", "pkts", "V", "dBm")
+NAME_WIDTH = (6, 32)  # the name column's narrowest and widest
 
 
-def _table(sparks: int, named: bool) -> Table:
+@dataclass(frozen=True)
+class Layout:
+    """Which figure columns a list shows, and how wide its name and trend columns are."""
+
+    columns: tuple[str, ...]
+    name: int
+    trend: int
+
+
+def layout(width: int, names: Sequence[str]) -> Layout:
+    """Columns for a terminal `width` columns wide: the trend gets what the name does not need."""
+    widths = {title: w for title, _, w in _FIGURES}
+    columns = [title for title, _, _ in _FIGURES]
+
+    def needed(cols: list[str]) -> int:
+        return NAME_WIDTH[0] + sum(widths[c] + 1 for c in cols)  # one space between columns
+
+    for title in DROPPED_FIRST:
+        if needed(columns) <= width:
+            break
+        columns.remove(title)
+    spare = max(0, width - needed(columns))
+    longest = max((len(n) for n in names), default=NAME_WIDTH[0])
+    name = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest), NAME_WIDTH[0] + spare)
+    trend = widths["trend"] + spare - (name - NAME_WIDTH[0]) if "trend" in columns else 0
+    return Layout(tuple(columns), name, trend)
+
+
+def _table(shape: Layout, named: bool) -> Table:
     """The column layout both lists share; the --all list has no name and no trend."""
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold")
     if named:
-        table.add_column("name", min_width=6)  # the one wrapable column: the first to give way
+        table.add_column("name", min_width=NAME_WIDTH[0], max_width=shape.name, no_wrap=True)
     for title, justify, width in _FIGURES:
-        if title == "trend":
-            if named:
-                table.add_column(title, width=sparks, no_wrap=True)
+        if title not in shape.columns or (title == "trend" and not named):
             continue
-        table.add_column(title, justify=justify, min_width=width, no_wrap=True)
+        if title == "trend":
+            table.add_column(title, width=shape.trend, no_wrap=True)
+        else:
+            table.add_column(title, justify=justify, min_width=width, no_wrap=True)
     return table
 
 
-def _cells(state: LiveState, now: float, sparks: int) -> tuple[list[RenderableType], bool]:
-    """The figures of one row (MAC to format, with a trend when `sparks`) and whether it is stale."""
+def _cells(state: LiveState, now: float, shape: Layout, named: bool) -> tuple[list[RenderableType], bool]:
+    """The figures of one row, as `shape` has them, and whether the device is stale."""
     r = state.readings
     age = now - (r.last_seen if r.last_seen is not None else now)
     stale = age > STALE_SECONDS
-    cells: list[RenderableType] = [state.mac, _value(r.temperature, ".2f")]
-    if sparks:
-        cells.append(Text(sparkline(state.history, now, sparks), style="" if stale else "cyan"))
-    cells += [
-        _value(r.humidity, ".0f"),
-        _value(r.battery, "d") + ("%" if r.battery is not None else ""),
-        _value(r.voltage, ".2f"),
-        _value(r.rssi, "d"),
-        _age(age),
-        format_count(r.packets),
-        format_name(r),
-    ]
-    return cells, stale
+    cells: dict[str, RenderableType] = {
+        "MAC": state.mac,
+        "°C": _value(r.temperature, ".2f"),
+        "trend": Text(sparkline(state.history, now, shape.trend), style="" if stale else "cyan"),
+        "RH%": _value(r.humidity, ".0f"),
+        "bat": _value(r.battery, "d") + ("%" if r.battery is not None else ""),
+        "V": _value(r.voltage, ".2f"),
+        "dBm": _value(r.rssi, "d"),
+        "ago": _age(age),
+        "pkts": format_count(r.packets),
+        "format": format_name(r),
+    }
+    return [cells[c] for c in shape.columns if named or c != "trend"], stale
 
 
-def _devices_table(engine: ScanEngine, now: float, width: int) -> Table:
-    sparks = trend_width(width)
-    table = _table(sparks, named=True)
-    for device in engine.devices:
+_WAITING: dict[str, RenderableType] = {"MAC": "", "°C": "–", "trend": "", "RH%": "–", "bat": "–", "V": "–"}
+
+
+def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -> Table:
+    table = _table(shape, named=True)
+    for device in engine.devices[rows.start : rows.stop]:
         state = engine.live[device.mac]
         name = Text(device.name, no_wrap=True, overflow="ellipsis")
         if state.readings.last_seen is None:
             # Nothing known yet, the format included: the format column says why the row is empty.
-            table.add_row(name, device.mac, "–", "", "–", "–", "–", "–", "– ", "0", "waiting…", style="dim")
+            waiting = {**_WAITING, "MAC": device.mac, "dBm": "–", "ago": "– ", "pkts": "0", "format": "waiting…"}
+            table.add_row(name, *[waiting[c] for c in shape.columns], style="dim")
             continue
-        cells, stale = _cells(state, now, sparks)
+        cells, stale = _cells(state, now, shape, named=True)
         table.add_row(name, *cells, style="dim" if stale else None)
     return table
 
@@ -240,63 +284,86 @@ def _signal(state: LiveState) -> int:
     return rssi if rssi is not None else -999
 
 
-def _unknown_table(states: Sequence[LiveState], now: float) -> Table:
-    table = _table(0, named=False)
+def _unknown_table(states: Sequence[LiveState], now: float, shape: Layout) -> Table:
+    shape = Layout(("MAC", *(c for c in shape.columns if c not in ("MAC", "trend"))), shape.name, 0)
+    table = _table(shape, named=False)
     for state in states:
-        cells, stale = _cells(state, now, 0)
+        cells, stale = _cells(state, now, shape, named=False)
         table.add_row(*cells, style="dim" if stale else None)
     return table
 
 
 def render(
-    engine: ScanEngine, now: float, header: Header, *, show_all: bool = False, width: int = 80, height: int = 24
+    engine: ScanEngine,
+    now: float,
+    header: Header,
+    *,
+    show_all: bool = False,
+    width: int = 80,
+    height: int = 24,
+    scroll: int = 0,
 ) -> RenderableType:
     """The whole view for one moment: header, configured devices, (--all) unconfigured ones, keys.
 
-    `width` and `height` are the terminal's: the trend takes spare columns, and the --all list is cut
-    to fit so the view never scrolls.
+    `width` and `height` are the terminal's, and the view never needs more: columns give way in a
+    narrow terminal, and when the rows do not fit, the devices from row `scroll` on are shown with a
+    line saying which (the arrow keys move it) and the --all list keeps its strongest.
     """
-    parts: list[RenderableType] = [_header(engine, now, header), Text()]
-    used = 5  # header, blank line, blank line, footer, and a spare line for the cursor
-    config_name = Path(header.config_path).name
+    lines = height - 1  # a line spare for the cursor
+    free = lines - 4  # the header, the footer and a blank line after each
+    shape = layout(width, [d.name for d in engine.devices])
+    states = unknown_sensors(engine, now) if show_all else []
+    # The --all section needs a blank line and its title, then one line, or the table's header, one
+    # sensor, a line saying how many more, and the hint.
+    all_min = 0 if not show_all else 3 if not states else 6
+    body: list[RenderableType] = []
+    scrolling = False
     if engine.devices:
-        parts.append(_devices_table(engine, now, width))
-        used += 1 + len(engine.devices)
+        n = len(engine.devices)
+        fit = max(1, free - all_min - 1)  # rows beside the table's header
+        shown = n if n <= fit else max(1, fit - 1)  # keep a line to say which rows are shown
+        scrolling = shown < n
+        first = max(0, min(scroll, n - shown))
+        body.append(_devices_table(engine, now, shape, range(first, first + shown)))
+        if scrolling:
+            body.append(Text(f"devices {first + 1}–{first + shown} of {n} · ↑↓ PgUp PgDn to scroll", style="dim"))
+        free -= 1 + shown + scrolling
     else:
         hint = "" if show_all else "; --all lists the sensors in range"
-        parts.append(Text(f"No devices in {header.config_path}{hint}.", style="yellow"))
-        used += 1
+        body.append(Text(f"No devices in {header.config_path}{hint}.", style="yellow"))
+        free -= 1
     if show_all:
-        states = unknown_sensors(engine, now)
-        parts.append(Text())
-        parts.append(Text("In range, not in the config:", style="bold"))
-        used += 2
+        body += [Text(), Text("In range, not in the config:", style="bold")]
+        free -= 2
         if not states:
-            parts.append(Text("none heard yet (a sensor advertises every few seconds)", style="dim"))
-        else:
+            body.append(Text("none heard yet (a sensor advertises every few seconds)", style="dim"))
+        elif free >= 4:
             # The new thermometer on the desk next to the Pi is the strongest signal: a list cut to
             # fit keeps the strongest, and the hint names it.
-            room = max(1, height - used - 2)  # the table's header and the hint line
-            shown = states
+            room = free - 2  # the table's header and the hint line
+            shown_states = states
             if len(states) > room:
                 keep = {id(s) for s in sorted(states, key=_signal, reverse=True)[: max(1, room - 1)]}
-                shown = [s for s in states if id(s) in keep]
-            parts.append(_unknown_table(shown, now))
-            if len(shown) < len(states):
-                parts.append(Text(f"… and {len(states) - len(shown)} more, weaker", style="dim"))
+                shown_states = [s for s in states if id(s) in keep]
+            body.append(_unknown_table(shown_states, now, shape))
+            if len(shown_states) < len(states):
+                body.append(Text(f"… and {len(states) - len(shown_states)} more, weaker", style="dim"))
             strongest = max(states, key=_signal)
-            hint_line = Text(f"to add one, put under `devices:` in {config_name}:  ", style="dim")
+            hint_line = Text(f"to add one, put under `devices:` in {Path(header.config_path).name}:  ", style="dim")
             hint_line.append(f'"{strongest.mac}": my_room', style="bold")
-            parts.append(hint_line)
-    parts.append(Text())
-    footer = Text()
+            body.append(hint_line)
+        else:
+            body.append(Text(f"{len(states)} sensors; make the terminal taller to list them", style="dim"))
+    footer = Text(no_wrap=True, overflow="ellipsis")
     footer.append(" q ", style="bold reverse")
-    footer.append(f" quit · ! not heard for {STALE_SECONDS:.0f} s")
+    footer.append(" quit")
+    if scrolling:
+        footer.append(" · ↑↓ scroll")
+    footer.append(f" · ! not heard for {STALE_SECONDS:.0f} s")
     if any(s.readings.encrypted for s in engine.live.values()):
         footer.append(" · * encrypted")
     footer.append(f" · trend: last {TREND_SECONDS / 60:.0f} min")
-    parts.append(footer)
-    return Group(*parts)
+    return Group(_header(engine, now, header, width), Text(), *body, Text(), footer)
 
 
 # --- the terminal edge -------------------------------------------------------------------------------
@@ -343,6 +410,17 @@ def cbreak(stream: object) -> Iterator[int | None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _follow_terminal_size(console: Console) -> None:
+    """Take the terminal's size from the terminal: rich trusts COLUMNS and LINES from the environment
+    (tmux and some shells export them), which do not change when the terminal is resized."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    if (console.width, console.height) != (size.columns, size.lines):
+        console.size = (size.columns, size.lines)
+
+
 def _log_to_console(console: Console) -> logging.Handler:
     """Warnings and errors print above the live view (Live keeps the display below them). Info lines
     (one per scan window) would scroll the screen for nothing; the service's log file is not touched."""
@@ -381,14 +459,17 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
     if cycles.done():
         return
 
+    scroll = 0
+
     def view(now: float) -> RenderableType:
         size = console.size
-        return render(engine, now, header, show_all=show_all, width=size.width, height=size.height)
+        return render(engine, now, header, show_all=show_all, width=size.width, height=size.height, scroll=scroll)
 
     with cbreak(sys.stdin) as fd, Live(view(time.time()), console=console, auto_refresh=False) as live:
         if fd is not None:
 
             def on_key() -> None:
+                nonlocal scroll
                 try:
                     keys = os.read(fd, 64)
                 except OSError:
@@ -396,17 +477,27 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
                 if not keys or b"q" in keys or b"Q" in keys:  # b"": the terminal went away
                     loop.remove_reader(fd)
                     stop.set()
+                    return
+                page = max(1, console.size.height - 8)
+                for key, (direction, paged) in SCROLL_KEYS.items():
+                    scroll += keys.count(key) * direction * (page if paged else 1)
+                scroll = max(0, min(scroll, len(engine.devices) - 1))
 
             loop.add_reader(fd, on_key)
         try:
             drawn: tuple[object, ...] = ()
             while not stop.is_set() and not cycles.done():
+                _follow_terminal_size(console)
                 now = time.time()
                 header = replace(header, rate=rate.update(now, engine.counters.adverts_received))
-                # Redraw when a packet arrived, a second ticked or the terminal was resized: an idle
-                # view costs next to nothing on a Pi Zero, and an unchanged frame is never rewritten.
-                state = (engine.counters.adverts_received, int(now), engine.health.mode, console.size)
+                # Redraw when a packet arrived, a second ticked, a key scrolled or the terminal was resized:
+                # an idle view costs next to nothing on a Pi Zero, and an unchanged frame is never rewritten.
+                state = (engine.counters.adverts_received, int(now), engine.health.mode, console.size, scroll)
                 if state != drawn:
+                    if drawn and state[3] != drawn[3]:
+                        # Resized: the terminal has re-wrapped what was drawn for the old size, so the
+                        # cursor moves of an in-place redraw would leave stale rows; start on a clean screen.
+                        console.clear()
                     live.update(view(now), refresh=True)
                     drawn = state
                 with contextlib.suppress(asyncio.TimeoutError):

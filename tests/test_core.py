@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ble_exporter.config import parse_config
-from ble_exporter.core import Core, run_cycles
+from ble_exporter.core import Core, heard_names, run_cycles
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.scanner import ScanError, ScanMode
@@ -170,3 +170,11 @@ def test_core_wait_started_raises_the_start_failure() -> None:
 
     with pytest.raises(ScanError, match="scan start on hci0 failed"):
         asyncio.run(go())
+
+
+def test_a_scan_log_line_names_ten_devices_and_counts_the_rest() -> None:
+    assert heard_names([]) == "none"
+    assert heard_names(["a", "b"]) == "a, b"
+    names = [f"room_{i}" for i in range(1618)]
+    line = heard_names(names)
+    assert line == ", ".join(names[:10]) + ", +1608 more" and len(line) < 200

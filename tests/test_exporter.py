@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import ExporterFactory
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter.exporter import make_app
@@ -62,6 +63,49 @@ def test_metrics_is_the_prometheus_text_format() -> None:
         ]
 
     with_client(test)
+
+
+def raw_client(test: Callable[[Client], Awaitable[None]]) -> None:
+    """A client that shows the bytes as sent (aiohttp's own would decompress gzip)."""
+
+    async def go() -> None:
+        async with TestClient(TestServer(app()), auto_decompress=False) as client:
+            await test(client)
+
+    asyncio.run(go())
+
+
+def test_metrics_is_gzipped_for_clients_that_accept_it_as_prometheus_does() -> None:
+    async def test(client: Client) -> None:
+        zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["Vary"] == "Accept-Encoding"
+        body = await zipped.read()
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        assert gzip.decompress(body) == await plain.read() and b"ble_sensor_seen" in gzip.decompress(body)
+        again = await client.get("/metrics", headers={"Accept-Encoding": "deflate, gzip;q=0.9"})
+        assert await again.read() == body  # compressed once per rendering, then served from the cache
+
+    raw_client(test)
+
+
+def test_name_parameters_pick_series_as_prometheus_client_does() -> None:
+    async def test(client: Client) -> None:
+        only = await (await client.get("/metrics?name[]=ble_exporter_scans_total&name[]=ble_sensor_seen")).text()
+        names = {s.name for f in text_string_to_metric_families(only) for s in f.samples}
+        assert names == {"ble_exporter_scans_total", "ble_sensor_seen"}
+        none = await (await client.get("/metrics?name[]=no_such_metric")).text()
+        assert none == ""
+
+    async def go() -> None:
+        registry = CollectorRegistry()
+        Gauge("ble_sensor_seen", "seen", ["device"], registry=registry).labels("kitchen").set(1)
+        Gauge("ble_sensor_rssi_dbm", "rssi", ["device"], registry=registry).labels("kitchen").set(-60)
+        Counter("ble_exporter_scans", "scans", registry=registry).inc()
+        async with TestClient(TestServer(make_app(registry, dict))) as client:
+            await test(client)
+
+    asyncio.run(go())
 
 
 def test_metrics_content_negotiation_openmetrics() -> None:

@@ -18,7 +18,15 @@ from prometheus_client import CollectorRegistry
 
 from ble_exporter import httpguard
 from ble_exporter.exporter import make_app, serve
-from ble_exporter.httpguard import FEED_BYTES, MAX_QUEUED_REQUESTS, ClientMistakes, aiohttp_version
+from ble_exporter.httpguard import (
+    FEED_BYTES,
+    MAX_QUEUED_REQUESTS,
+    MAX_REQUEST_LINE,
+    URI_TOO_LONG_PATH,
+    ClientMistakes,
+    RequestLines,
+    aiohttp_version,
+)
 
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -160,3 +168,41 @@ def test_closed_connections_are_released_at_once() -> None:
             await server.close()
 
     asyncio.run(scenario())
+
+
+def test_an_over_long_request_line_gets_a_short_414_without_its_url() -> None:
+    async def scenario() -> tuple[bytes, bytes]:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics?" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            long = await asyncio.wait_for(reader.read(), 5)  # then the server closes
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            fine = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            return long, fine
+        finally:
+            await server.close()
+
+    long, fine = asyncio.run(scenario())
+    assert long.startswith(b"HTTP/1.1 414 ") and long.endswith(b"\r\n\r\nrequest line longer than 8190 bytes\n")
+    assert b"aaaa" not in long and len(long) < 400
+    assert fine.startswith(b"HTTP/1.1 200")
+
+
+def test_request_lines_are_followed_past_headers_and_bodies() -> None:
+    lines = RequestLines()
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert lines.feed(request * 3) == request * 3  # passed whole, pipelined
+    assert b"".join(lines.feed(bytes([b])) for b in request) == request  # a byte at a time
+    body = b"POST /x HTTP/1.1\r\nContent-Length: 20000\r\n\r\n" + b"z" * 20_000
+    assert lines.feed(body + request) == body + request  # a long body is not a long request line
+    long = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    pieces = b"".join(lines.feed(long[i : i + 1000]) for i in range(0, len(long), 1000))
+    assert pieces == f"GET {URI_TOO_LONG_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    exactly = b"GET /" + b"a" * (MAX_REQUEST_LINE - 14) + b" HTTP/1.1\r\n\r\n"
+    assert lines.feed(exactly) == exactly  # 8190 bytes are still fine, as aiohttp has it
+    chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + b"y" * 9000
+    assert lines.feed(chunked) == chunked  # after a chunked body the guard stops looking

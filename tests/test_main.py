@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,7 +26,7 @@ from ble_exporter import __version__
 from ble_exporter.main import main
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = "scan_interval_seconds: 0.6\nscan_duration_seconds: 0.5\n"
+FAST = "scan_interval_seconds: 1\nscan_duration_seconds: 1\n"  # the shortest a real scan may be
 DEVICES = """devices:
   "A4:C1:38:00:00:01": one
   "A4:C1:38:00:00:02": two
@@ -47,8 +51,9 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--config", str(REPO / "etc/ble-exporter/config.yaml")]) == 0
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "OK: 0 devices" in out
+    summary, checked = capsys.readouterr().out.splitlines()
+    assert "OK: 0 devices" in summary and "HTTP on 0.0.0.0:8000" in summary
+    assert checked.startswith("the log file was checked as user ")  # which checks depend on who runs it
 
 
 def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,7 +61,7 @@ def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pyte
     config.write_text("listen_port: 0\nscan_mode: loud\n")
     assert main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [
+    assert err == [  # in line order
         f"ble-exporter: error: {config}:1: listen_port 0 is not a TCP port; use 1-65535, e.g. 8000",
         f"ble-exporter: error: {config}:2: scan_mode `loud` is not one of auto, passive, active",
     ]
@@ -96,7 +101,9 @@ def test_run_simulated_end_to_end(exporter_factory: ExporterFactory) -> None:
     )
     assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, "")
     status, body = exporter.get("/status")
-    assert status == 200 and '"devices_configured": 3' in body and '"scan_mode": "simulated"' in body
+    document = json.loads(body)
+    assert status == 200 and document["devices_configured"] == 3 and document["scan_mode"] == "simulated"
+    assert document["adapter"] == "simulated" and document["demo_devices"] == 0
     began = time.monotonic()
     assert exporter.stop() == 0
     assert time.monotonic() - began < 2.0
@@ -112,6 +119,8 @@ def test_run_simulated_with_no_devices_invents_demo_sensors(exporter_factory: Ex
     while time.monotonic() < deadline and 'ble_sensor_seen{device="demo_' not in exporter.get("/metrics")[1]:
         time.sleep(0.2)
     assert 'ble_sensor_seen{device="demo_' in exporter.get("/metrics")[1]
+    document = json.loads(exporter.get("/status")[1])
+    assert (document["devices_configured"], document["demo_devices"], document["adapter"]) == (0, 3, "simulated")
     assert exporter.stop() == 0
     assert "no devices in" in exporter.log_file.read_text()
 
@@ -136,8 +145,10 @@ def test_unwritable_log_file_is_a_config_error(exporter_factory: ExporterFactory
     exporter = exporter_factory(FAST, "--simulate", "--log-file", f"{blocker}/sub/x.log")
     assert exporter.process.wait(10) == 2
     err = exporter.stderr()
-    assert err.startswith("ble-exporter: error: --log-file: log file ") and "cannot be written" in err
-    assert "Traceback" not in err
+    assert err == (
+        f"ble-exporter: error: --log-file: log file {blocker}/sub/x.log cannot be created: {blocker} is a file, "
+        "not a directory; choose another path\n"
+    )
 
 
 def test_port_in_use_exits_3(exporter_factory: ExporterFactory) -> None:
@@ -158,9 +169,11 @@ def test_no_bluetooth_at_all_exits_1_with_a_clear_error(exporter_factory: Export
     exporter = exporter_factory(FAST + DEVICES, env=env)
     assert exporter.process.wait(15) == 1
     err = exporter.stderr()
-    assert err.startswith("ble-exporter: error: Bluetooth scan start on hci0 failed:")
-    assert "systemctl start bluetooth" in err and "Traceback" not in err
-    assert err.count("\n") == 1
+    assert err.startswith(
+        "ble-exporter: error: Bluetooth scan start on hci0 failed: the system D-Bus is not running "
+        f"({tmp_path}/no-bus: No such file or directory); start it with `systemctl start dbus`"
+    )
+    assert "Traceback" not in err and err.count("\n") == 1
 
 
 # ---- the exporter process scanning through real bleak and a mock bluetoothd (tests/bluez_mock.py) ----
@@ -412,3 +425,150 @@ def test_sigterm_mid_scan_stops_discovery_within_2_s_despite_clients(
     assert exporter.stderr() == ""
     log = exporter.log_file.read_text()
     assert log.rstrip().endswith("INFO ble_exporter: stopped") and "Traceback" not in log
+
+
+# ---- what a new user runs into (issue 12) ----
+
+
+def start(tmp_path: Path, config: str, *args: str) -> subprocess.Popen[str]:
+    """`ble-exporter run --config` on exactly `config` (the fixture's own head sets listen_address)."""
+    path = tmp_path / "own.yaml"
+    path.write_text(config)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ble_exporter", "run", "--config", str(path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return int(response.status)
+
+
+def test_listen_address_all_is_dual_stack_and_logged_with_brackets(tmp_path: Path) -> None:
+    port = free_port()
+    log_file = tmp_path / "x.log"
+    process = start(tmp_path, f'listen_address: "::"\nlisten_port: {port}\nlog_file: {log_file}\n', "--simulate")
+    try:
+        deadline = time.monotonic() + 15
+        while "ready" not in (log_file.read_text() if log_file.exists() else ""):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr and process.stderr.read()
+            time.sleep(0.1)
+        assert get(f"http://127.0.0.1:{port}/healthz") == 200  # IPv4 too, as `::` promises
+        assert get(f"http://[::1]:{port}/healthz") == 200
+        assert f"ready: HTTP on [::]:{port}, scanning" in log_file.read_text()
+    finally:
+        process.terminate()
+        assert process.wait(5) == 0
+
+
+def test_a_port_below_1024_without_the_privilege_says_so(tmp_path: Path) -> None:
+    # As root the exporter runs without CAP_NET_BIND_SERVICE, as the packaged service does.
+    caps = "-net_bind_service"
+    prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"] if os.geteuid() == 0 else []
+    port = next(p for p in range(1023, 600, -1) if port_is_free(p))
+    result = run_once(
+        tmp_path, f"listen_port: {port}\nlog_file: {tmp_path}/x.log\n", "run", "--simulate", prefix=prefix
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr == (
+        f"ble-exporter: error: cannot listen on *:{port} (Permission denied); ports below 1024 need privileges, "
+        f"which the service does not have; use e.g. 8000; change listen_port in {tmp_path}/c.yaml\n"
+    )
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("log_file: {tmp}\n", "{c}:1: log file {tmp} is a directory; name a file in it, e.g. {tmp}/ble-exporter.log"),
+        (
+            "log_file: {tmp}/c.yaml/logs/x.log\n",
+            "{c}:1: log file {tmp}/c.yaml/logs/x.log cannot be created: {c} is a file, not a directory",
+        ),
+        ("listen_port: 80\nlog_file: {tmp}/x.log\n", "{c}:1: listen_port 80: ports below 1024 need privileges"),
+        ("scan_duration_seconds: 0.01\nlog_file: {tmp}/x.log\n", "{c}:1: scan_duration_seconds 0.01 is below 1 s"),
+    ],
+)
+def test_check_config_catches_what_run_would_at_start_up(tmp_path: Path, config: str, expected: str) -> None:
+    text = config.format(tmp=tmp_path)
+    checked = run_once(tmp_path, text, "check-config")
+    want = expected.format(tmp=tmp_path, c=tmp_path / "c.yaml")
+    assert checked.returncode == 2 and checked.stderr.startswith(f"ble-exporter: error: {want}"), checked.stderr
+    assert checked.stderr.count("\n") == 1
+    if "listen_port" not in text:  # the service cannot bind it; root by hand can, so `run` is not refused
+        ran = run_once(tmp_path, text, "run")
+        assert ran.returncode == 2 and ran.stderr == checked.stderr
+
+
+def test_check_config_as_a_user_who_cannot_write_the_log_says_it_is_their_check(tmp_path: Path) -> None:
+    """A permission is a matter of who writes: as another user than the service's, a log file that user
+    cannot write is a note, not an error (the service, as ble-exporter, may well write it)."""
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] if os.geteuid() == 0 else []
+    shared = Path(tempfile.mkdtemp(prefix="ble-exporter-test-"))  # pytest's tmp_path is private to root
+    shared.chmod(0o755)
+    logs = shared / "logs"
+    logs.mkdir(mode=0o700)
+    try:
+        result = run_once(shared, f"log_file: {logs}/x.log\n", "check-config", prefix=prefix)
+    finally:
+        shutil.rmtree(shared)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("the log file was checked as user nobody; the service writes it as ble-exporter")
+    assert lines[2].startswith(f"note: as user nobody: log file {logs}/x.log cannot be reached (permission denied")
+
+
+def test_an_empty_log_file_option_and_real_scans_shorter_than_a_second_are_refused(tmp_path: Path) -> None:
+    empty = run_once(tmp_path, "", "run", "--log-file", "")
+    assert empty.returncode == 2 and "argument --log-file: is empty; give a file path" in empty.stderr
+    fast = run_once(
+        tmp_path, f"scan_interval_seconds: 0.01\nscan_duration_seconds: 0.01\nlog_file: {tmp_path}/x\n", "run"
+    )
+    assert fast.returncode == 2 and "scan_interval_seconds 0.01 is below 1 s" in fast.stderr
+    assert fast.stderr.count("\n") == 2 and "Traceback" not in fast.stderr
+
+
+def test_a_relative_log_file_option_is_taken_from_the_current_directory(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    port = free_port()
+    config.write_text(f"listen_port: {port}\nlisten_address: 127.0.0.1\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ble_exporter", "run", "--simulate", "--config", str(config), "--log-file", "rel/x.log"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "rel" / "x.log").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def run_once(tmp_path: Path, config: str, *args: str, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(config)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "ble_exporter", *args[:1], "--config", str(path), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter.devices import Device
-from ble_exporter.engine import ScanEngine
+from ble_exporter.engine import REJECTION_REASONS, ScanEngine
 from ble_exporter.metrics import EngineCollector, build_registry
 from ble_exporter.parser import uuid128
 
@@ -134,3 +134,10 @@ def test_the_whole_exposition_of_a_fixed_scan_is_the_golden_file(update_golden: 
     if update_golden:
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
+
+
+def test_every_rejection_reason_is_exported_at_0_from_start_up() -> None:
+    got = scraped(ScanEngine((KITCHEN,)))
+    reasons = {labels[0][1] for name, labels in got if name == "ble_exporter_advertisements_rejected_total"}
+    assert reasons == {r.value for r in REJECTION_REASONS} and "unknown_uuid" not in reasons
+    assert all(v == 0 for (name, _), v in got.items() if name == "ble_exporter_advertisements_rejected_total")

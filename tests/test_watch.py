@@ -55,13 +55,14 @@ def show(
     rate: float | None = 2.4,
     width: int = 80,
     height: int = 24,
+    scroll: int = 0,
 ) -> list[str]:
     """The view as a colourless terminal of `width` columns shows it, one string per line."""
     console = Console(
         file=io.StringIO(), width=width, height=height, color_system=None, force_terminal=False, legacy_windows=False
     )
     header = Header("hci0", T0 - 125.0, rate, "/etc/ble-exporter/config.yaml")
-    console.print(render(engine, now, header, show_all=show_all, width=width, height=height))
+    console.print(render(engine, now, header, show_all=show_all, width=width, height=height, scroll=scroll))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b" not in text  # no colour or style codes on a terminal without colour
     return [line.rstrip() for line in text.splitlines()]
@@ -173,6 +174,51 @@ def test_the_view_fits_80x24_with_a_crowd_of_neighbours() -> None:
     assert "a_rather_long_sensor_name" in row(wide, "a_rather")
 
 
+def crowd(n: int = 30, neighbours: int = 0) -> ScanEngine:
+    devices = [Device(f"A4:C1:38:00:01:{i:02X}", f"room_{i:02d}") for i in range(n)]
+    engine = ScanEngine(devices, keep_unknown=True)
+    for device in devices:
+        heard(engine, device.mac, T0)
+    for i in range(neighbours):
+        heard(engine, f"A4:C1:38:99:01:{i:02X}", T0, rssi=-50 - i)
+    return engine
+
+
+@pytest.mark.parametrize(("width", "height", "show_all"), [(80, 24, False), (80, 24, True), (50, 12, True)])
+def test_more_devices_than_rows_keep_the_header_and_footer_and_say_which_are_shown(
+    width: int, height: int, show_all: bool
+) -> None:
+    engine = crowd(30, neighbours=3)
+    lines = show(engine, T0 + 1, show_all=show_all, width=width, height=height)
+    assert len(lines) <= height - 1 and max(len(line) for line in lines) <= width
+    assert lines[0].endswith("30/30 heard") and "…" not in lines[0]  # the header is whole
+    assert "q  quit · ↑↓ scroll" in lines[-1]
+    rows = [line for line in lines if line.startswith("room_")]
+    assert rows[0].startswith("room_00") and 1 <= len(rows) < 30
+    assert f"devices 1–{len(rows)} of 30 · ↑↓ PgUp PgDn to scroll" in lines
+    if show_all:
+        assert "In range, not in the config:" in lines
+    scrolled = show(engine, T0 + 1, show_all=show_all, width=width, height=height, scroll=10)
+    assert next(line for line in scrolled if line.startswith("room_")).startswith("room_10")
+    last = show(engine, T0 + 1, width=width, height=height, scroll=999)
+    assert [line for line in last if line.startswith("room_")][-1].startswith("room_29")
+
+
+def test_a_narrow_terminal_drops_the_mac_before_the_name() -> None:
+    lines = show(crowd(3), T0 + 1, width=50)
+    assert max(len(line) for line in lines) <= 50
+    assert re.match(r"room_00 +27\.01 ", row(lines, "room_00"))  # the name stays, whole
+    assert "A4:C1:38" not in "\n".join(lines) and "MAC" not in lines[2]
+    assert "MAC" in show(crowd(3), T0 + 1, width=80)[2]
+
+
+def test_a_wide_terminal_gives_the_trend_the_width() -> None:
+    header = {width: show(crowd(3), T0 + 1, width=width)[2] for width in (80, 100, 160)}
+    trend = {width: len(re.search(r"trend *", line).group(0)) for width, line in header.items()}  # type: ignore[union-attr]
+    assert trend[80] < trend[100] < trend[160] and trend[160] > 60
+    assert all(len(line) <= width for width, line in header.items())
+
+
 def test_formats_read_as_people_name_them() -> None:
     def state(fmt: str | None, encrypted: bool = False) -> Readings:
         return Readings(format=Format(fmt) if fmt else None, encrypted=encrypted)
@@ -218,7 +264,9 @@ def test_a_rising_temperature_shows_in_the_row_trend() -> None:
             payload[6:8] = round((20 + minute * 0.5) * 100).to_bytes(2, "little")
             engine.ingest(LIVING, -60, {BTHOME: bytes(payload)}, T0 + minute * 60 + tick * 10)
     lines = show(engine, T0 + 299)
-    assert re.search(r" 22\.00 ▁▃▅▆█ ", row(lines, "living_room")), lines
+    # Oldest left: the trend's columns rise from the lowest block to the highest (more columns in a
+    # wider terminal, and in this one the short names leave it one more than its five).
+    assert re.search(r" 22\.00 ▁[▂▃▄▅▆▇]{3,4}█ ", row(lines, "living_room")), lines
     assert lines[-1].endswith("trend: last 5 min")
 
 
@@ -263,7 +311,8 @@ def test_without_bluetooth_watch_exits_1_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ble-exporter: error: Bluetooth scan start on hci0 failed")
-    assert "systemctl start bluetooth" in lines[0] and "Traceback" not in result.stderr
+    assert "the system D-Bus is not running" in lines[0] and "systemctl start dbus" in lines[0]
+    assert "Traceback" not in result.stderr
     assert result.stdout == ""  # no half-drawn view
 
 
@@ -408,3 +457,31 @@ def test_watch_through_bleak_and_bluez_shows_the_mode_in_use_and_warnings_above_
     status, modes = tmux.quit_with("q")
     assert status == 0 and "icanon" in modes and "echo" in modes
     assert not bluez.is_discovering()  # the scan was stopped on the way out
+
+
+def test_resizing_and_scrolling_in_a_real_terminal(tmux: Tmux, tmp_path: Path) -> None:
+    """30 sensors in 80x24: the arrow keys scroll; shrinking to 50x12 and growing back leaves no stale
+    row above the header."""
+    config = tmp_path / "config.yaml"
+    config.write_text("devices:\n" + "".join(f'  "A4:C1:38:00:01:{i:02X}": room_{i:02d}\n' for i in range(30)))
+    tmux.start_watch("--simulate", "--config", str(config))
+    tmux.wait_for(lambda s: re.search(r"^room_00 +A4:C1:38:00:01:00 +\d", s, re.M) is not None, 12, "readings")
+    tmux("send-keys", "-t", "watch", "Down", "Down", "Down")
+    tmux.wait_for(lambda s: "devices 4–" in s and re.search(r"^room_03 ", s, re.M) is not None, 5, "a scroll")
+
+    def redrawn(width: int) -> Callable[[str], bool]:
+        def check(screen: str) -> bool:
+            lines = screen.splitlines()
+            headers = [line for line in lines if "adverts/s" in line]
+            return bool(headers) and lines[0] == headers[0] == headers[-1] and max(map(len, lines)) <= width
+
+        return check
+
+    for width, height in ((50, 12), (80, 24)):
+        tmux("resize-window", "-t", "watch", "-x", str(width), "-y", str(height))
+        size = tmux("display", "-p", "-t", "watch", "#{pane_width}x#{pane_height}").strip()
+        assert size == f"{width}x{height}", size
+        screen = tmux.wait_for(redrawn(width), 10, f"a clean redraw at {width}x{height}")
+        assert "devices 4–" in screen and re.search(r"^room_03 ", screen, re.M)  # the scroll stays
+    status, _ = tmux.quit_with("q")
+    assert status == 0
