@@ -26,5 +26,5 @@ setup(
         "rich>=13.3",
         "cryptography>=38",
     ],
-    entry_points={"console_scripts": ["ble-exporter = ble_exporter.main:main"]},
+    entry_points={"console_scripts": ["ble-exporter = ble_exporter.__main__:main"]},
 )

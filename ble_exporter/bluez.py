@@ -8,6 +8,7 @@ Supported: bleak 0.20 (Debian 12), 0.22 (Debian 13) and 1.x-3.x (PyPI).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,10 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ble_exporter.devices import Device
 from ble_exporter.parser import SERVICE_UUIDS
 from ble_exporter.scanner import AdvertSink, ScanError, ScanMode
 
 log = logging.getLogger("ble_exporter.scanner")  # one name for the scanning, as the log has always said
+RESET_WAIT_SECONDS = 10.0  # for the adapter to report each power change of a reset
 
 
 class BluezScanner:
@@ -37,8 +40,9 @@ class BluezScanner:
         on_error: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.adapter = adapter
+        self._path = f"/org/bluez/{adapter}"
         # BlueZ object paths of the configured sensors, forgotten at each scan start (see _forget).
-        self._device_paths = [f"/org/bluez/{adapter}/dev_{mac.replace(':', '_')}" for mac in addresses]
+        self._device_paths = [f"{self._path}/dev_{mac.replace(':', '_')}" for mac in addresses]
         self.scan_mode = scan_mode
         self.mode = ScanMode.ACTIVE if scan_mode == ScanMode.ACTIVE else ScanMode.PASSIVE
         self._sink = sink
@@ -109,6 +113,74 @@ class BluezScanner:
 
     def renew(self) -> None:
         self._scanner = None
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        self._device_paths = [f"{self._path}/dev_{d.mac.replace(':', '_')}" for d in devices]
+
+    async def reset(self) -> None:
+        """Power the adapter off and on through BlueZ (Adapter1.Powered), as `bluetoothctl power off/on`
+        does: the remedy of ble_monitor's bt_auto_restart and bluetooth-auto-recovery for a radio that
+        stopped hearing while it looked fine. Debian's D-Bus policy for bluez lets the `bluetooth` group
+        do it; no capability is needed. A refusal is survived (logged); an adapter that stays off is
+        the usual powered-off fault."""
+        from dbus_fast import BusType, Message, MessageType, Variant
+        from dbus_fast.aio import MessageBus
+
+        self.renew()
+        try:
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        except Exception as e:
+            raise ScanError(describe_failure(e, self.adapter, "reset")) from e
+        try:
+            for powered in (False, True):
+                reply = await bus.call(
+                    Message(
+                        destination="org.bluez",
+                        path=self._path,
+                        interface="org.freedesktop.DBus.Properties",
+                        member="Set",
+                        signature="ssv",
+                        body=["org.bluez.Adapter1", "Powered", Variant("b", powered)],
+                    )
+                )
+                if reply is not None and reply.message_type == MessageType.ERROR:
+                    message = f"adapter {self.adapter} could not be reset: {reply.error_name} {reply.body}"
+                    if powered:  # off, and it will not come back on: the powered-off fault
+                        raise ScanError(f"Bluetooth on {self.adapter} failed: {message}; run `bluetoothctl power on`")
+                    log.warning("%s; scanning on without a reset", message)
+                    self._on_error(message)
+                    return
+                if not await self._wait_powered(bus, powered):
+                    if powered:
+                        raise ScanError(
+                            f"Bluetooth on {self.adapter} failed: adapter {self.adapter} stayed powered off after a "
+                            "reset; run `rfkill unblock bluetooth` and `bluetoothctl power on`"
+                        )
+                    log.warning("adapter %s did not report Powered off within %g s", self.adapter, RESET_WAIT_SECONDS)
+        finally:
+            bus.disconnect()
+
+    async def _wait_powered(self, bus: Any, wanted: bool) -> bool:
+        """Poll Adapter1.Powered until it is `wanted` (the kernel takes a moment), for RESET_WAIT_SECONDS."""
+        from dbus_fast import Message, MessageType
+
+        deadline = time.monotonic() + RESET_WAIT_SECONDS
+        while True:
+            reply = await bus.call(
+                Message(
+                    destination="org.bluez",
+                    path=self._path,
+                    interface="org.freedesktop.DBus.Properties",
+                    member="Get",
+                    signature="ss",
+                    body=["org.bluez.Adapter1", "Powered"],
+                )
+            )
+            if reply.message_type != MessageType.ERROR and reply.body and reply.body[0].value is wanted:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     async def check(self) -> None:
         """Fail at once when bluetoothd leaves the bus or the adapter is removed or powered off.

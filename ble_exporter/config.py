@@ -172,6 +172,15 @@ class Config:
         "a whole number",
         lambda v: None if v >= 0 else "watchdog_silent_scans must be 0 (off) or more",
     )
+    adapter_reset_after_silent_scans: int = _key(
+        3,
+        "When renewing the scanner did not help, reset the adapter (power off and on through BlueZ) after "
+        "this many more silent scans; at most once in 10 minutes, less often while resets do not help; 0 "
+        "turns this off.",
+        (int,),
+        "a whole number",
+        lambda v: None if v >= 0 else "adapter_reset_after_silent_scans must be 0 (off) or more",
+    )
     devices: tuple[Device, ...] = _key(
         (),
         "The sensors to export: a mapping from MAC address to a name, or to a mapping with name and bindkey "

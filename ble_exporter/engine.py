@@ -111,6 +111,7 @@ class ScanHealth:
     up: bool = True  # False after `silent` scans in a row heard no advert at all
     silent_scans: int = 0
     restarts: int = 0
+    adapter_resets: int = 0
     last_error: str | None = None  # the latest scanner error the process survived (or the one it died of)
     last_error_time: float | None = None
 
@@ -134,6 +135,30 @@ class ScanEngine:
         self._adverts_in_window = 0
         self._last_counter: dict[str, tuple[int, float]] = {}  # mac -> (counter, time accepted)
         self._warned: set[tuple[str, Reason]] = set()
+
+    def set_devices(self, devices: Iterable[Device]) -> None:
+        """A reloaded config's devices: those that stay keep their live state, counters and place in the
+        published snapshot (under their new name); a removed device leaves the snapshot at once; a
+        device whose bindkey changed starts a new encryption counter."""
+        old = self._by_mac
+        self.devices = tuple(devices)
+        self._by_mac = {d.mac: d for d in self.devices}
+        live: dict[str, LiveState] = {}
+        for d in self.devices:
+            state = self.live.get(d.mac) or LiveState(d.mac, d.name)
+            state.name = d.name
+            live[d.mac] = state
+            if d.mac in old and old[d.mac].bindkey != d.bindkey:
+                self._last_counter.pop(d.mac, None)
+                self._warned = {w for w in self._warned if w[0] != d.mac}
+        if self.keep_unknown:
+            live.update({mac: s for mac, s in self.live.items() if mac not in old and mac not in live})
+        self.live = live
+        self._window = {mac: r for mac, r in self._window.items() if mac in self._by_mac}
+        published = self.snapshot
+        kept = {d.device.mac: d.readings for d in published.devices}
+        heard = tuple(DeviceSnapshot(d, kept[d.mac]) for d in self.devices if d.mac in kept)
+        self.snapshot = Snapshot(published.started, published.ended, heard)
 
     # -- the hot path -------------------------------------------------------------------------------
 

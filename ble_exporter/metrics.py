@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from ble_exporter import __version__
+from ble_exporter.core import ConfigStatus
 from ble_exporter.engine import REJECTION_REASONS, Readings, ScanEngine
 
 # (name, help, value of a device snapshot); a device gets a sample only where the value is known.
@@ -54,12 +55,15 @@ class EngineCollector:
     ble_exporter_build_info{version="0.1.0",python_version="3.11.2"} 1.0
     """
 
-    def __init__(self, engine: ScanEngine) -> None:
+    def __init__(self, engine: ScanEngine, config: ConfigStatus | None = None) -> None:
         self._engine = engine
+        self._config = config
 
     def collect(self) -> Iterator[Metric]:
         yield from sensor_families(self._engine)
         yield from exporter_families(self._engine)
+        if self._config is not None:
+            yield from config_families(self._config)
 
 
 def sensor_families(engine: ScanEngine) -> Iterator[Metric]:
@@ -87,6 +91,11 @@ def exporter_families(engine: ScanEngine) -> Iterator[Metric]:
         "ble_exporter_scanner_restarts",
         "Scanner sessions restarted by the silent-scan watchdog.",
         health.restarts,
+    )
+    yield _counter(
+        "ble_exporter_adapter_resets",
+        "Adapter power cycles, when renewing the scanner did not bring adverts back.",
+        health.adapter_resets,
     )
     yield _counter(
         "ble_exporter_advertisements_received",
@@ -129,13 +138,28 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
 
 
+def config_families(config: ConfigStatus) -> Iterator[Metric]:
+    """The names Prometheus gives its own config reloads."""
+    yield _gauge(
+        "ble_exporter_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful.",
+        config.last_reload_successful,
+    )
+    yield _gauge(
+        "ble_exporter_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload (the start counts as one).",
+        config.last_reload_success_time,
+    )
+
+
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-def build_registry(engine: ScanEngine) -> CollectorRegistry:
-    """A private registry (no import-time globals): the engine's metrics plus process_* of this process."""
+def build_registry(engine: ScanEngine, config: ConfigStatus | None = None) -> CollectorRegistry:
+    """A private registry (no import-time globals): the engine's metrics, the config's (the daemon
+    reloads it), and process_* of this process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))  # type: ignore[arg-type]
+    registry.register(EngineCollector(engine, config))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     return registry

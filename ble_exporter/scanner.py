@@ -7,9 +7,12 @@ and nothing imports them back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ble_exporter.devices import Device
 
 # engine.ingest: (address, rssi, service data by 128-bit UUID, time of arrival)
 AdvertSink = Callable[[str, "int | None", Mapping[str, bytes], float], None]
@@ -44,3 +47,10 @@ class Scanner(Protocol):
     def renew(self) -> None:
         """Forget the scanning session (stopped first) so the next start opens a fresh one: the
         silent-scan watchdog's remedy."""
+
+    async def reset(self) -> None:
+        """Power-cycle the radio (stopped first) when renewing did not help; ScanError when it does not
+        come back on."""
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        """The configured sensors after a reload."""

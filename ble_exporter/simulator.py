@@ -167,12 +167,14 @@ class SimulatedScanner:
         neighbours: Sequence[Device] = NEIGHBOURS,
         seed: int | None = None,
     ) -> None:
+        self.neighbours = tuple(neighbours)
         self.sensors = make_sensors([*devices, *neighbours], seed)
         self.advert_interval = advert_interval
         self._sink = sink
         self._task: asyncio.Task[None] | None = None
         self.sessions = 0
         self.renewals = 0
+        self.resets = 0
         self.silent = False  # True: the radio goes quiet, as BlueZ sometimes does
         self.failure: Exception | None = None  # raised by check(), as when BlueZ goes away
 
@@ -191,16 +193,32 @@ class SimulatedScanner:
     def renew(self) -> None:
         self.renewals += 1
 
+    async def reset(self) -> None:
+        """A power cycle: like a real deaf radio's, it makes a silent one hear again."""
+        self.resets += 1
+        self.silent = False
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        """Keep the sensors of devices that stay (a changed bindkey makes a new one), add the new ones."""
+        by_mac = {s.device.mac: s for s in self.sensors}
+        new = make_sensors([*devices, *self.neighbours], seed=len(self.sensors))
+        self.sensors = [
+            by_mac[s.device.mac] if s.device.mac in by_mac and by_mac[s.device.mac].device == s.device else s
+            for s in new
+        ]
+
     async def check(self) -> None:
         if self.failure is not None:
             raise self.failure
 
     async def _advertise(self) -> None:
-        if not self.sensors:
-            return
-        gap = self.advert_interval / len(self.sensors)
         while True:
-            for sensor in self.sensors:
+            sensors = self.sensors  # a reload may replace the list
+            if not sensors:
+                await asyncio.sleep(self.advert_interval)
+                continue
+            gap = self.advert_interval / len(sensors)
+            for sensor in sensors:
                 now = time.time()
                 key, payload = sensor.next_payload(now)
                 if not self.silent:

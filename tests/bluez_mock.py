@@ -116,6 +116,33 @@ def _stop_discovery(adapter):
     _set(adapter, ADAPTER_IFACE, {'Discovering': dbus.Boolean(False, variant_level=1)})
 
 
+_plain_set = mockobject.DBusMockObject.Set
+
+
+@dbus.service.method(dbus.PROPERTIES_IFACE, in_signature='ssv', out_signature='')
+def _mock_set(self, interface_name, property_name, value):
+    """Properties.Set as a client (bluetoothctl, the exporter) calls it; for Adapter1.Powered also what
+    BlueZ does: powering off ends discovery, and a deaf adapter hears again once powered off and on."""
+    if interface_name == ADAPTER_IFACE and property_name == 'Powered':
+        powered = bool(value)
+        changed = {'Powered': dbus.Boolean(powered, variant_level=1)}
+        if not powered and self.props[ADAPTER_IFACE]['Discovering']:
+            changed['Discovering'] = dbus.Boolean(False, variant_level=1)
+        if not powered:
+            self.power_offs = getattr(self, 'power_offs', 0) + 1
+        elif getattr(self, 'power_offs', 0) > getattr(self, 'power_ons', 0):
+            self.power_ons = getattr(self, 'power_ons', 0) + 1
+            self.deaf = False
+        _set(self, ADAPTER_IFACE, changed)
+        return
+    _plain_set(self, interface_name, property_name, value)
+
+
+# dbus-python finds a method by name along the class's MRO at each call, so this replaces Set for
+# every mock object (the adapters are plain DBusMockObjects).
+mockobject.DBusMockObject.Set = _mock_set
+
+
 def _set_discovery_filter(adapter, discovery_filter):
     if not adapter.props[ADAPTER_IFACE]['Powered']:
         raise _error('org.bluez.Error.NotReady', 'Resource Not Ready')
@@ -166,6 +193,7 @@ def AddTestAdapter(self, name, address, powered, passive):
     adapter = mockobject.objects[path]
     adapter.discovery_filter = {}
     adapter.monitors = []
+    adapter.deaf = False
     interfaces = {ADAPTER_IFACE: props}
     if passive:
         monitor_props = {
@@ -194,10 +222,20 @@ def SetAdapterPowered(self, name, powered):
     _set(adapter, ADAPTER_IFACE, changed)
 
 
+@dbus.service.method(HARNESS_IFACE, in_signature='s', out_signature='')
+def SetAdapterDeaf(self, name):
+    """The adapter stops hearing adverts, though it looks fine, until it is powered off and on."""
+    _adapter(name).deaf = True
+
+
 @dbus.service.method(HARNESS_IFACE, in_signature='sss', out_signature='s')
 def Advertise(self, adapter_name, address, advert_json):
-    """Deliver one advertisement: InterfacesAdded for a new device, else PropertiesChanged."""
+    """Deliver one advertisement: InterfacesAdded for a new device, else PropertiesChanged; a deaf
+    adapter drops it."""
     adapter = _adapter(adapter_name)
+    if adapter.deaf:
+        return ''
+
     advert = json.loads(advert_json)
     path = adapter.path + '/dev_' + address.replace(':', '_').upper()
     rssi = dbus.Int16(advert['rssi'], variant_level=1)
@@ -270,6 +308,8 @@ def AdapterState(self, name):
         'discovery_starts': sum(1 for call in adapter.call_log if call[1] == 'StartDiscovery'),
         'removed_devices': [str(call[2][0]) for call in adapter.call_log if call[1] == 'RemoveDevice'],
         'monitors': [str(p) for p in adapter.monitors],
+        'power_cycles': getattr(adapter, 'power_ons', 0),
+        'deaf': adapter.deaf,
     })
 '''
 
@@ -333,6 +373,8 @@ class _AdapterState(TypedDict):
     discovery_starts: int
     removed_devices: list[str]
     monitors: list[str]
+    power_cycles: int
+    deaf: bool
 
 
 @dataclass
@@ -523,6 +565,18 @@ class BluezMock:
         """How many times StartDiscovery was called on the adapter (from dbusmock's call log,
         rejected calls included; the count starts again when the adapter is re-added)."""
         return self._adapter_state(adapter)["discovery_starts"]
+
+    def make_deaf(self, adapter: str = "hci0") -> None:
+        """The adapter stops hearing (advertise() delivers nothing) until a client powers it off and on
+        through Properties.Set, as a hung controller that a power cycle revives."""
+        self._call("SetAdapterDeaf", f"string:{adapter}")
+
+    def power_cycles(self, adapter: str = "hci0") -> int:
+        """Completed off-then-on cycles a client made through Properties.Set(Adapter1, Powered)."""
+        return self._adapter_state(adapter)["power_cycles"]
+
+    def is_deaf(self, adapter: str = "hci0") -> bool:
+        return self._adapter_state(adapter)["deaf"]
 
     def registered_monitors(self, adapter: str = "hci0") -> list[str]:
         """Object paths registered through AdvertisementMonitorManager1 (passive scanning)."""

@@ -1,4 +1,5 @@
-"""Shared fixtures: a mock bluetoothd on a private system bus, and the exporter as a process."""
+"""Shared fixtures: a mock bluetoothd on a private system bus, the exporter as a process, and systemd's
+end of the notify protocol."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -136,3 +139,50 @@ def exporter_factory(tmp_path: Path) -> Iterator[ExporterFactory]:
     yield factory
     for exporter in started:
         exporter.stop()
+
+
+# ---- systemd's end of the notify protocol ----
+
+
+class Listener:
+    """systemd's end: a datagram socket, its messages recorded with their arrival time by a thread."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="notify-", dir="/tmp")  # short: AF_UNIX paths are < 108
+        self.path = str(Path(self._dir.name) / "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self.on_message: Callable[[str], None] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data.decode()))
+            if self.on_message is not None:
+                self.on_message(data.decode())
+
+    def times(self, message: str) -> list[float]:
+        return [t for t, m in list(self.messages) if m == message]
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self.sock.close()
+        self._dir.cleanup()
+
+
+@pytest.fixture
+def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    server = Listener()
+    monkeypatch.setenv("NOTIFY_SOCKET", server.path)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield server
+    server.close()

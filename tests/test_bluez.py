@@ -219,3 +219,34 @@ def test_the_fallback_to_active_is_recorded_as_the_latest_error(bluez: BluezMock
     assert engine.health.last_error is not None
     assert engine.health.last_error.startswith("passive scanning is not available on hci0")
     assert engine.health.last_error_time is not None
+
+
+def test_a_reset_powers_the_adapter_off_and_on_through_bluez(bluez: BluezMock) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, engine.ingest)
+    bluez.make_deaf()
+    bluez.advertise(DEVICES[0].mac, {BTHOME_KEY: PVVX_DATA1}, rssi=-50)  # dropped: the adapter is deaf
+    asyncio.run(scanner.reset())
+    assert bluez.power_cycles() == 1 and not bluez.is_deaf()
+    assert not bluez.is_discovering()  # powering off ended discovery, as in BlueZ
+    asyncio.run(_scan(engine, scanner, bluez))  # a fresh session hears again
+    assert engine.counters.adverts_decoded == 1
+
+
+def test_an_adapter_that_stays_off_after_a_reset_is_the_powered_off_fault(
+    bluez: BluezMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ble_exporter import bluez as bluez_module
+
+    scanner = BluezScanner("hci0", ScanMode.ACTIVE, ScanEngine(DEVICES).ingest)
+    monkeypatch.setattr(bluez_module, "RESET_WAIT_SECONDS", 0.3)
+    waited: list[bool] = []
+
+    async def never_on(bus: object, wanted: bool) -> bool:  # the kernel never reports it on again
+        waited.append(wanted)
+        return not wanted
+
+    monkeypatch.setattr(scanner, "_wait_powered", never_on)
+    with pytest.raises(ScanError, match="adapter hci0 stayed powered off after a reset; run `rfkill unblock"):
+        asyncio.run(scanner.reset())
+    assert waited == [False, True]

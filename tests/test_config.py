@@ -311,7 +311,8 @@ def assert_rejected(
         assert match and match["path"] == str(path), line
         assert len(line) < 400, line  # one readable line, whatever the file held
     assert any(expected in line for line in lines), lines
-    assert seconds < 2.0, seconds
+    # Not a speed target (the benchmarks have those): a bomb that expands or recurses would take minutes.
+    assert seconds < 20.0, seconds
 
 
 @pytest.mark.parametrize("case", BROKEN)
@@ -330,7 +331,7 @@ def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
     status, out, err, seconds = run_cli("check-config", "--config", str(fifo))
-    assert (status, err) == (0, "") and "OK: 0 devices" in out and seconds < 2.0  # read as empty: the defaults
+    assert (status, err) == (0, "") and "OK: 0 devices" in out and seconds < 20.0  # read as empty: the defaults
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# devices: {}\n"])
@@ -418,6 +419,7 @@ def test_every_key_has_a_type_help_and_a_valid_default() -> None:
         "adapter",
         "scan_mode",
         "watchdog_silent_scans",
+        "adapter_reset_after_silent_scans",
         "devices",
     ]
     for name, key in KEYS.items():

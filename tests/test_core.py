@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -91,6 +93,12 @@ class FailingScanner:
     async def check(self) -> None:
         pass
 
+    async def reset(self) -> None:
+        pass
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        pass
+
 
 @pytest.mark.parametrize("fail_on", ["start", "stop"])
 def test_scan_errors_propagate(fail_on: str) -> None:
@@ -164,7 +172,7 @@ def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
 def test_core_wait_started_raises_the_start_failure() -> None:
     async def go() -> None:
         core = Core(parse_config("devices:\n", "c.yaml"), simulate=True)
-        core.scanner = FailingScanner("start")
+        core.cycle.scanner = FailingScanner("start")
         core.start(asyncio.Event())
         await core.wait_started(5)
 
@@ -178,3 +186,37 @@ def test_a_scan_log_line_names_ten_devices_and_counts_the_rest() -> None:
     names = [f"room_{i}" for i in range(1618)]
     line = heard_names(names)
     assert line == ", ".join(names[:10]) + ", +1608 more" and len(line) < 200
+
+
+def test_a_silent_radio_is_renewed_then_reset_once_and_heard_again(caplog: pytest.LogCaptureFixture) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    scanner.silent = True  # deaf until a reset (SimulatedScanner.reset), as a hung controller
+    with caplog.at_level(logging.INFO):
+        asyncio.run(_cycle(engine, scanner, 6, silent_scans_before_restart=2, silent_scans_before_reset=2))
+    assert (scanner.renewals, scanner.resets, engine.health.adapter_resets) == (1, 1, 1)
+    assert engine.health.up and engine.counters.adverts_decoded > 0  # heard again after the reset
+    assert "renewing the scanning session did not help" in caplog.text and "reset; scanning again" in caplog.text
+    assert "resetting the adapter" in (engine.health.last_error or "")
+
+
+def test_adapter_resets_are_rate_limited_while_they_do_not_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+
+    async def deaf_for_good() -> None:  # a reset that does not help
+        scanner.resets += 1
+
+    monkeypatch.setattr(scanner, "reset", deaf_for_good)
+    scanner.silent = True
+    asyncio.run(_cycle(engine, scanner, 14, silent_scans_before_restart=2, silent_scans_before_reset=2))
+    # Silent scan 2: renew; 4: reset; 6, 8, ...: renew, and a reset only after RESET_BACKOFF_SECONDS.
+    assert scanner.resets == 1 and scanner.renewals == 6 and not engine.health.up
+
+
+def test_reset_off_keeps_renewing_as_before() -> None:
+    engine = ScanEngine(DEVICES)
+    scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    scanner.silent = True
+    asyncio.run(_cycle(engine, scanner, 9, silent_scans_before_restart=3, silent_scans_before_reset=0))
+    assert (scanner.renewals, scanner.resets) == (3, 0)

@@ -11,7 +11,7 @@ import pytest
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
 from ble_exporter.engine import COUNTER_RESET_BELOW, HISTORY_MAX, RESET_AFTER_SECONDS, ScanEngine
-from ble_exporter.parser import Format, Reading, uuid128
+from ble_exporter.parser import Format, Reading, Reason, uuid128
 
 BTHOME = uuid128(0xFCD2)
 ENV_SENSING = uuid128(0x181A)
@@ -234,3 +234,34 @@ def test_adverts_in_window_counts_every_device() -> None:
     e.open_window(3.0)
     assert e.adverts_in_window == 0
     assert e.last_advert == 1.0
+
+
+def test_a_reload_keeps_the_state_of_devices_that_stay() -> None:
+    attic, cellar = Device("A4:C1:38:00:00:01", "attic"), Device("A4:C1:38:00:00:02", "cellar")
+    e = engine(Device(MAC, "kitchen"), attic)
+    e.ingest(MAC, -70, {BTHOME: P3_DATA1}, 1.0)
+    e.ingest(attic.mac, -70, {BTHOME: P3_DATA1}, 1.5)
+    e.close_window(5.0)
+    e.set_devices((Device(MAC, "cuisine"), cellar))  # kitchen renamed, attic removed, cellar added
+    assert [(d.device.name, d.readings.temperature) for d in e.snapshot.devices] == [("cuisine", 27.01)]
+    assert e.live[MAC].name == "cuisine" and e.live[MAC].readings.packets == 1 and e.live[MAC].history
+    assert attic.mac not in e.live and e.live[cellar.mac].readings.packets == 0
+    assert e.counters.adverts_decoded == 2  # counters go on
+    e.open_window(30.0)
+    e.ingest(attic.mac, -70, {BTHOME: P3_DATA1}, 31.0)  # no longer configured: dropped
+    e.ingest(cellar.mac, -70, {BTHOME: P3_DATA1}, 31.0)
+    assert [d.device.name for d in e.close_window(35.0).devices] == ["cellar"]
+
+
+def test_a_new_bindkey_starts_a_new_encryption_counter() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: E6}, 1.0)  # counter 9913
+    e.ingest(MAC, -60, {BTHOME: E5}, 2.0)  # 9904: a replay
+    assert e.counters.rejected == {Reason.REPLAY: 1}
+    e.set_devices((Device(MAC, "shed", bytes(KEY_AA)),))  # the same key: the counter stays
+    e.ingest(MAC, -60, {BTHOME: E5}, 3.0)
+    assert e.counters.rejected == {Reason.REPLAY: 2}
+    e.set_devices((Device(MAC, "shed", bytes.fromhex("bb" * 16)),))
+    e.set_devices((Device(MAC, "shed", KEY_AA),))  # a new key (here, back again): a new counter
+    e.ingest(MAC, -60, {BTHOME: E5}, 4.0)
+    assert e.counters.rejected == {Reason.REPLAY: 2} and e.counters.adverts_decoded == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ble_exporter.core import ConfigStatus
 from ble_exporter.devices import Device
 from ble_exporter.engine import REJECTION_REASONS, ScanEngine
 from ble_exporter.metrics import EngineCollector, build_registry
@@ -129,7 +130,7 @@ def test_the_whole_exposition_of_a_fixed_scan_is_the_golden_file(update_golden: 
     one_scan(engine, DATA1, DATA2, bytes.fromhex("4002ca"))
     engine.ingest("11:22:33:44:55:66", -90, {}, 1006.0)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))  # type: ignore[arg-type]
+    registry.register(EngineCollector(engine, ConfigStatus(last_reload_success_time=1000.5)))  # type: ignore[arg-type]
     text = generate_latest(registry).decode().replace(platform.python_version(), "PYTHON_VERSION")
     if update_golden:
         GOLDEN.write_text(text)

@@ -7,18 +7,15 @@ import itertools
 import os
 import signal
 import socket
-import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ExporterFactory, free_port
+from conftest import ExporterFactory, Listener, free_port
 
 from ble_exporter import sdnotify
-from ble_exporter.main import _ping_watchdog
+from ble_exporter.daemon import _ping_watchdog
 
 
 def test_sends_a_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,50 +56,6 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- the watchdog pings come from the event loop: a blocked loop stops them ----
-
-
-class Listener:
-    """systemd's end: a datagram socket, its messages recorded with their arrival time by a thread."""
-
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="notify-", dir="/tmp")  # short: AF_UNIX paths are < 108
-        self.path = str(Path(self._dir.name) / "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-        self.on_message: Callable[[str], None] | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._receive, daemon=True)
-        self._thread.start()
-
-    def _receive(self) -> None:
-        while not self._done.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data.decode()))
-            if self.on_message is not None:
-                self.on_message(data.decode())
-
-    def times(self, message: str) -> list[float]:
-        return [t for t, m in list(self.messages) if m == message]
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(5)
-        self.sock.close()
-        self._dir.cleanup()
-
-
-@pytest.fixture
-def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
-    server = Listener()
-    monkeypatch.setenv("NOTIFY_SOCKET", server.path)
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    yield server
-    server.close()
 
 
 def test_a_blocked_event_loop_stops_the_watchdog_pings(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
