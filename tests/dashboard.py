@@ -49,6 +49,8 @@ class Query:
     expr: str
     instant: bool
     min_interval: str  # the panel's `interval` ("" when the data source's scrape interval applies)
+    time_from: str  # the panel's own time range (`timeFrom`, e.g. "30d"), "" for the dashboard's
+    legend: str
     hidden: bool
 
 
@@ -77,6 +79,8 @@ def queries(dash: Dashboard) -> list[Query]:
                     expr=target.get("expr", ""),
                     instant=bool(target.get("instant")) and not target.get("range"),
                     min_interval=panel.get("interval", ""),
+                    time_from=panel.get("timeFrom", ""),
+                    legend=target.get("legendFormat", ""),
                     hidden=bool(target.get("hide")),
                 )
             )
@@ -154,3 +158,10 @@ def substitute(expr: str, values: Mapping[str, str]) -> str:
 def step_seconds(range_seconds: float, interval: str) -> float:
     """The step Grafana asks a range query for: the panel's $__interval."""
     return max(seconds(interval), range_seconds / MAX_DATA_POINTS)
+
+
+def legend(fmt: str, labels: Mapping[str, str]) -> str:
+    """A series' name from a legendFormat such as "{{device}} @ {{instance}}"."""
+    if not fmt or fmt == "__auto":
+        return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") or "value"
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt)
