@@ -11,7 +11,9 @@ legends, so a reader sees what the dashboard shows. `make dashboard-png` runs it
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +22,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import dashboard  # noqa: E402
+import dashboard
 
 TABLE = "Sensors now"
 GRAPHS = (
@@ -47,6 +49,22 @@ def unit(panel: dict[str, Any]) -> str:
     return u.removeprefix("suffix:").strip() if u.startswith("suffix:") else UNITS.get(u, "")
 
 
+def with_gaps(values: list[list[Any]]) -> tuple[list[datetime], list[float]]:
+    """The points of a range query, with a break where points are missing (Grafana draws a gap)."""
+    ts = [float(t) for t, _ in values]
+    steps = sorted(b - a for a, b in itertools.pairwise(ts))
+    step = steps[len(steps) // 2] if steps else 0.0
+    xs: list[datetime] = []
+    ys: list[float] = []
+    for i, (t, v) in enumerate(values):
+        if i and float(t) - ts[i - 1] > 2.5 * step:
+            xs.append(datetime.fromtimestamp(ts[i - 1] + step))
+            ys.append(math.nan)
+        xs.append(datetime.fromtimestamp(float(t)))
+        ys.append(float(v))
+    return xs, ys
+
+
 def table_rows(panel: dict[str, Any]) -> list[list[str]]:
     values: dict[str, dict[str, float]] = {}
     for target in panel["targets"]:
@@ -64,8 +82,8 @@ def table_rows(panel: dict[str, Any]) -> list[list[str]]:
 
 def draw(data: dict[str, Any], out: Path) -> None:
     panels = {p["title"]: p for p in data["panels"]}
-    fig = plt.figure(figsize=(15, 13.5), dpi=72)
-    grid = fig.add_gridspec(4, 3, height_ratios=[0.8, 1, 1, 1], hspace=0.45, wspace=0.22)
+    fig = plt.figure(figsize=(15, 12), dpi=72)
+    grid = fig.add_gridspec(4, 3, height_ratios=[0.55, 1, 1, 1], hspace=0.42, wspace=0.22)
     start = datetime.fromtimestamp(data["start"]).strftime("%Y-%m-%d %H:%M")
     fig.suptitle(
         f"BLE thermometers (ble-exporter dashboard): system test, {start}, "
@@ -77,16 +95,15 @@ def draw(data: dict[str, Any], out: Path) -> None:
     ax.set_title(TABLE, loc="left", fontsize=11)
     header = ["Sensor", *(name for name, _ in COLUMNS.values()), "Last heard", "RSSI"]
     table = ax.table(cellText=table_rows(panels[TABLE]), colLabels=header, loc="upper center", cellLoc="center")
-    table.scale(1, 1.5)
+    table.scale(1, 1.35)
     for i, title in enumerate(GRAPHS):
         panel = panels[title]
         ax = fig.add_subplot(grid[1 + i // 3, i % 3])
         ax.set_title(title.replace(" (30 days)", " (the test's minutes)"), loc="left", fontsize=11)
         for target in panel["targets"]:
             for series in target["result"]:
-                ts = [datetime.fromtimestamp(float(t)) for t, _ in series["values"]]
-                ax.plot(ts, [float(v) for _, v in series["values"]], linewidth=1.2,
-                        label=dashboard.legend(target["legend"], series["metric"]))  # fmt: skip
+                xs, ys = with_gaps(series["values"])
+                ax.plot(xs, ys, linewidth=1.2, label=dashboard.legend(target["legend"], series["metric"]))
         ax.set_ylabel(unit(panel))
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
         ax.grid(alpha=0.3)

@@ -16,6 +16,10 @@ a real Prometheus.
   6. faults: bluetoothd stopped, then adapter powered off: the exporter exits non-zero with a clear
      error in the journal, systemd restarts it, readings return, no start-limit hit
   7. `ble-exporter watch` under tmux shows the virtual sensors' live values
+  8. monitoring/ (monitoring_checks.py): Prometheus loads the rules the .deb installed; recording
+     rules have data and Magnus' values; the not-heard and encrypted-rejection alert expressions
+     return the stopped sensor and the spoofed reason, nothing else
+  9. every dashboard query, substituted as Grafana does, returns data (saved for make dashboard-png)
 
 Prometheus runs on the host, not in the guest: the guest is one emulated CPU (TCG) already shared by
 bluetoothd, btvirt, the sensors and the exporter; on the host Prometheus runs at native speed, its
