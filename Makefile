@@ -107,3 +107,13 @@ system-test-phase1: system-test-deps
 
 system-test: system-test-deps deb
 	python3 systemtest/system_test.py --deb dist/ble-exporter.deb
+
+# The README's picture of the dashboard (issue: alerts and dashboards): the dashboard's main panels
+# drawn with matplotlib (PyPI, into the venv; a doc-only tool) from the data the newest system-test
+# run saved (its step 9: every dashboard query against the run's Prometheus).
+.PHONY: dashboard-png
+dashboard-png: venv
+	$(VPY) -m pip install --quiet matplotlib
+	@data=$$(ls -td /tmp/systemtest-run.*/dashboard-data.json 2>/dev/null | head -n 1); \
+	if [ -z "$$data" ]; then echo "dashboard-png: no dashboard-data.json; run make system-test first" >&2; exit 1; fi; \
+	$(VPY) systemtest/render_dashboard.py "$$data" monitoring/dashboard.png

@@ -16,6 +16,10 @@ a real Prometheus.
   6. faults: bluetoothd stopped, then adapter powered off: the exporter exits non-zero with a clear
      error in the journal, systemd restarts it, readings return, no start-limit hit
   7. `ble-exporter watch` under tmux shows the virtual sensors' live values
+  8. monitoring/ (monitoring_checks.py): Prometheus loads the rules the .deb installed; recording
+     rules have data and Magnus' values; the not-heard and encrypted-rejection alert expressions
+     return the stopped sensor and the spoofed reason, nothing else
+  9. every dashboard query, substituted as Grafana does, returns data (saved for make dashboard-png)
 
 Prometheus runs on the host, not in the guest: the guest is one emulated CPU (TCG) already shared by
 bluetoothd, btvirt, the sensors and the exporter; on the host Prometheus runs at native speed, its
@@ -35,13 +39,19 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from common import T0, Failed, Warn, log, since, wait_for  # noqa: E402
 from vm import VM, GuestError, accel, free_port  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent / "tests"))  # tests/dashboard.py, for monitoring_checks
+import monitoring_checks  # noqa: E402
 
 BINDKEY = "231d39c1d7cc1ab1aee224cd096db932"
 # controller -> (format, name in the config or None for "present on the radio, not configured")
@@ -67,25 +77,6 @@ METRICS = {
     "ble_sensor_battery_percent": lambda m: float(m["battery"]),
     "ble_sensor_battery_volts": lambda m: m["voltage_mv"] / 1000,
 }
-
-
-class Failed(Exception):
-    """A check failed; the message says what was expected and what was found."""
-
-
-class Warn(Exception):
-    """Not a failure, but worth a line in the summary (a known limitation, measured)."""
-
-
-def since(t0: float) -> float:
-    return time.monotonic() - t0
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} +{since(T0):6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-T0 = time.monotonic()
 
 
 class Summary:
@@ -125,41 +116,31 @@ class Summary:
         print(f"system-test: {passed} passed, {len(self.rows) - passed} failed")
 
 
-def wait_for(what: str, fn, limit: float, every: float = 1.0):
-    """Call fn until it returns something truthy; bounded by `limit` seconds."""
-    t = time.monotonic()
-    last_exc: Exception | None = None
-    while since(t) < limit:
-        try:
-            r = fn()
-            if r:
-                return r
-        except (GuestError, OSError, ValueError, KeyError) as e:
-            last_exc = e
-        time.sleep(every)
-    raise Failed(
-        f"timed out after {limit:.0f}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
-    )
-
-
 # --- Prometheus on the host ------------------------------------------------------------------------
 
 
 class Prometheus:
-    def __init__(self, binary: str, run: str, target_port: int) -> None:
+    def __init__(self, binary: str, run: str, target_port: int, rules_dir: str) -> None:
         self.binary = binary
         self.dir = Path(run) / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.target_port = target_port
+        self.rules_dir = rules_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
 
     def start(self) -> None:
         cfg = self.dir / "prometheus.yml"
+        # the README's scrape job (job_name ble-exporter) and rule_files line, with the rules the
+        # .deb installed in the guest (copied out by step_shipped_files)
         cfg.write_text(
             "global:\n"
             f"  scrape_interval: {SCRAPE_INTERVAL}s\n"
             f"  scrape_timeout: {SCRAPE_INTERVAL}s\n"
+            f"  evaluation_interval: {SCRAPE_INTERVAL}s\n"
+            "rule_files:\n"
+            f"  - {self.rules_dir}/*.yml\n"
             "scrape_configs:\n"
             "  - job_name: ble-exporter\n"
             "    static_configs:\n"
@@ -180,6 +161,7 @@ class Prometheus:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
             )
+        self.started = time.time()
         wait_for("Prometheus /-/ready", lambda: self._get("/-/ready", raw=True), 60, 0.5)
 
     def stop(self) -> None:
@@ -201,11 +183,21 @@ class Prometheus:
             body = r.read()
         return body if raw else json.loads(body)
 
-    def query(self, q: str) -> list[dict]:
-        doc = self._get("/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+    def api(self, path: str, **params: object) -> Any:
+        """GET /api/v1/PATH; a query Prometheus rejects (bad PromQL) becomes Failed with its error."""
+        try:
+            doc = self._get(f"/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True))
+        except urllib.error.HTTPError as e:
+            raise Failed(f"{path} {params}: HTTP {e.code}: {e.read().decode(errors='replace')[:300]}") from None
         if doc.get("status") != "success":
-            raise Failed(f"query {q!r}: {doc}")
-        return doc["data"]["result"]
+            raise Failed(f"{path} {params}: {doc}")
+        return doc["data"]
+
+    def query(self, q: str, at: float | None = None) -> list[dict]:
+        return self.api("query", query=q, **({"time": at} if at is not None else {}))["result"]
+
+    def query_range(self, q: str, start: float, end: float, step: float) -> list[dict]:
+        return self.api("query_range", query=q, start=start, end=end, step=step)["result"]
 
     def samples(self, metric: str, window: str = "30m") -> dict[str, list[tuple[float, float]]]:
         """Raw stored samples by device label."""
@@ -294,6 +286,26 @@ class SystemTest:
         state = self.g.sh("systemctl is-active ble-exporter; systemctl is-enabled ble-exporter", check=False)
         return f"ble-exporter {version}; after install: {' / '.join(state.split())}"
 
+    def step_shipped(self) -> str:
+        return monitoring_checks.copy_shipped(self.g, self.run_dir)
+
+    def step_rules_loaded(self) -> str:
+        return monitoring_checks.rules_loaded(self.prom, self.run_dir)
+
+    def step_recording(self) -> str:
+        return monitoring_checks.recording_data(self.prom, self.run_dir, set(self.names.values()))
+
+    def step_alert_not_heard(self) -> str:
+        # the rule's [2m] window, then a scan and a scrape, with room for a slow guest
+        return monitoring_checks.not_heard(self, STOPPER, 120 + TICK + 2 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 30)
+
+    def step_alert_rejections(self) -> str:
+        encrypted = next(h for h, (fmt, _) in SENSORS.items() if fmt == "bthome-enc")
+        return monitoring_checks.rejections(self, encrypted, TICK + 3 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 20)
+
+    def step_dashboard(self) -> str:
+        return monitoring_checks.dashboard_queries(self.prom, self.run_dir, set(self.names.values()), SCRAPE_INTERVAL)
+
     def step_sensors(self) -> str:
         specs = []
         for hci, (fmt, _) in SENSORS.items():
@@ -362,7 +374,9 @@ class SystemTest:
 
     def step_prometheus(self) -> str:
         binary = self.args.prometheus or str(Path(self.image) / "prometheus")
-        self.prom = Prometheus(binary, self.run_dir, self.exporter_port)
+        self.prom = Prometheus(
+            binary, self.run_dir, self.exporter_port, str(Path(self.run_dir, "shipped", "prometheus"))
+        )
         self.prom.start()
 
         def up() -> bool:
@@ -674,17 +688,23 @@ class SystemTest:
             s.run("2 boot to ssh", self.step_boot)
             s.run("2 btvirt + bluetoothd --experimental", self.step_bluetooth)
             s.run("2 install the .deb (no network)", self.step_install)
+            s.run("2 shipped rules + dashboard copied out", self.step_shipped)
             s.run("3 virtual sensors advertising", self.step_sensors)
             s.run("4 config, restart, user, passive", self.step_service)
             s.run("5 Prometheus up and scraping", self.step_prometheus)
             s.run("5 stored values == advertised", self.step_values, fatal=False)
             s.run("5 ble_sensor_seen while advertising", self.step_continuity, fatal=False)
             s.run("5 ble_sensor_seen follows a sensor", self.step_seen, fatal=False)
+            s.run("8 Prometheus loaded the shipped rules", self.step_rules_loaded, fatal=False)
+            s.run("8 recording rules: data, values, Magnus", self.step_recording, fatal=False)
+            s.run("8 alert expr: sensor not heard", self.step_alert_not_heard, fatal=False)
+            s.run("8 alert expr: encrypted adverts rejected", self.step_alert_rejections, fatal=False)
             s.run("4 btmon: hci0 scanned passively", self.step_passive_btmon, fatal=False)
             s.run("6 fault: bluetoothd stopped", self.step_fault_bluetoothd, fatal=False)
             s.run("6 fault: bluetoothd held down", self.step_fault_bluetoothd_held, fatal=False)
             s.run("6 fault: adapter powered off", self.step_fault_power, fatal=False)
             s.run("7 ble-exporter watch under tmux", self.step_watch, fatal=False)
+            s.run("9 dashboard: every query has data", self.step_dashboard, fatal=False)
         except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
             pass
         except BaseException as e:
