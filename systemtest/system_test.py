@@ -505,6 +505,70 @@ class SystemTest:
         )
         return f"{name} gone {gone:.1f}s after it stopped advertising, back {since(t):.1f}s after it resumed"
 
+    def step_reload(self) -> str:
+        """`systemctl reload` with the unconfigured sensor added: it reaches Prometheus from the same
+        process, then a second reload removes it again and its series go."""
+        spare = next(hci for hci, (_, name) in SENSORS.items() if name is None)
+        pid = self.unit("MainPID")["MainPID"]
+        added = self.config_text() + f'  "{self.addresses[spare]}": porch\n'
+        self.g.sh("cat > /etc/ble-exporter/config.yaml", input=added.encode())
+        t = time.monotonic()
+        self.g.sh("systemctl reload ble-exporter", timeout=60)
+        limit = TICK + 3 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 10
+        wait_for("porch in ble_sensor_seen after the reload", lambda: "porch" in self._seen(), limit, 0.5)
+        appeared = since(t)
+        u = self.unit("MainPID", "ActiveState", "NRestarts")
+        loaded = self.g.sh(f"grep -h 'reload: config' {EXPORTER_LOG} || true").strip().splitlines()
+        if u["MainPID"] != pid or u["ActiveState"] != "active":
+            raise Failed(f"the reload restarted the exporter: pid {pid} -> {u}")
+        if not loaded or "devices added: porch" not in loaded[-1]:
+            raise Failed(f"no reload line in the log: {loaded[-1:]}")
+        self.g.sh("cat > /etc/ble-exporter/config.yaml", input=self.config_text().encode())
+        self.g.sh("systemctl reload ble-exporter", timeout=60)
+        wait_for("porch gone after the second reload", lambda: "porch" not in self._seen(), 2 * SCRAPE_INTERVAL + 10, 0.5)
+        ok = self.prom.query("ble_exporter_config_last_reload_successful")
+        if not ok or ok[0]["value"][1] != "1":
+            raise Failed(f"ble_exporter_config_last_reload_successful is {ok}")
+        return f"porch in Prometheus {appeared:.1f}s after `systemctl reload`, same pid {pid}; removed again"
+
+    def step_adapter_reset(self) -> str:
+        """Every sensor silent: the watchdog renews the session, then the service (user ble-exporter,
+        no capabilities, the hardened unit) power-cycles hci0 through BlueZ, and readings return."""
+        policy = self.g.sh("grep -A3 'group=\"bluetooth\"' /etc/dbus-1/system.d/bluetooth.conf", check=False)
+        if 'send_destination="org.bluez"' not in policy:
+            raise Failed(f"bluez's D-Bus policy does not let group bluetooth talk to org.bluez:\n{policy}")
+        pid = self.unit("MainPID")["MainPID"]
+        caps = self.g.sh(f"grep -E '^(CapEff|Groups)' /proc/{pid}/status").split()
+        resets = lambda: sum(float(s["value"][1]) for s in self.prom.query("ble_exporter_adapter_resets_total"))  # noqa: E731
+        before = resets()
+        paused = json.dumps({"paused": list(SENSORS)})
+        self.g.sh(f"echo '{paused}' > /run/systemtest/vsensors.ctl")
+        t = time.monotonic()
+        try:
+            # 3 silent scans to the renewal, 3 more to the reset (the defaults), and a scrape
+            limit = TICK + 7 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 30
+            wait_for("an adapter reset", lambda: resets() > before, limit, 1)
+            reset_after = since(t)
+        finally:
+            self.g.sh("echo '{\"paused\": []}' > /run/systemtest/vsensors.ctl")
+        log_lines = self.g.sh(f"grep -h -E 'resetting the adapter|reset; scanning again' {EXPORTER_LOG}", check=False)
+        if "adapter hci0 reset; scanning again" not in log_lines:
+            raise Failed(f"the exporter did not log a finished reset:\n{log_lines}\n{self.journal(20)}")
+        u = self.unit("MainPID", "ActiveState")
+        if u["MainPID"] != pid or u["ActiveState"] != "active":
+            raise Failed(f"the exporter restarted during the reset: pid {pid} -> {u}")
+        back_from = time.time()
+
+        def back() -> bool:
+            ts = self.prom.latest_timestamps("ble_sensor_temperature_celsius")
+            return all(ts.get(n, 0) > back_from for n in self.names.values())
+
+        wait_for("readings of every sensor after the reset", back, TICK + 3 * SCAN_INTERVAL + 2 * SCRAPE_INTERVAL + 20, 1)
+        return (
+            f"reset {reset_after:.0f}s after all sensors went quiet, by pid {pid} ({' '.join(caps)}); "
+            f"readings back; resets_total {before:.0f} -> {resets():.0f}; policy: group bluetooth may send to org.bluez"
+        )
+
     def _fault(self, label: str, break_cmd: str, fix_cmd: str) -> str:
         # Each fault starts from a unit with a clean start-rate history, as on a system that has been
         # up a while: the test's own restarts and the previous fault must not count against
@@ -705,6 +769,8 @@ class SystemTest:
             s.run("6 fault: adapter powered off", self.step_fault_power, fatal=False)
             s.run("7 ble-exporter watch under tmux", self.step_watch, fatal=False)
             s.run("9 dashboard: every query has data", self.step_dashboard, fatal=False)
+            s.run("10 systemctl reload: a sensor added, removed", self.step_reload, fatal=False)
+            s.run("10 adapter reset by the service user", self.step_adapter_reset, fatal=False)
         except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
             pass
         except BaseException as e:
