@@ -24,6 +24,7 @@ setup(
         "PyYAML>=6.0",
         "aiohttp>=3.8",
         "rich>=13.3",
+        "bcrypt>=3.2",
         "cryptography>=38",
     ],
     entry_points={"console_scripts": ["ble-exporter = ble_exporter.__main__:main"]},

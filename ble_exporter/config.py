@@ -181,6 +181,17 @@ class Config:
         "a whole number",
         lambda v: None if v >= 0 else "adapter_reset_after_silent_scans must be 0 (off) or more",
     )
+    web_config_file: str | None = _key(
+        None,
+        "An exporter-toolkit web configuration file (as node_exporter's --web.config.file): TLS and basic auth "
+        "for the HTTP endpoints (README: Securing the endpoints).",
+        (str,),
+        "a file path",
+        lambda v: (
+            None if v.startswith("/") else f"web_config_file `{_shown(v)}` is not an absolute path; write it from /"
+        ),
+        shown_default="none (plain HTTP)",
+    )
     devices: tuple[Device, ...] = _key(
         (),
         "The sensors to export: a mapping from MAC address to a name, or to a mapping with name and bindkey "
@@ -207,6 +218,11 @@ DEFAULTS = Config()
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raises ConfigError (never anything else) on any problem."""
+    return parse_config(read_text(path), str(path))
+
+
+def read_text(path: str | Path) -> str:
+    """A small UTF-8 text file, or ConfigError saying in one line why not."""
     name = str(path)
     p = Path(path)
     try:
@@ -222,24 +238,26 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(
             [f"{name}: no such file; create it (see /usr/share/doc/ble-exporter) or pass --config PATH"]
         ) from None
+    except PermissionError:
+        sudo = "" if os.geteuid() == 0 else "; run it as root (sudo), or "
+        raise ConfigError([f"{name}: cannot be read (Permission denied){sudo or '; '}check its permissions"]) from None
     except OSError as e:
         raise ConfigError([f"{name}: cannot be read ({e.strerror}); check its permissions"]) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError([f"{name}: larger than {MAX_FILE_BYTES // 1024} KiB; this is not a config file"])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ConfigError([f"{name}:{line}: not UTF-8 text; save the file as UTF-8"]) from None
-    return parse_config(text, name)
 
 
-def parse_config(text: str, path: str = "<string>") -> Config:
-    """Validate YAML text into a Config; raises ConfigError listing every problem found."""
+def yaml_root(text: str, path: str) -> yaml.Node | None:
+    """The YAML node tree (None for an empty file), or ConfigError with PyYAML's problem in words."""
     try:
         loader = yaml.SafeLoader(text)
         try:
-            root = loader.get_single_node()
+            return loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
@@ -251,6 +269,11 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError([f"{path}: not valid YAML: {str(e).splitlines()[0]}"]) from None
     except RecursionError:
         raise ConfigError([f"{path}: not valid YAML: nested too deeply; a config needs at most three levels"]) from None
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    """Validate YAML text into a Config; raises ConfigError listing every problem found."""
+    root = yaml_root(text, path)
     if root is None:  # empty, or only comments: every key has its default
         return Config(path=path)
     return _Validator(path).config(root)
@@ -366,7 +389,7 @@ class _Validator:
             self.fail(node, f"`{key}` must be a single value, not a list or mapping")
             return _INVALID
         value = _construct(node)
-        if key == "listen_address" and value is None:
+        if key in ("listen_address", "web_config_file") and value is None:
             return None
         spec = KEYS[key]
         if isinstance(value, bool) or not isinstance(value, spec.types):
@@ -484,6 +507,28 @@ def _type_hint(node: yaml.ScalarNode, spec: Key) -> str:
     if _SCIENTIFIC.match(node.value):
         return f"; YAML 1.1 reads `{_shown(node.value)}` as text (it would need `1.0e+3`): write the plain number"
     return ""
+
+
+def readable_by_others(path: str, what: str) -> str | None:
+    """A warning when a file holding secrets (`what`) can be read by every user on the machine."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not mode & stat.S_IROTH:
+        return None
+    return (
+        f"{path} holds {what} and every user on this machine can read it; run `sudo chmod 640 {path}` and "
+        f"`sudo chgrp ble-exporter {path}`"
+    )
+
+
+def exposed_secrets(cfg: Config) -> list[str]:
+    """Warnings (not errors) about secrets other users can read: the bindkeys in the config."""
+    if not any(d.bindkey is not None for d in cfg.devices):
+        return []
+    warning = readable_by_others(cfg.path, "bindkeys (with one, anyone can forge that sensor's readings)")
+    return [warning] if warning else []
 
 
 def radio_problems(cfg: Config) -> list[str]:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ble_exporter import __version__, sdnotify, signals
-from ble_exporter.config import Config, ConfigError, load_config, radio_problems
+from ble_exporter.config import Config, ConfigError, exposed_secrets, load_config, radio_problems, readable_by_others
 from ble_exporter.core import Core
 from ble_exporter.logger import log_file_problem, setup_logging
 from ble_exporter.scanner import ScanError
+from ble_exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("ble_exporter")
 
@@ -138,8 +139,14 @@ def config_changes(old: Config, new: Config) -> str:
 class Daemon:
     """The `run` command: one Core, one HTTP server, until SIGTERM; SIGHUP reloads."""
 
-    def __init__(self, cfg: Config, *, simulate: bool, log_file_option: str | None, log_level: int) -> None:
+    def __init__(
+        self, cfg: Config, *, simulate: bool, log_file_option: str | None, log_level: int, web: WebConfig | None = None
+    ) -> None:
+        from ble_exporter.auth import BasicAuth
+
         self.cfg = cfg
+        self.web = web
+        self.auth = BasicAuth(web.users if web else {})
         self.simulate = simulate
         self.log_file_option = log_file_option  # --log-file wins over the config's log_file, reloads too
         self.log_level = log_level
@@ -151,11 +158,12 @@ class Daemon:
         from ble_exporter.exporter import make_app
         from ble_exporter.metrics import build_registry
 
-        core = self.core
+        core, auth = self.core, self.auth
         return make_app(
-            build_registry(core.engine, core.config_status),
+            build_registry(core.engine, core.config_status, auth_failures=lambda: auth.failures),
             lambda: status_document(core, self.started_at, time.time()),
             generation=lambda: core.engine.snapshot,
+            auth=auth,
         )
 
     async def _serve(self, cfg: Config) -> Any:
@@ -165,7 +173,7 @@ class Daemon:
         # "::" is every address, IPv4 included, as leaving the key out is: asyncio would bind IPv6 only.
         host = None if cfg.listen_address in ("::", "") else cfg.listen_address
         try:
-            return await serve(self._app(), host, cfg.listen_port)
+            return await serve(self._app(), host, cfg.listen_port, self.web.tls if self.web else None)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 fix = f"another program uses the port (`ss -ltnp | grep {cfg.listen_port}`); change listen_port"
@@ -186,6 +194,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, reload.set)
         cfg, core = self.cfg, self.core
         log.info("ble-exporter %s starting: %d devices, config %s", __version__, len(core.devices), cfg.path)
+        for warning in warnings(cfg, self.web):
+            log.warning("%s", warning)
         try:
             self.http = await self._serve(cfg)
         except OSError as e:
@@ -232,6 +242,7 @@ class Daemon:
         log.info("reload: reading %s", old.path)
         try:
             cfg = self._checked(load_config(old.path))
+            web = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
             http = self.http
             if (cfg.listen_address, cfg.listen_port) != (old.listen_address, old.listen_port):
                 try:
@@ -244,15 +255,20 @@ class Daemon:
             self.core.config_status.rejected(e.problems)
             sdnotify.notify(f"READY=1\nSTATUS=config reload rejected: {e.problems[0]}")
             return
+        self.web = web
+        self.auth.users = web.users if web else {}
         if http is not self.http:
             old_http, self.http = self.http, http
             await old_http.close()
+        self.http.guard.tls = web.tls if web else None  # new connections from now on
         if self.log_file_option is None and cfg.log_file != old.log_file:
             setup_logging(cfg.log_file, self.log_level)
         self.core.reconfigure(cfg)
         self.cfg = cfg
         self.core.config_status.loaded(time.time())
         log.info("reload: config %s loaded: %s", cfg.path, config_changes(old, cfg))
+        for warning in warnings(cfg, web):
+            log.warning("%s", warning)
         sdnotify.notify("READY=1\nSTATUS=config reloaded")
 
     def _checked(self, cfg: Config) -> Config:
@@ -265,6 +281,14 @@ class Daemon:
         if problems:
             raise ConfigError(problems)
         return cfg
+
+
+def warnings(cfg: Config, web: WebConfig | None) -> list[str]:
+    """Secrets that other users can read: once at start-up, at each reload and in check-config."""
+    found = exposed_secrets(cfg)
+    if web is not None and web.key_file and (warning := readable_by_others(web.key_file, "the TLS private key")):
+        found.append(warning)
+    return found
 
 
 async def _ping_watchdog() -> None:

@@ -7,6 +7,7 @@ import asyncio.base_events
 import gzip
 import html
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 
 from ble_exporter import __version__
+from ble_exporter.auth import BasicAuth
 from ble_exporter.httpguard import MAX_REQUEST_LINE, URI_TOO_LONG_PATH, ClientMistakes, ConnectionGuard
 
 LANDING = f"""<!DOCTYPE html>
@@ -69,6 +71,7 @@ def make_app(
     *,
     generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
+    auth: BasicAuth | None = None,
 ) -> web.Application:
     """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods.
 
@@ -115,7 +118,7 @@ def make_app(
         response.force_close()
         return response
 
-    app = web.Application(client_max_size=1024)
+    app = web.Application(client_max_size=1024, middlewares=[auth.middleware()] if auth is not None else [])
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -140,13 +143,13 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def serve(app: web.Application, host: str | None, port: int) -> HttpServer:
-    """Bind and start serving; raises OSError when the address cannot be bound."""
+async def serve(app: web.Application, host: str | None, port: int, tls: ssl.SSLContext | None = None) -> HttpServer:
+    """Bind and start serving (HTTPS with `tls`); raises OSError when the address cannot be bound."""
     logging.getLogger("aiohttp.server").addFilter(ClientMistakes())
     runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS)
     await runner.setup()
     assert runner.server is not None
-    guard = ConnectionGuard(runner.server)
+    guard = ConnectionGuard(runner.server, tls)
     try:
         server = await asyncio.get_running_loop().create_server(guard, host, port, reuse_address=True, backlog=BACKLOG)
     except BaseException:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -126,12 +127,21 @@ class RequestLines:
             self._chunked = True
 
 
+TLS_HANDSHAKE_SECONDS = 10.0  # a client that starts TLS and never finishes is dropped after this
+
+
 class ConnectionGuard:
     """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
-    trickling clients can neither exhaust file descriptors nor hold a slot for long."""
+    trickling clients can neither exhaust file descriptors nor hold a slot for long.
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+    With `tls` set, the guard (not asyncio's server) starts TLS on each accepted connection, so a
+    handshake in progress holds a counted, evictable slot like any other connection, and ends after
+    TLS_HANDSHAKE_SECONDS. `tls` may change at any time (a reload): new connections use the new one.
+    """
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None) -> None:
         self._factory = factory
+        self.tls = tls
         self.open: dict[_Tracked, asyncio.Transport] = {}  # oldest first
 
     def __call__(self) -> asyncio.Protocol:
@@ -154,10 +164,12 @@ class _Tracked(asyncio.Protocol):
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
         self._deadline: asyncio.TimerHandle | None = None  # closes it at the end of its lifetime
+        self._handshake: asyncio.Task[None] | None = None  # the TLS handshake under way
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._transport is not None:  # the TLS transport, once start_tls has it (_start_tls)
+            return
         assert isinstance(transport, asyncio.Transport)  # a TCP server's
-        self._transport = transport
         open_connections = self._guard.open
         open_connections[self] = transport
         if len(open_connections) > MAX_CONNECTIONS:
@@ -165,13 +177,37 @@ class _Tracked(asyncio.Protocol):
             silent = next((c for c in open_connections if not c.spoke and c is not self), oldest)
             open_connections.pop(silent).close()
         self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
-        self._inner.connection_made(transport)
+        tls = self._guard.tls
+        if tls is None:
+            self._transport = transport
+            self._inner.connection_made(transport)
+        else:
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, tls))
+
+    async def _start_tls(self, raw: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                raw, self, tls, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS
+            )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            raw.close()  # plain HTTP on the TLS port, a bad or stalled handshake: nothing to answer
+            self._forget()  # the TLS layer may not report the loss of a connection it never made
+            return
+        if secured is None or raw.is_closing():
+            return
+        assert isinstance(secured, asyncio.Transport)
+        self._transport = secured
+        self._inner.connection_made(secured)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        if self._transport is not None:  # aiohttp's side exists only once (TLS) data can flow
+            self._inner.connection_lost(exc)
+
+    def _forget(self) -> None:
         self._guard.open.pop(self, None)
         if self._deadline is not None:  # else the timer keeps the closed connection alive for its lifetime
             self._deadline.cancel()
-        self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self.spoke = True
@@ -206,10 +242,12 @@ class _Tracked(asyncio.Protocol):
             transport.resume_reading()
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._transport is not None else None
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._transport is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._transport is not None:
+            self._inner.resume_writing()

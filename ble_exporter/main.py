@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ble_exporter import __version__, sdnotify, signals
-from ble_exporter.config import DEFAULT_PATH, ConfigError, load_config, radio_problems
+from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, load_config, radio_problems
 from ble_exporter.daemon import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -28,8 +28,10 @@ from ble_exporter.daemon import (
     http_address,
     privileged_port,
     unprivileged_port_start,
+    warnings,
 )
-from ble_exporter.logger import LogFileError, LogFileProblem, log_file_problem, setup_logging
+from ble_exporter.logger import LogFileError, log_file_problem, setup_logging
+from ble_exporter.webconfig import load_web_config
 
 log = logging.getLogger("ble_exporter")
 
@@ -81,45 +83,70 @@ def _log_path(text: str) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """What `run` checks at start-up, for the service: the config, the scan timing a real adapter needs,
-    the port an unprivileged service can bind, and the log file, as the service's user where possible."""
+    the port an unprivileged service can bind, the web config, and the files the service must read or
+    write, as the service's user where possible."""
     cfg = load_config(args.config)
     problems = radio_problems(cfg)
     if cfg.listen_port < unprivileged_port_start():
         problems.append(f"{cfg.where('listen_port')}: listen_port {cfg.listen_port}: {privileged_port()}")
-    who, log_problem = _log_problem_as_service_user(cfg.log_file)
-    note = ""
-    if log_problem is not None:
-        if log_problem.permission and who != SERVICE_USER:
-            note = f"note: as user {who}: {log_problem.message}"
+    web = None
+    notes = []
+    if cfg.web_config_file:
+        try:
+            web = load_web_config(cfg.web_config_file)
+        except ConfigError as e:
+            problems += e.problems
+    who, found = _as_service_user(lambda: _service_file_problems(cfg))
+    for where, message, permission in found:
+        if permission and who != SERVICE_USER:
+            notes.append(f"note: as user {who}: {message}")
         else:
-            problems.append(f"{cfg.where('log_file')}: {log_problem.message}")
+            problems.append(f"{where}: {message}")
     if problems:
         raise ConfigError(problems)
     keys = sum(d.bindkey is not None for d in cfg.devices)
+    scheme = "HTTPS" if web and web.tls else "HTTP"
+    users = f" with basic auth ({len(web.users)} users)" if web and web.users else ""
     print(
         f"{cfg.path}: OK: {len(cfg.devices)} devices ({keys} with bindkey), scan {cfg.scan_duration_seconds:g} s "
         f"every {cfg.scan_interval_seconds:g} s on {cfg.adapter} ({cfg.scan_mode}), "
-        f"HTTP on {http_address(cfg.listen_address, cfg.listen_port)}, log {cfg.log_file}"
+        f"{scheme} on {http_address(cfg.listen_address, cfg.listen_port)}{users}, log {cfg.log_file}"
     )
+    checked = "the log file" + (" and the web config's files" if web else "")
     if who == SERVICE_USER:
-        print(f"the log file was checked as user {SERVICE_USER}, the service's user")
+        print(f"{checked} checked as user {SERVICE_USER}, the service's user")
     else:
-        print(f"the log file was checked as user {who}; the service writes it as {SERVICE_USER} (sudo checks as it)")
-    if note:
-        print(note)
+        print(f"{checked} checked as user {who}; the service uses them as {SERVICE_USER} (sudo checks as it)")
+    for line in [*notes, *(f"warning: {w}" for w in warnings(cfg, web))]:
+        print(line)
     return EXIT_OK
 
 
-def _log_problem_as_service_user(path: str) -> tuple[str, LogFileProblem | None]:
-    """(who checked, what opening the log file would run into): as the service's user when we are root
-    and that user exists (a child process that drops to it), else as whoever runs this."""
+def _service_file_problems(cfg: Config) -> list[tuple[str, str, bool]]:
+    """(where, problem, a matter of permission) for the files the service opens: its log, and the web
+    config with the certificate and key it names."""
+    found = []
+    problem = log_file_problem(cfg.log_file)
+    if problem is not None:
+        found.append((cfg.where("log_file"), problem.message, problem.permission))
+    if cfg.web_config_file:
+        try:
+            load_web_config(cfg.web_config_file)
+        except ConfigError as e:  # as root it loaded: what is left is this user's permission
+            found += [(cfg.where("web_config_file"), p, True) for p in e.problems]
+    return found
+
+
+def _as_service_user(check: Callable[[], list[tuple[str, str, bool]]]) -> tuple[str, list[tuple[str, str, bool]]]:
+    """(who checked, what `check` found): as the service's user when we are root and that user exists
+    (a child process that drops to it), else as whoever runs this."""
     me = pwd.getpwuid(os.geteuid()).pw_name
     try:
         service = pwd.getpwnam(SERVICE_USER)
     except KeyError:
         service = None
     if os.geteuid() != 0 or service is None:
-        return me, log_file_problem(path)
+        return me, check()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: become the service's user, check, report, exit
@@ -128,15 +155,14 @@ def _log_problem_as_service_user(path: str) -> tuple[str, LogFileProblem | None]
             os.setgroups(os.getgrouplist(service.pw_name, service.pw_gid))
             os.setgid(service.pw_gid)
             os.setuid(service.pw_uid)
-            problem = log_file_problem(path)
-            os.write(write_end, json.dumps(None if problem is None else [problem.message, problem.permission]).encode())
+            os.write(write_end, json.dumps(check()).encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as report:
-        found = json.loads(report.read() or b"null")
+        found = json.loads(report.read() or b"[]")
     os.waitpid(pid, 0)
-    return SERVICE_USER, None if found is None else LogFileProblem(found[0], found[1])
+    return SERVICE_USER, [tuple(item) for item in found]  # type: ignore[misc]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -159,7 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "no devices in %s: add your thermometers under `devices:` (find them with `ble-exporter watch --all`)",
                 cfg.path,
             )
-        daemon = Daemon(cfg, simulate=args.simulate, log_file_option=args.log_file, log_level=level)
+        web = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
+        daemon = Daemon(cfg, simulate=args.simulate, log_file_option=args.log_file, log_level=level, web=web)
         status = asyncio.run(daemon.run())
     except signals.Stopped:  # SIGTERM or SIGINT before the event loop took them over
         sdnotify.notify("STOPPING=1")

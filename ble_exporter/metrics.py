@@ -55,15 +55,27 @@ class EngineCollector:
     ble_exporter_build_info{version="0.1.0",python_version="3.11.2"} 1.0
     """
 
-    def __init__(self, engine: ScanEngine, config: ConfigStatus | None = None) -> None:
+    def __init__(
+        self,
+        engine: ScanEngine,
+        config: ConfigStatus | None = None,
+        auth_failures: Callable[[], int] | None = None,
+    ) -> None:
         self._engine = engine
         self._config = config
+        self._auth_failures = auth_failures
 
     def collect(self) -> Iterator[Metric]:
         yield from sensor_families(self._engine)
         yield from exporter_families(self._engine)
         if self._config is not None:
             yield from config_families(self._config)
+        if self._auth_failures is not None:
+            yield _counter(
+                "ble_exporter_http_auth_failures",
+                "HTTP requests refused for wrong or missing credentials (basic_auth_users of the web config).",
+                self._auth_failures(),
+            )
 
 
 def sensor_families(engine: ScanEngine) -> Iterator[Metric]:
@@ -156,10 +168,12 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, help_text, value=value)
 
 
-def build_registry(engine: ScanEngine, config: ConfigStatus | None = None) -> CollectorRegistry:
-    """A private registry (no import-time globals): the engine's metrics, the config's (the daemon
-    reloads it), and process_* of this process."""
+def build_registry(
+    engine: ScanEngine, config: ConfigStatus | None = None, auth_failures: Callable[[], int] | None = None
+) -> CollectorRegistry:
+    """A private registry (no import-time globals): the engine's metrics, the daemon's (its config
+    reloads, refused credentials), and process_* of this process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine, config))  # type: ignore[arg-type]
+    registry.register(EngineCollector(engine, config, auth_failures))  # type: ignore[arg-type]
     ProcessCollector(registry=registry)
     return registry

@@ -420,6 +420,7 @@ def test_every_key_has_a_type_help_and_a_valid_default() -> None:
         "scan_mode",
         "watchdog_silent_scans",
         "adapter_reset_after_silent_scans",
+        "web_config_file",
         "devices",
     ]
     for name, key in KEYS.items():

@@ -3,20 +3,25 @@ signals at any moment of start-up, and adapter recovery through the real bleak o
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 from bluez_mock import BluezMock
-from conftest import Exporter, ExporterFactory, Listener, free_port
+from conftest import Exporter, ExporterFactory, Listener, TlsFiles, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
@@ -271,3 +276,116 @@ def test_an_adapter_powered_off_by_a_user_is_not_fought(bluez: BluezMock, export
     assert exporter.process.wait(10) == 1
     # Noticed between scans (check) or at the next scan start: the powered-off fault either way.
     assert "powered off" in exporter.stderr() and bluez.power_cycles() == 0
+
+
+# ---- TLS and basic auth (web_config_file, in the exporter-toolkit format) ----
+
+SCRAPE_PASSWORD = "scrape-pass"
+
+
+def https(
+    port: int, path: str, tls_files: TlsFiles, auth: tuple[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    context = ssl.create_default_context(cafile=str(tls_files.ca))
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return int(response.status), dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), dict(e.headers), e.read().decode()
+
+
+def secured_exporter(tmp_path: Path, tls_files: TlsFiles, exporter_factory: ExporterFactory) -> Exporter:
+    hashed = bcrypt.hashpw(SCRAPE_PASSWORD.encode(), bcrypt.gensalt(10)).decode()  # htpasswd -nBC 10's cost
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {tls_files.cert}\n  key_file: {tls_files.key}\n"
+        f"basic_auth_users:\n  prometheus: {hashed}\n"
+    )
+    exporter = exporter_factory(FAST + f"web_config_file: {web}\n" + devices(one=ONE), "--simulate")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if https(exporter.port, "/healthz", tls_files)[0] == 200:  # /healthz needs no credentials
+                return exporter
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and exporter.process.poll() is None, exporter.stderr()
+        time.sleep(0.1)
+
+
+def test_credentials_over_tls(tmp_path: Path, tls_files: TlsFiles, exporter_factory: ExporterFactory) -> None:
+    exporter = secured_exporter(tmp_path, tls_files, exporter_factory)
+    status, headers, body = https(exporter.port, "/metrics", tls_files, ("prometheus", SCRAPE_PASSWORD))
+    assert status == 200 and "ble_exporter_http_auth_failures_total 0.0" in body
+    for credentials in (None, ("prometheus", "wrong"), ("nobody", SCRAPE_PASSWORD)):
+        for path in ("/metrics", "/status", "/"):
+            status, headers, _ = https(exporter.port, path, tls_files, credentials)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm="), (credentials, path)
+    wait_until(  # /metrics renders counters at most once a second
+        "the refusals counted",
+        lambda: (
+            "ble_exporter_http_auth_failures_total 9.0"
+            in https(exporter.port, "/metrics", tls_files, ("prometheus", SCRAPE_PASSWORD))[2]
+        ),
+        exporter,
+        timeout=5,
+    )
+    with pytest.raises(OSError):  # plain HTTP on the TLS port: no answer
+        urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/healthz", timeout=3)
+    assert exporter.stop() == 0
+    log = exporter.log_file.read_text()
+    assert log.count("requests with wrong or missing credentials refused") == 1  # one summary a minute at most
+    assert SCRAPE_PASSWORD not in log
+
+
+def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(
+    tmp_path: Path, tls_files: TlsFiles, exporter_factory: ExporterFactory
+) -> None:
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing: apt-get install prometheus (make test-deps does)"
+    exporter = secured_exporter(tmp_path, tls_files, exporter_factory)
+    port = free_port()
+
+    def job(name: str, password: str) -> str:
+        return (
+            f"  - job_name: {name}\n    scheme: https\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
+            f"    tls_config: {{ca_file: {tls_files.ca}}}\n"
+            f"    basic_auth: {{username: prometheus, password: {password}}}\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]\n"
+        )
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text("scrape_configs:\n" + job("ble-exporter", SCRAPE_PASSWORD) + job("wrong-password", "guess"))
+    process = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2) as response:
+                    targets = {t["labels"]["job"]: t for t in json.load(response)["data"]["activeTargets"]}
+                if {t["health"] for t in targets.values()} >= {"up", "down"}:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "Prometheus never scraped both jobs"
+            time.sleep(0.5)
+        assert targets["ble-exporter"]["health"] == "up" and targets["ble-exporter"]["scrapeUrl"].startswith("https://")
+        assert targets["wrong-password"]["health"] == "down" and "401" in targets["wrong-password"]["lastError"]
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert exporter.stop() == 0

@@ -8,12 +8,14 @@ import collections
 import gc
 import logging
 import socket
+import ssl
 import sys
 import time
 
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import TlsFiles
 from prometheus_client import CollectorRegistry
 
 from ble_exporter import httpguard
@@ -206,3 +208,73 @@ def test_request_lines_are_followed_past_headers_and_bodies() -> None:
     assert lines.feed(exactly) == exactly  # 8190 bytes are still fine, as aiohttp has it
     chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + b"y" * 9000
     assert lines.feed(chunked) == chunked  # after a chunked body the guard stops looking
+
+
+# ---- TLS: the guard starts it, so a handshake holds a counted, bounded slot ----
+
+
+def client_context(tls_files: TlsFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(tls_files.ca))
+    return context
+
+
+def server_context(tls_files: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.cert, tls_files.key)
+    return context
+
+
+def test_https_through_the_guard_and_plain_http_on_the_tls_port(tls_files: TlsFiles) -> None:
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(tls_files))
+            writer.write(REQUEST)
+            secured = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)  # plain HTTP: not a ClientHello
+            plain = await asyncio.wait_for(reader.read(), 5)
+            server.guard.tls = None  # a reload that turns TLS off: new connections are plain
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            after = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            return secured, plain, after
+        finally:
+            await server.close()
+
+    secured, plain, after = asyncio.run(scenario())
+    assert secured.startswith(b"HTTP/1.1 200") and plain == b"" and after.startswith(b"HTTP/1.1 200")
+
+
+def test_a_handshake_that_never_finishes_holds_a_slot_for_a_bounded_time(
+    tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(httpguard, "TLS_HANDSHAKE_SECONDS", 0.3)
+    monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
+
+    async def scenario() -> tuple[list[bytes], int, int, bytes]:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
+        try:
+            stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]  # no ClientHello
+            await asyncio.sleep(0.1)
+            counted = len(server.guard.open)  # the cap holds while handshakes are pending
+            closed = [await asyncio.wait_for(reader.read(), 2) for reader, _ in stalled]
+            await asyncio.sleep(0.1)
+            left = len(server.guard.open)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(tls_files))
+            writer.write(REQUEST)
+            answer = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            for _, w in stalled:
+                w.close()
+            return closed, counted, left, answer
+        finally:
+            await server.close()
+
+    closed, counted, left, answer = asyncio.run(scenario())
+    assert closed == [b""] * 6  # evicted by the cap, or dropped when the handshake timed out
+    assert counted == 4 and left == 0 and answer.startswith(b"HTTP/1.1 200")

@@ -53,7 +53,7 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--config", str(REPO / "etc/ble-exporter/config.yaml")]) == 0
     summary, checked = capsys.readouterr().out.splitlines()
     assert "OK: 0 devices" in summary and "HTTP on 0.0.0.0:8000" in summary
-    assert checked.startswith("the log file was checked as user ")  # which checks depend on who runs it
+    assert checked.startswith("the log file checked as user ")  # which checks depend on who runs it
 
 
 def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -526,7 +526,7 @@ def test_check_config_as_a_user_who_cannot_write_the_log_says_it_is_their_check(
         shutil.rmtree(shared)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1].startswith("the log file was checked as user nobody; the service writes it as ble-exporter")
+    assert lines[1].startswith("the log file checked as user nobody; the service uses them as ble-exporter")
     assert lines[2].startswith(f"note: as user nobody: log file {logs}/x.log cannot be reached (permission denied")
 
 
@@ -571,4 +571,56 @@ def run_once(tmp_path: Path, config: str, *args: str, prefix: Sequence[str] = ()
         timeout=30,
         cwd=REPO,
         check=False,
+    )
+
+
+# ---- secrets: bindkeys readable by every user are warned about ----
+
+
+def test_a_config_with_bindkeys_readable_by_everyone_is_warned_about(tmp_path: Path) -> None:
+    body = 'devices:\n  "A4:C1:38:00:00:01":\n    name: shed\n    bindkey: "231d39c1d7cc1ab1aee224cd096db932"\n'
+    config = tmp_path / "c.yaml"
+    config.write_text(f"log_file: {tmp_path}/x.log\n" + body)
+    config.chmod(0o644)
+    result = run_once(tmp_path, config.read_text(), "check-config")
+    assert result.returncode == 0, result.stderr
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("warning: "))
+    assert warning == (
+        f"warning: {tmp_path}/c.yaml holds bindkeys (with one, anyone can forge that sensor's readings) and every "
+        f"user on this machine can read it; run `sudo chmod 640 {tmp_path}/c.yaml` and "
+        f"`sudo chgrp ble-exporter {tmp_path}/c.yaml`"
+    )
+    (tmp_path / "c.yaml").chmod(0o640)
+    quiet = subprocess.run(
+        [sys.executable, "-m", "ble_exporter", "check-config", "--config", str(tmp_path / "c.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )
+    assert quiet.returncode == 0 and "warning" not in quiet.stdout
+
+
+def test_a_user_who_cannot_read_the_config_is_told_to_use_sudo(tmp_path: Path) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="ble-exporter-test-"))
+    shared.chmod(0o755)
+    config = shared / "config.yaml"
+    config.write_text("devices: {}\n")
+    config.chmod(0o600)  # as root:root would be without the package's group
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] if os.geteuid() == 0 else []
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "ble_exporter", "check-config", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(shared)
+    assert result.returncode == 2 and result.stderr == (
+        f"ble-exporter: error: {config}: cannot be read (Permission denied); run it as root (sudo), or check its "
+        "permissions\n"
     )
