@@ -33,9 +33,12 @@ BOOST = ["nice", "-n", "-15"] if os.geteuid() == 0 and not os.environ.get("BENCH
 RUNS = 3
 
 
+def wrk_command(url: str) -> list[str]:
+    return ["taskset", "-c", "1", *BOOST, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url]
+
+
 def wrk(url: str) -> tuple[float, float, float, str]:
-    cmd = ["taskset", "-c", "1", *BOOST, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(wrk_command(url), capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:

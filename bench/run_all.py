@@ -1,6 +1,6 @@
 """`make bench`: every measurement of issue 7, each in its own process, figures on stdout (~3 minutes).
 
-Usage: python bench/run_all.py [parser receive bluez metrics daemon]   (default: all, in that order)
+Usage: python bench/run_all.py [parser receive bluez metrics daemon tls]   (default: all, in that order)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SCRIPTS = {
     "bluez": "bench_bluez.py",
     "metrics": "bench_metrics.py",
     "daemon": "bench_daemon.py",
+    "tls": "bench_tls.py",
 }
 
 
