@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 from collections.abc import Callable
@@ -128,21 +129,28 @@ class RequestLines:
 
 
 TLS_HANDSHAKE_SECONDS = 10.0  # a client that starts TLS and never finishes is dropped after this
+# Handshakes under way at once; beyond, the oldest is dropped. asyncio gives each TLS connection a
+# 256 KiB buffer from its start, so 128 connections that never begin a handshake would hold 32 MiB;
+# a scraper finishes its handshake in milliseconds.
+MAX_HANDSHAKES = 16
 
 
 class ConnectionGuard:
     """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
     trickling clients can neither exhaust file descriptors nor hold a slot for long.
 
-    With `tls` set, the guard (not asyncio's server) starts TLS on each accepted connection, so a
-    handshake in progress holds a counted, evictable slot like any other connection, and ends after
-    TLS_HANDSHAKE_SECONDS. `tls` may change at any time (a reload): new connections use the new one.
+    With `tls` set, the guard (not asyncio's server) starts TLS on each accepted connection once the
+    client sends its first bytes, so a connection before and during its handshake holds a counted,
+    evictable slot like any other (a silent one is evicted first), at most MAX_HANDSHAKES handshakes
+    run at once, and each ends after TLS_HANDSHAKE_SECONDS. `tls` may change at any time (a reload):
+    new connections use the new one.
     """
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None) -> None:
         self._factory = factory
         self.tls = tls
         self.open: dict[_Tracked, asyncio.Transport] = {}  # oldest first
+        self.handshaking: dict[_Tracked, asyncio.Transport] = {}  # oldest first
 
     def __call__(self) -> asyncio.Protocol:
         return _Tracked(self._factory(), self)
@@ -165,6 +173,7 @@ class _Tracked(asyncio.Protocol):
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
         self._deadline: asyncio.TimerHandle | None = None  # closes it at the end of its lifetime
         self._handshake: asyncio.Task[None] | None = None  # the TLS handshake under way
+        self._hello_fd: int | None = None  # watched for the client's first bytes, to start TLS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._transport is not None:  # the TLS transport, once start_tls has it (_start_tls)
@@ -181,10 +190,36 @@ class _Tracked(asyncio.Protocol):
         if tls is None:
             self._transport = transport
             self._inner.connection_made(transport)
-        else:
-            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, tls))
+            return
+        # TLS starts at the client's first bytes (its ClientHello): until then the connection is as
+        # cheap and as evictable as an idle plain one. Its socket is watched through a duplicate
+        # descriptor, as the transport's own may not be watched twice.
+        transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        self._hello_fd = os.dup(transport.get_extra_info("socket").fileno())
+        loop.add_reader(self._hello_fd, self._hello, transport, tls)
+
+    def _hello(self, raw: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        self._unwatch()
+        self.spoke = True
+        if raw.is_closing():
+            return
+        handshaking = self._guard.handshaking
+        handshaking[self] = raw
+        if len(handshaking) > MAX_HANDSHAKES:
+            handshaking.pop(next(iter(handshaking))).close()
+        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(raw, tls))
+
+    def _unwatch(self) -> None:
+        if self._hello_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._hello_fd)
+            os.close(self._hello_fd)
+            self._hello_fd = None
 
     async def _start_tls(self, raw: asyncio.Transport, tls: ssl.SSLContext) -> None:
+        if raw.is_closing():  # evicted before this task ran: start_tls would wait out its timeout for nothing
+            self._forget()
+            return
         try:
             secured = await asyncio.get_running_loop().start_tls(
                 raw, self, tls, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS
@@ -193,6 +228,8 @@ class _Tracked(asyncio.Protocol):
             raw.close()  # plain HTTP on the TLS port, a bad or stalled handshake: nothing to answer
             self._forget()  # the TLS layer may not report the loss of a connection it never made
             return
+        finally:
+            self._guard.handshaking.pop(self, None)
         if secured is None or raw.is_closing():
             return
         assert isinstance(secured, asyncio.Transport)
@@ -205,7 +242,9 @@ class _Tracked(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def _forget(self) -> None:
+        self._unwatch()
         self._guard.open.pop(self, None)
+        self._guard.handshaking.pop(self, None)
         if self._deadline is not None:  # else the timer keeps the closed connection alive for its lifetime
             self._deadline.cancel()
 

@@ -253,28 +253,37 @@ def test_a_handshake_that_never_finishes_holds_a_slot_for_a_bounded_time(
     tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(httpguard, "TLS_HANDSHAKE_SECONDS", 0.3)
+    monkeypatch.setattr(httpguard, "CONNECTION_LIFETIME_SECONDS", 1.0)
     monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
 
-    async def scenario() -> tuple[list[bytes], int, int, bytes]:
+    async def scenario() -> tuple[int, list[bytes], int, int, bytes]:
         port = await free_port()
         server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
         try:
-            stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]  # no ClientHello
+            # Two clients begin a handshake (the first bytes of a ClientHello) and stall.
+            stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            for _, writer in stalled:
+                writer.write(b"\x16\x03\x01\x02\x00\x01")
             await asyncio.sleep(0.1)
-            counted = len(server.guard.open)  # the cap holds while handshakes are pending
-            closed = [await asyncio.wait_for(reader.read(), 2) for reader, _ in stalled]
+            handshaking = len(server.guard.handshaking)
+            dropped = [await asyncio.wait_for(reader.read(), 2) for reader, _ in stalled]  # TLS_HANDSHAKE_SECONDS
+            # Six that send nothing: the cap of 4 evicts the oldest, the lifetime the rest.
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
             await asyncio.sleep(0.1)
-            left = len(server.guard.open)
+            counted = len(server.guard.open)
+            dropped += [await asyncio.wait_for(reader.read(), 3) for reader, _ in silent]
+            await asyncio.sleep(0.1)
+            left = len(server.guard.open) + len(server.guard.handshaking)
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(tls_files))
             writer.write(REQUEST)
             answer = await asyncio.wait_for(reader.readline(), 5)
             writer.close()
-            for _, w in stalled:
+            for _, w in [*stalled, *silent]:
                 w.close()
-            return closed, counted, left, answer
+            return handshaking, dropped, counted, left, answer
         finally:
             await server.close()
 
-    closed, counted, left, answer = asyncio.run(scenario())
-    assert closed == [b""] * 6  # evicted by the cap, or dropped when the handshake timed out
+    handshaking, dropped, counted, left, answer = asyncio.run(scenario())
+    assert handshaking == 2 and dropped == [b""] * 8
     assert counted == 4 and left == 0 and answer.startswith(b"HTTP/1.1 200")
