@@ -250,7 +250,8 @@ class ScanEngine:
 _EXPLAIN = {
     Reason.DOWNGRADE: "plaintext packet from a device that has a bindkey (possible spoofing, or encryption "
     "was turned off in the firmware: remove the bindkey from the config if so)",
-    Reason.REPLAY: "encryption counter went back (a replayed packet, or the sensor restarted with a high counter)",
+    Reason.REPLAY: "encryption counter went back (a replayed packet; after a counter restart the sensor is "
+    "accepted again once its counter is below 256, or after an hour)",
     Reason.ENCRYPTED_NO_KEY: "the packet is encrypted but the config has no bindkey for this device; add `bindkey:`",
     Reason.DECRYPT_FAILED: "decryption failed: the bindkey in the config is probably wrong for this device",
 }
