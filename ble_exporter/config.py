@@ -38,6 +38,7 @@ SCAN_MODES = (ScanMode.AUTO, ScanMode.PASSIVE, ScanMode.ACTIVE)
 
 _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
+_LEGACY_BINDKEY = re.compile(r"^[0-9A-Fa-f]{24}$")  # MiBeacon v2/v3 (12 bytes): out of scope
 _NULL_TAG = "tag:yaml.org,2002:null"
 
 
@@ -480,6 +481,13 @@ class _Validator:
 
     def bindkey(self, mac: str, node: yaml.Node) -> bytes | None:
         text = node.value if isinstance(node, yaml.ScalarNode) else ""
+        if isinstance(text, str) and _LEGACY_BINDKEY.match(text):
+            self.fail(
+                node,
+                f"device {mac}: the bindkey has 24 hex characters, a legacy MiBeacon v2/v3 key, which is not "
+                "supported (pvvx and the LYWSD03MMC's own firmware use 32); use this sensor's 32-character key",
+            )
+            return None
         if not isinstance(text, str) or not _BINDKEY.match(text):
             # The value itself is not repeated: it may be a real key with a typo.
             self.fail(

@@ -14,6 +14,12 @@ Layouts follow the firmware, not just the specs:
   support sends); encrypted: 11 bytes (temperature, humidity, battery, flags; no voltage).
 - atc1441: 13 bytes, big-endian; encrypted: 8 bytes (half-degree temperature, half-percent humidity,
   7-bit battery and the "trigger on" bit).
+- MiBeacon ("Mijia"), as pvvx sends it: frame control 0x5850 (plain) / 0x5858 (encrypted), product id
+  0x055B (LYWSD03MMC), frame counter, the MAC (reversed), then objects. Plain: 0x100D (temperature and
+  humidity) when the Reading has both, else 0x1004 / 0x1006, then 0x100A (battery); the frame counter
+  is ``Reading.packet_id``. Encrypted: 0x1004, 0x1006, 0x100A, each one present (pvvx sends one per
+  frame, cycling through them measurement by measurement: the simulator passes Readings with one
+  field), then extended counter and MIC; frame counter and extended counter are ``counter`` (32 bits).
 
 Values are rounded to the format's resolution; fields a format cannot carry are left out. A field a
 fixed layout needs but the Reading lacks, or a value outside the wire type, raises ValueError (the
@@ -32,18 +38,25 @@ from .parser import (
     UUID_BTHOME_V1_ENCRYPTED,
     UUID_BTHOME_V2,
     UUID_ENVIRONMENTAL_SENSING,
+    UUID_XIAOMI,
     Format,
     Reading,
     mac_bytes,
 )
 
 __all__ = [
+    "MIJIA_PRODUCT_ID",
     "advertising_data",
     "encode",
+    "mijia_frame",
     "seal_bthome_v1",
     "seal_bthome_v2",
+    "seal_mijia",
     "seal_pvvx",
 ]
+
+MIJIA_PRODUCT_ID = 0x055B
+"""The product id pvvx puts in MiBeacon frames on a LYWSD03MMC (and on models without an id of their own)."""
 
 
 def _int(value: float, scale: float, lo: int, hi: int, what: str) -> int:
@@ -215,6 +228,72 @@ def _atc1441(reading: Reading, mac: str, bindkey: bytes | None, counter: int) ->
     )
 
 
+# --- MiBeacon ("Mijia") -------------------------------------------------------------------------------
+
+
+def mijia_frame(
+    objects: bytes,
+    mac: str | None,
+    frame_counter: int,
+    *,
+    frame_control: int = 0x5850,
+    product_id: int = MIJIA_PRODUCT_ID,
+    capability: bytes = b"",
+) -> bytes:
+    """Plain MiBeacon service data: frame control, product id, frame counter, the MAC (reversed) when
+    `mac` is given, `capability` as given, then the already-encoded `objects`. The frame control is
+    written as given (bit 4 MAC, bit 5 capability, bit 6 objects are not adjusted)."""
+    head = struct.pack("<HHB", frame_control, product_id, _int(frame_counter, 1, 0, 255, "frame counter"))
+    return head + (b"" if mac is None else _mac_bytes(mac)[::-1]) + capability + objects
+
+
+def seal_mijia(
+    objects: bytes,
+    mac: str,
+    bindkey: bytes | None,
+    counter: int,
+    *,
+    payload_mac: bool = True,
+    frame_control: int = 0x5858,
+    product_id: int = MIJIA_PRODUCT_ID,
+) -> bytes:
+    """Encrypted MiBeacon (v4/v5) service data for already-encoded `objects`: head ‖ ciphertext ‖
+    extended counter (3) ‖ MIC (4). AES-CCM, 4-byte tag, AAD 0x11; nonce = MAC (reversed) ‖ product id
+    (LE) ‖ counter (4, LE: the frame counter byte, then the extended counter). `payload_mac=False`
+    leaves the MAC out of the frame (and bit 4 of the frame control), as pvvx's event frames do."""
+    counter_le = _int(counter, 1, 0, 0xFFFFFFFF, "counter").to_bytes(4, "little")
+    mac_le = _mac_bytes(mac)[::-1]
+    if not payload_mac:
+        frame_control &= ~0x0010
+    head = struct.pack("<HH", frame_control, product_id) + counter_le[:1] + (mac_le if payload_mac else b"")
+    nonce = mac_le + struct.pack("<H", product_id) + counter_le
+    sealed = _key(bindkey, Format.MIJIA).encrypt(nonce, objects, b"\x11")
+    return head + sealed[:-4] + counter_le[1:] + sealed[-4:]
+
+
+def _mijia(reading: Reading, mac: str, bindkey: bytes | None, counter: int) -> bytes:
+    temp = None if reading.temperature is None else _int(reading.temperature, 10, -32768, 32767, "temperature")
+    hum = None if reading.humidity is None else _int(reading.humidity, 10, 0, 65535, "humidity")
+    batt = None if reading.battery is None else _int(reading.battery, 1, 0, 255, "battery")
+    out = bytearray()
+    if temp is not None and hum is not None and not reading.encrypted:
+        out += struct.pack("<HBhH", 0x100D, 4, temp, hum)
+    else:
+        if temp is not None:
+            out += struct.pack("<HBh", 0x1004, 2, temp)
+        if hum is not None:
+            out += struct.pack("<HBH", 0x1006, 2, hum)
+    if batt is not None:
+        out += struct.pack("<HBB", 0x100A, 1, batt)
+    if not out:
+        raise ValueError("format mijia carries temperature, humidity or battery; the Reading has none")
+    frame_mac = reading.mac if reading.mac is not None else mac
+    if reading.encrypted:
+        return seal_mijia(bytes(out), frame_mac, bindkey, counter)
+    packet_id = _int(_need(reading.packet_id, "packet_id", Format.MIJIA), 1, 0, 255, "packet_id")
+    return mijia_frame(bytes(out), frame_mac, packet_id)
+
+
 # --- entry points -------------------------------------------------------------------------------------
 
 
@@ -241,6 +320,8 @@ def encode(reading: Reading, mac: str, bindkey: bytes | None = None, counter: in
         return UUID_ENVIRONMENTAL_SENSING, _pvvx(reading, mac, bindkey, counter)
     if fmt == Format.ATC1441:
         return UUID_ENVIRONMENTAL_SENSING, _atc1441(reading, mac, bindkey, counter)
+    if fmt == Format.MIJIA:
+        return UUID_XIAOMI, _mijia(reading, mac, bindkey, counter)
     raise ValueError(f"unknown format {fmt!r}")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ble_exporter.devices import Device
-from ble_exporter.parser import SERVICE_UUIDS, Format, NotDecodable, Reading, Reason, parse
+from ble_exporter.parser import SERVICE_UUIDS, Format, NoReading, NotDecodable, Reading, Reason, parse
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 # forever by rejecting every packet after a reset (bthome-ble #116).
 COUNTER_RESET_BELOW = 256
 RESET_AFTER_SECONDS = 3600.0
-# Formats whose encryption counter is 32-bit and rises with every advert. Encrypted pvvx custom and
-# atc1441 carry an 8-bit measurement count that wraps every 256 measurements and repeats across the
-# adverts of one measurement, so it can't tell a replay from a resend; their AES-CCM tag still
-# authenticates every packet.
-COUNTER_FORMATS = frozenset({Format.BTHOME_V2, Format.BTHOME_V1})
+# Formats whose encryption counter is 32-bit and never goes back. Encrypted pvvx custom and atc1441
+# carry an 8-bit measurement count that wraps every 256 measurements, so it can't tell a replay from a
+# counter that wrapped; their AES-CCM tag still authenticates every packet. (MiBeacon's 32-bit counter
+# counts measurements too: pvvx sends each encrypted frame for all adverts of its measurement.)
+COUNTER_FORMATS = frozenset({Format.BTHOME_V2, Format.BTHOME_V1, Format.MIJIA})
 # What ble_exporter_advertisements_rejected_total counts (from start-up, at 0 until it happens): every
 # reason but unknown_uuid, as the engine parses only the service data of the UUIDs the parser knows.
 REJECTION_REASONS = tuple(r for r in Reason if r is not Reason.UNKNOWN_UUID)
@@ -179,9 +179,15 @@ class ScanEngine:
             else:
                 self._ingest_configured(device, rssi, parse(uuid16, data, mac, device.bindkey), now)
 
-    def _ingest_configured(self, device: Device, rssi: int | None, result: Reading | NotDecodable, now: float) -> None:
+    def _ingest_configured(
+        self, device: Device, rssi: int | None, result: Reading | NoReading | NotDecodable, now: float
+    ) -> None:
         if isinstance(result, NotDecodable):
             self._reject(device, result.reason)
+            return
+        if isinstance(result, NoReading):
+            # A MiBeacon frame without objects: not authenticated, so no sighting of a sensor that
+            # encrypts; part of its normal stream, so no downgrade either. Counted as received only.
             return
         if device.bindkey is not None:
             if not result.encrypted:
@@ -199,8 +205,10 @@ class ScanEngine:
         self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
         _update_live(self.live[mac], result, rssi, now)
 
-    def _ingest_unknown(self, mac: str, rssi: int | None, result: Reading | NotDecodable, now: float) -> None:
-        if isinstance(result, NotDecodable):
+    def _ingest_unknown(
+        self, mac: str, rssi: int | None, result: Reading | NoReading | NotDecodable, now: float
+    ) -> None:
+        if not isinstance(result, Reading):
             return
         state = self.live.get(mac)
         if state is None:
@@ -208,7 +216,14 @@ class ScanEngine:
         _update_live(state, result, rssi, now)
 
     def _counter_ok(self, mac: str, counter: int, now: float) -> bool:
+        """A counter above the last accepted one, or a reset (see COUNTER_RESET_BELOW), is accepted; the
+        same counter again is the same advert reported again and is accepted as a sighting without moving
+        the state: BlueZ reports an unchanged advert again at every scan (the exporter makes it forget
+        the sensors, see bluez.py) and when only its RSSI changed, and pvvx sends each encrypted MiBeacon
+        frame for all the adverts of its measurement. Only a lower counter is a replay."""
         last = self._last_counter.get(mac)
+        if last is not None and counter == last[0]:
+            return True
         if last is None or counter > last[0] or counter < COUNTER_RESET_BELOW or now - last[1] > RESET_AFTER_SECONDS:
             if last is not None and counter <= last[0]:
                 log.warning(
@@ -260,7 +275,8 @@ class ScanEngine:
 _EXPLAIN = {
     Reason.DOWNGRADE: "plaintext packet from a device that has a bindkey (possible spoofing, or encryption "
     "was turned off in the firmware: remove the bindkey from the config if so)",
-    Reason.REPLAY: "encryption counter did not increase (replayed or duplicated packet)",
+    Reason.REPLAY: "encryption counter went back (a replayed packet; after a counter restart the sensor is "
+    "accepted again once its counter is below 256, or after an hour)",
     Reason.ENCRYPTED_NO_KEY: "the packet is encrypted but the config has no bindkey for this device; add `bindkey:`",
     Reason.DECRYPT_FAILED: "decryption failed: the bindkey in the config is probably wrong for this device",
 }

@@ -1,7 +1,9 @@
-"""Decoding of thermometer advertisements: bytes in, a Reading or NotDecodable out, never an exception.
+"""Decoding of thermometer advertisements: bytes in, a Reading (or NoReading, or NotDecodable) out, never
+an exception.
 
-The engine relies on two names: parse(uuid16, data, mac, bindkey=None) -> Reading | NotDecodable, and
-SERVICE_UUIDS (bleak's 128-bit service-data keys -> the 16-bit UUID of every format decoded).
+The engine relies on two names: parse(uuid16, data, mac, bindkey=None) -> Reading | NoReading |
+NotDecodable, and SERVICE_UUIDS (bleak's 128-bit service-data keys -> the 16-bit UUID of every format
+decoded).
 
 Formats, dispatched on the 16-bit service-data UUID (``data`` is the service data after the UUID):
 
@@ -10,6 +12,12 @@ Formats, dispatched on the 16-bit service-data UUID (``data`` is the service dat
 - 0x181C / 0x181E BTHome v1 (legacy), plain / encrypted (bthome.io/v1).
 - 0x181A pvvx/atc1441 firmware, told apart by length: 15 (pvvx custom), 14 (pvvx custom from firmware
   built without the trigger flags byte), 13 (atc1441), 11 (encrypted pvvx custom), 8 (encrypted atc1441).
+- 0xFE95 MiBeacon, the "Mijia (MiHome)" format of the pvvx firmware and of Xiaomi's own firmware, plain
+  (v2-v5) or AES-CCM encrypted (v4/v5): frame control (2) · product id (2) · frame counter (1) · [MAC (6,
+  reversed)] · [capability] · objects `[id u16][length u8][value]` · [extended counter (3) · MIC (4)]
+  (pvvx src/mi_beacon.c; Xiaomi's mijia_ble_common mible_beacon.c). Objects exported: 0x1004
+  temperature (s16 ×0.1 °C), 0x1006 humidity (u16 ×0.1 %), 0x100A battery (%), 0x100D temperature and
+  humidity.
 
 Choices made where the sources leave room (each is pinned by a test):
 
@@ -28,6 +36,25 @@ Choices made where the sources leave room (each is pinned by a test):
   ``packet_id`` and ``counter`` (it is the only replay-relevant number they carry, and it wraps at 256).
 - Plain BTHome packets return ``counter=None``; encrypted ones return the counter and never a packet id
   that was not authenticated.
+- MiBeacon: a frame without objects (the capability frame 0x5830 that Xiaomi's firmware, and older pvvx
+  builds, send between data frames) is ``NoReading``: neither a reading nor a rejection. It is not
+  authenticated, so it cannot count as a sighting of a sensor that encrypts, and rejecting it as a
+  downgrade would raise an alarm every few adverts.
+- MiBeacon objects other than the four exported (0x4C01 and up of newer models, events, 0x1004 with a
+  length other than 2, ...) are skipped by their length; the frame's other objects are kept. A frame
+  whose objects end early keeps the complete ones before the cut (as BTHome); none complete is
+  ``truncated``. If a property occurs twice, the first one wins.
+- MiBeacon plain frames return the frame counter as ``packet_id``; encrypted ones return the frame
+  counter and the 3-byte extended counter as one 32-bit ``counter`` (counter byte + ext << 8, the
+  firmware's nonce ``cnt32``). A MAC in the frame must be the advertiser's (``mac_mismatch``: every
+  Xiaomi device uses 0xFE95); frames without one (pvvx event frames 0x5840/0x5848) use the advertiser's
+  address in the nonce, as xiaomi-ble and ble_monitor do. The frame control is not authenticated by
+  the MIC (the nonce is MAC, product id and counter; the associated data is the constant 0x11).
+- MiBeacon versions and kinds not decoded are ``unsupported_version``: version below 2 or above 5,
+  legacy v2/v3 encryption (a 12-byte key, never used by pvvx), mesh frames.
+- The capability byte is followed by 2 bytes when its bond-ability bits are 3 (Wi-Fi MAC) and by 2
+  more when its I/O bit (5) is set, as Xiaomi's own encoder writes them (xiaomi-ble and ble_monitor
+  skip 1 byte for I/O; no thermometer sends either together with objects).
 """
 
 from __future__ import annotations
@@ -50,6 +77,7 @@ class Format(str, Enum):
     BTHOME_V1 = "bthome_v1"
     PVVX = "pvvx"  # pvvx custom
     ATC1441 = "atc1441"
+    MIJIA = "mijia"  # MiBeacon (UUID 0xFE95), pvvx's "Mijia (MiHome)" format and Xiaomi's own firmware
 
 
 class Reason(str, Enum):
@@ -67,7 +95,8 @@ class Reason(str, Enum):
     """The length fits no layout: 0x181A payloads other than 8/11/13/14/15 bytes, anything over 252 bytes
     (one AD element cannot hold more), a BTHome v1 object whose control byte says length 0."""
     UNSUPPORTED_VERSION = "unsupported_version"
-    """BTHome v2 device-info bits 5-7 are not 2."""
+    """BTHome v2 device-info bits 5-7 are not 2; a MiBeacon frame of a version or kind not decoded (version
+    below 2 or above 5, legacy v2/v3 encryption, mesh)."""
     UNKNOWN_OBJECT = "unknown_object"
     """The first BTHome v2 object id is not in the spec, so nothing can be decoded."""
     ENCRYPTED_NO_KEY = "encrypted_no_key"
@@ -75,9 +104,11 @@ class Reason(str, Enum):
     DECRYPT_FAILED = "decrypt_failed"
     """Authentication failed: wrong bindkey (or not 16 bytes), tampered or corrupted packet, wrong MAC."""
     MAC_MISMATCH = "mac_mismatch"
-    """The MAC inside a pvvx/atc1441 payload is not the advertiser's, or `mac` is not a valid address."""
+    """The MAC inside a pvvx/atc1441/MiBeacon payload is not the advertiser's, or `mac` is not a valid
+    address."""
     REPLAY = "replay"
-    """(engine) An encryption counter that did not increase."""
+    """(engine) An encryption counter lower than the last one accepted (the same counter again is the
+    same advert reported again, not a replay)."""
     DOWNGRADE = "downgrade"
     """(engine) A plaintext packet from a device that has a bindkey."""
 
@@ -92,7 +123,7 @@ class Reading:
     humidity: float | None = None  # %
     battery: int | None = None  # %
     voltage: float | None = None  # V
-    packet_id: int | None = None  # BTHome packet id / pvvx/atc frame counter
+    packet_id: int | None = None  # BTHome packet id / pvvx/atc/plain MiBeacon frame counter
     counter: int | None = None  # encryption counter (replay protection); None when plaintext
     mac: str | None = None  # MAC carried inside the payload, "AA:BB:CC:DD:EE:FF"
     power: bool | None = None  # BTHome 0x10 "power" (pvvx: GPIO_TRG output); pvvx custom flags bit 1
@@ -107,8 +138,17 @@ class NotDecodable:
     reason: Reason
 
 
+@dataclass(frozen=True, slots=True)
+class NoReading:
+    """A well-formed advert that carries no measurement by design (a MiBeacon frame without objects):
+    neither a reading nor a rejection. The engine ignores it (see the module notes)."""
+
+    format: Format
+
+
 # One immutable instance per reason: a rejected packet allocates nothing.
 _ND: dict[Reason, NotDecodable] = {reason: NotDecodable(reason) for reason in Reason}
+_NO_READING_MIJIA = NoReading(Format.MIJIA)
 
 # --- UUIDs and addresses -------------------------------------------------------------------------------
 
@@ -116,6 +156,7 @@ UUID_BTHOME_V2 = 0xFCD2
 UUID_BTHOME_V1 = 0x181C
 UUID_BTHOME_V1_ENCRYPTED = 0x181E
 UUID_ENVIRONMENTAL_SENSING = 0x181A  # pvvx custom and atc1441
+UUID_XIAOMI = 0xFE95  # MiBeacon ("Mijia")
 
 
 def uuid128(uuid16: int) -> str:
@@ -124,7 +165,8 @@ def uuid128(uuid16: int) -> str:
 
 
 SERVICE_UUIDS: dict[str, int] = {
-    uuid128(u): u for u in (UUID_BTHOME_V2, UUID_BTHOME_V1, UUID_BTHOME_V1_ENCRYPTED, UUID_ENVIRONMENTAL_SENSING)
+    uuid128(u): u
+    for u in (UUID_BTHOME_V2, UUID_BTHOME_V1, UUID_BTHOME_V1_ENCRYPTED, UUID_ENVIRONMENTAL_SENSING, UUID_XIAOMI)
 }
 
 MAX_PAYLOAD = 252
@@ -620,22 +662,149 @@ def _parse_environmental(data: bytes, mac: str, bindkey: bytes | None) -> Readin
     return _ND[Reason.BAD_LENGTH]
 
 
+# --- MiBeacon, pvvx's "Mijia (MiHome)" format (UUID 0xFE95) -------------------------------------------
+
+# Frame control, a little-endian u16 (bit names from Xiaomi's mible_beacon.h): bits 0-2 reserved,
+# bit 8 registered, bit 9 solicited, bits 10-11 auth mode: none of them changes the layout.
+_MI_ENCRYPTED = 0x0008  # bit 3
+_MI_MAC = 0x0010  # bit 4: MAC included (6 bytes, reversed)
+_MI_CAPABILITY = 0x0020  # bit 5: capability byte included
+_MI_OBJECT = 0x0040  # bit 6: objects included
+_MI_MESH = 0x0080  # bit 7: mesh information after the objects (not decoded)
+_MI_HEAD = 5  # frame control (2), product id (2), frame counter (1)
+_MI_TRAILER = 7  # encrypted: extended counter (3), MIC (4)
+_MI_AAD = b"\x11"
+_MI_T_H = struct.Struct("<hH").unpack_from  # 0x100D: temperature ×0.1 °C, humidity ×0.1 %
+_MI_S16 = struct.Struct("<h").unpack_from
+_MI_U16 = struct.Struct("<H").unpack_from
+
+
+def _walk_mi(data: bytes, pos: int, end: int, vals: list[Any]) -> int:
+    """Walk MiBeacon objects `[id u16][length u8][value]` in data[pos:end]; fill `vals` (first value wins).
+
+    Returns the number of complete objects; objects after a cut are lost, bytes after the last complete
+    one are ignored. Lengths come from the frame, so unknown ids (and known ids with a length their
+    value does not have) are skipped.
+    """
+    count = 0
+    while pos + 3 <= end:
+        oid = data[pos] | data[pos + 1] << 8
+        start = pos + 3
+        pos = start + data[pos + 2]
+        if pos > end:
+            break
+        count += 1
+        size = pos - start
+        if oid == 0x100D:
+            if size == 4:
+                temp, hum = _MI_T_H(data, start)
+                if vals[_T] is None:
+                    vals[_T] = temp / 10
+                if vals[_H] is None:
+                    vals[_H] = hum / 10
+        elif oid == 0x1004:
+            if size == 2 and vals[_T] is None:
+                vals[_T] = _MI_S16(data, start)[0] / 10
+        elif oid == 0x1006:
+            if size == 2 and vals[_H] is None:
+                vals[_H] = _MI_U16(data, start)[0] / 10
+        elif oid == 0x100A and size == 1 and vals[_B] is None:
+            vals[_B] = data[start]
+    return count
+
+
+def _parse_mibeacon(data: bytes, mac: str, bindkey: bytes | None) -> Reading | NoReading | NotDecodable:
+    n = len(data)
+    if n < _MI_HEAD:
+        return _ND[Reason.TRUNCATED]
+    control = data[0] | data[1] << 8
+    version = control >> 12  # bits 12-15
+    encrypted = control & _MI_ENCRYPTED
+    if control & _MI_MESH or not 2 <= version <= 5 or (encrypted and version < 4):
+        return _ND[Reason.UNSUPPORTED_VERSION]
+    pos = _MI_HEAD
+    payload_mac: str | None = None
+    if control & _MI_MAC:
+        pos = _MI_HEAD + 6
+        if n < pos:
+            return _ND[Reason.TRUNCATED]
+        payload_mac = data[10:4:-1].hex(":").upper()
+        if not _same_mac(payload_mac, mac):
+            return _ND[Reason.MAC_MISMATCH]
+    if control & _MI_CAPABILITY:
+        if n <= pos:
+            return _ND[Reason.TRUNCATED]
+        capability = data[pos]
+        pos += 1
+        if capability & 0x18 == 0x18:  # bits 3-4, bond ability 3: a Wi-Fi MAC (2 bytes) follows
+            pos += 2
+        if capability & 0x20:  # bit 5: I/O capability (2 bytes)
+            pos += 2
+        if n < pos:
+            return _ND[Reason.TRUNCATED]
+    if not control & _MI_OBJECT:
+        return _NO_READING_MIJIA
+    vals: list[Any] = [None] * len(_FIELDS)
+    if not encrypted:
+        if not _walk_mi(data, pos, n, vals):
+            return _ND[Reason.TRUNCATED]
+        return Reading(
+            format=Format.MIJIA,
+            temperature=vals[_T],
+            humidity=vals[_H],
+            battery=vals[_B],
+            packet_id=data[4],
+            mac=payload_mac,
+        )
+
+    # Encrypted (v4/v5): objects ‖ extended counter (3) ‖ MIC (4); AES-CCM, 4-byte tag, AAD 0x11,
+    # nonce = MAC (as in the frame: reversed) ‖ product id (LE) ‖ frame counter ‖ extended counter.
+    end = n - _MI_TRAILER
+    if end < pos + 3:
+        return _ND[Reason.TRUNCATED]
+    if bindkey is None:
+        return _ND[Reason.ENCRYPTED_NO_KEY]
+    if payload_mac is not None:
+        nonce_mac = data[5:11]
+    else:
+        mac_raw = mac_bytes(mac)
+        if mac_raw is None:
+            return _ND[Reason.MAC_MISMATCH]
+        nonce_mac = mac_raw[::-1]
+    extended = data[end : end + 3]
+    plain = _decrypt(bindkey, nonce_mac + data[2:5] + extended, data[pos:end] + data[n - 4 :], _MI_AAD)
+    if plain is None:
+        return _ND[Reason.DECRYPT_FAILED]
+    if not _walk_mi(plain, 0, len(plain), vals):
+        return _ND[Reason.TRUNCATED]
+    return Reading(
+        format=Format.MIJIA,
+        encrypted=True,
+        temperature=vals[_T],
+        humidity=vals[_H],
+        battery=vals[_B],
+        counter=data[4] | int.from_bytes(extended, "little") << 8,
+        mac=payload_mac,
+    )
+
+
 # --- entry point ---------------------------------------------------------------------------------------
 
-_Decoder = Callable[[bytes, str, bytes | None], Reading | NotDecodable]
+_Decoder = Callable[[bytes, str, bytes | None], Reading | NoReading | NotDecodable]
 _DECODERS: dict[int, _Decoder] = {
     UUID_BTHOME_V2: _parse_bthome_v2,
     UUID_BTHOME_V1: _parse_bthome_v1,
     UUID_BTHOME_V1_ENCRYPTED: _parse_bthome_v1_encrypted,
     UUID_ENVIRONMENTAL_SENSING: _parse_environmental,
+    UUID_XIAOMI: _parse_mibeacon,
 }
 
 
-def parse(uuid16: int, data: bytes, mac: str, bindkey: bytes | None = None) -> Reading | NotDecodable:
+def parse(uuid16: int, data: bytes, mac: str, bindkey: bytes | None = None) -> Reading | NoReading | NotDecodable:
     """Decode one service-data payload (the bytes after the 16-bit UUID) sent by `mac`.
 
-    Pure and total: any bytes give a Reading or a NotDecodable, never an exception. `bindkey` (16 bytes)
-    is only used for encrypted formats and is never stored in the result.
+    Pure and total: any bytes give a Reading, a NoReading or a NotDecodable, never an exception.
+    `bindkey` (16 bytes) is only used for encrypted formats and is never stored in the result.
     """
     decoder = _DECODERS.get(uuid16)
     if decoder is None:

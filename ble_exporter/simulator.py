@@ -3,7 +3,11 @@ delivered through the same sink and parser as the radio's, so `--simulate` exerc
 
 Like the pvvx firmware, each sensor advertises every ~2.5 s and takes a new measurement every
 fourth advert; BTHome v2 sensors alternate the climate packet and the voltage packet under the same
-packet id. Readings behave like a thermometer's in a room over hours and days (SimulatedSensor). A
+packet id; MiBeacon ("Mijia") sensors send temperature and humidity in three adverts of four and the
+battery in the fourth, or, encrypted, one value per measurement (temperature, humidity, battery in
+turn), the same frame for all adverts of the measurement (pvvx src/mi_beacon.c).
+
+Readings behave like a thermometer's in a room over hours and days (SimulatedSensor). A
 couple of unconfigured neighbours advertise too, as they do in a block of flats.
 """
 
@@ -22,8 +26,9 @@ from ble_exporter.encoder import encode
 from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.scanner import AdvertSink, ScanMode
 
-PLAIN_FORMATS = (Format.BTHOME_V2, Format.PVVX, Format.ATC1441, Format.BTHOME_V1)
-ENCRYPTED_FORMATS = (Format.BTHOME_V2, Format.BTHOME_V1, Format.PVVX, Format.ATC1441)
+# The first three plain formats are the demo sensors' (DEMO_DEVICES); every format is in both lists.
+PLAIN_FORMATS = (Format.BTHOME_V2, Format.PVVX, Format.MIJIA, Format.ATC1441, Format.BTHOME_V1)
+ENCRYPTED_FORMATS = (Format.BTHOME_V2, Format.BTHOME_V1, Format.PVVX, Format.ATC1441, Format.MIJIA)
 DEMO_DEVICES = (
     Device("A4:C1:38:00:00:01", "demo_living_room"),
     Device("A4:C1:38:00:00:02", "demo_bedroom"),
@@ -73,6 +78,7 @@ class SimulatedSensor:
     rssi: int = -70
     packet_id: int = 0
     counter: int = 0
+    measurements: int = 0
     adverts: int = 0
     started: float | None = None
     sent: list[Reading] = field(default_factory=list)  # kept short; tests compare with what arrives
@@ -99,6 +105,7 @@ class SimulatedSensor:
         self.voltage = round(volts, 3)
         self.battery = round(100 * min(1.0, (volts - EMPTY_VOLTS) / (FULL_VOLTS - EMPTY_VOLTS)))
         self.packet_id = (self.packet_id + 1) & 0xFF
+        self.measurements += 1
 
     def next_payload(self, now: float) -> tuple[str, bytes]:
         """The advert sent at `now`: its (service-data key, payload), alternating pvvx's two BTHome packets."""
@@ -128,10 +135,32 @@ class SimulatedSensor:
             )
         self.adverts += 1
         self.counter += 1
-        uuid16, payload = encode(reading, self.device.mac, self.device.bindkey, self.counter)
+        counter = self.counter
+        if self.format == Format.MIJIA:
+            reading, counter = self._mijia(climate)
+        uuid16, payload = encode(reading, self.device.mac, self.device.bindkey, counter)
         self.sent.append(reading)
         del self.sent[:-8]
         return uuid128(uuid16), payload
+
+    def _mijia(self, climate: Reading) -> tuple[Reading, int]:
+        """pvvx's MiBeacon: plain, temperature and humidity (0x100D) in three adverts of four and the
+        battery in the fourth; encrypted, one value per measurement in turn, counter = measurements."""
+        mac = self.device.mac
+        if not climate.encrypted:
+            if self.adverts % 4 == 0:  # (adverts was counted already) the fourth advert of a measurement
+                return Reading(format=Format.MIJIA, battery=self.battery, packet_id=self.packet_id, mac=mac), 0
+            return replace(climate, battery=None, voltage=None, mac=mac), 0
+        stage = self.measurements % 3
+        reading = Reading(
+            format=Format.MIJIA,
+            encrypted=True,
+            temperature=self.temperature if stage == 0 else None,
+            humidity=self.humidity if stage == 1 else None,
+            battery=self.battery if stage == 2 else None,
+            mac=mac,
+        )
+        return reading, self.measurements
 
 
 def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[SimulatedSensor]:

@@ -52,6 +52,7 @@ FORMAT_NAMES = {
     Format.BTHOME_V1: "BTHome v1",
     Format.PVVX: "pvvx",
     Format.ATC1441: "atc1441",
+    Format.MIJIA: "Mijia",
 }
 
 

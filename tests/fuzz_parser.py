@@ -8,7 +8,8 @@ Four input families, each meant to reach a different depth of the decoders:
   deletions, truncations and splices, parsed with their real MAC and key;
 - sealed: random plaintext encrypted with the right key and nonce (encoder.seal_*), so the object
   walkers see hostile bytes *behind* a valid MIC;
-- soup: BTHome v2/v1 built from known object ids and control bytes in random order and count.
+- soup: BTHome v2/v1 and MiBeacon built from known object ids (and control bytes, lengths) in random
+  order and count, behind random frame controls.
 Any exception is a crash: the input is printed as a regression row and the exit status is 1.
 """
 
@@ -27,10 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from test_parser import VECTORS
 
-from ble_exporter.encoder import seal_bthome_v1, seal_bthome_v2, seal_pvvx
-from ble_exporter.parser import OBJECT_TYPES, NotDecodable, Reading, parse
+from ble_exporter.encoder import seal_bthome_v1, seal_bthome_v2, seal_mijia, seal_pvvx
+from ble_exporter.parser import OBJECT_TYPES, NoReading, NotDecodable, Reading, parse
 
-UUIDS = (0xFCD2, 0x181C, 0x181E, 0x181A)
+UUIDS = (0xFCD2, 0x181C, 0x181E, 0x181A, 0xFE95)
+MI_IDS = (0x1004, 0x1006, 0x100A, 0x100D, 0x4C01, 0x4C02, 0x4C08, 0x1001, 0x0000, 0xFFFF)
+MI_CONTROLS = (0x5850, 0x5858, 0x5840, 0x5848, 0x5870, 0x5878, 0x5830, 0x3050, 0x2050, 0x3058)
 KNOWN_IDS = sorted(OBJECT_TYPES)
 SEEDS = [(p.values[0], p.values[1], p.values[2], p.values[3]) for p in VECTORS]
 Case = tuple[int, bytes, str, "bytes | None"]
@@ -98,10 +101,25 @@ def _soup_v1(rng: random.Random) -> bytes:
     return bytes(out[: rng.randint(0, len(out))] if rng.random() < 0.2 else out)
 
 
+def _soup_mi(rng: random.Random) -> bytes:
+    """MiBeacon objects `[id u16][length][value]`, lengths mostly right, sometimes not."""
+    out = bytearray()
+    for _ in range(rng.randrange(6)):
+        oid = rng.choice(MI_IDS) if rng.random() < 0.9 else rng.randrange(0x10000)
+        size = rng.choice((1, 2, 4)) if rng.random() < 0.8 else rng.randrange(256)
+        out += oid.to_bytes(2, "little") + bytes((size,)) + rng.randbytes(min(size, rng.randrange(8)))
+    return bytes(out[: rng.randint(0, len(out))] if rng.random() < 0.2 else out)
+
+
 def _sealed(rng: random.Random) -> Case:
     mac = _mac(rng)
     key = rng.randbytes(16)
-    kind = rng.randrange(4)
+    kind = rng.randrange(5)
+    if kind == 4:
+        plain = _soup_mi(rng) if rng.random() < 0.7 else rng.randbytes(rng.randrange(24))
+        control = rng.choice(MI_CONTROLS) | 0x0008 if rng.random() < 0.9 else rng.randrange(0x10000)
+        frame = seal_mijia(plain, mac, key, rng.randrange(2**32), payload_mac=rng.random() < 0.8, frame_control=control)
+        return 0xFE95, frame, mac, key
     if kind == 0:
         plain = _soup_v2(rng) if rng.random() < 0.7 else rng.randbytes(rng.randrange(40))
         payload_mac = _mac(rng) if rng.random() < 0.3 else None
@@ -114,6 +132,15 @@ def _sealed(rng: random.Random) -> Case:
 
 
 def _soup(rng: random.Random) -> Case:
+    if rng.random() < 0.25:
+        mac = _mac(rng)
+        control = rng.choice(MI_CONTROLS) if rng.random() < 0.9 else rng.randrange(0x10000)
+        head = control.to_bytes(2, "little") + rng.randbytes(3)
+        if control & 0x0010:
+            head += bytes.fromhex(mac.replace(":", ""))[::-1]
+        if control & 0x0020:
+            head += rng.randbytes(rng.choice((1, 3, 5)))
+        return 0xFE95, head + _soup_mi(rng), mac, rng.choice((None, rng.randbytes(16)))
     if rng.random() < 0.6:
         info = rng.choice((0x40, 0x42, 0x44)) if rng.random() < 0.9 else rng.randrange(256)
         head = bytes((info,)) + (rng.randbytes(6) if info & 0x02 else b"")
@@ -141,6 +168,8 @@ def run(seed: int, count: int) -> tuple[Counter[str], Counter[str], list[str]]:
             continue
         if isinstance(result, Reading):
             outcomes["reading_encrypted" if result.encrypted else "reading"] += 1
+        elif isinstance(result, NoReading):
+            outcomes["no_reading"] += 1
         elif isinstance(result, NotDecodable):
             outcomes[result.reason] += 1
         else:

@@ -137,6 +137,11 @@ def test_empty_devices_is_valid() -> None:
             "devices:\n  A4:C1:38:AA:BB:CC: {name: a, bindkey: 1234}\n",
             "the bindkey must be 32 hex characters",
         ),
+        (
+            # xiaomi-ble tests/test_parser.py test_bindkey_wrong_legacy: a 12-byte MiBeacon v2/v3 key
+            "devices:\n  A4:C1:38:AA:BB:CC: {name: a, bindkey: b853075158487aa39a5b5ea9}\n",
+            "c.yaml:2: device A4:C1:38:AA:BB:CC: the bindkey has 24 hex characters, a legacy MiBeacon v2/v3 key",
+        ),
         ("devices:\n  A4:C1:38:AA:BB:CC: [a]\n", "the name must be text"),
         ("listen_port: 1\nlisten_port: 2\n", "c.yaml:2: `listen_port` is given twice"),
         ('listen_port: "8000"\n', "c.yaml:1: `listen_port` must be a whole number, not `8000`; remove the quotes"),

@@ -10,11 +10,13 @@ import pytest
 
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
-from ble_exporter.engine import COUNTER_RESET_BELOW, HISTORY_MAX, RESET_AFTER_SECONDS, ScanEngine
+from ble_exporter.engine import COUNTER_FORMATS, COUNTER_RESET_BELOW, HISTORY_MAX, RESET_AFTER_SECONDS, ScanEngine
 from ble_exporter.parser import Format, Reading, Reason, uuid128
 
 BTHOME = uuid128(0xFCD2)
+BTHOME_V1_ENC = uuid128(0x181E)
 ENV_SENSING = uuid128(0x181A)
+XIAOMI = uuid128(0xFE95)
 MAC = "A4:C1:38:AA:BB:CC"
 KEY_AA = bytes.fromhex("aa" * 16)
 
@@ -26,6 +28,13 @@ E5 = bytes.fromhex("4195b0efda789dd953b02600009341626f")  # 80 %, 19.20 °C, 62.
 E6 = bytes.fromhex("41d46cc8e774b9260000cbd84a40")  # 2.764 V
 # pvvx atc_mi_format_test.py: pvvx custom format (0x181A, 15 bytes) for the same MAC.
 C1 = bytes.fromhex("ccbbaa38c1a46c07fa13d60a52090f")  # 19.00 °C, 51.14 %, 2.774 V, 82 %
+# pvvx atc_mi_format_test.py, same MAC and key: MiBeacon "mi_like_enc" temperature (counter 46068) and
+# battery (counter 46061), "mi_like" plaintext temperature and humidity.
+MI_TEMP = bytes.fromhex("58585b05f4ccbbaa38c1a413df92a81cb30000acc46fda")  # 19.0 °C
+MI_BATT = bytes.fromhex("58585b05edccbbaa38c1a4de6df074b30000f2ef0e53")  # 67 %
+MI_PLAIN = bytes.fromhex("50585b051bccbbaa38c1a40d1004be000002")  # 19.0 °C, 51.2 %
+# Magalex2x14/LYWSD03MMC-info: the stock firmware's 0x5830 frame (capability 0x08), here from MAC.
+MI_CAPABILITY = bytes.fromhex("30585b05bfccbbaa38c1a408")
 
 
 def engine(*devices: Device, keep_unknown: bool = False) -> ScanEngine:
@@ -91,7 +100,7 @@ def test_keep_unknown_tracks_decodable_neighbours_in_live_state_only() -> None:
 
 def test_other_service_data_is_ignored() -> None:
     e = engine()
-    e.ingest(MAC, -70, {uuid128(0xFE95): b"\x01\x02", BTHOME: P3_DATA1}, 1.0)
+    e.ingest(MAC, -70, {uuid128(0x1809): b"\x01\x02", BTHOME: P3_DATA1}, 1.0)  # Health Thermometer
     assert e.counters.adverts_decoded == 1 and e.counters.rejected == {}
 
 
@@ -150,15 +159,52 @@ def test_plaintext_from_a_device_with_a_bindkey_is_a_downgrade() -> None:
 def test_replayed_counter_is_rejected() -> None:
     e = engine(Device(MAC, "shed", KEY_AA))
     e.ingest(MAC, -60, {BTHOME: E6}, 1.0)  # counter 9913
-    e.ingest(MAC, -60, {BTHOME: E6}, 2.0)  # the same packet again
     e.ingest(MAC, -60, {BTHOME: E5}, 3.0)  # an older counter (9904)
-    assert e.counters.rejected == {"replay": 2}
+    assert e.counters.rejected == {"replay": 1}
     assert e.counters.adverts_decoded == 1
 
 
-def _encrypted(counter: int) -> bytes:
-    _, payload = encode(Reading(format=Format.BTHOME_V2, encrypted=True, temperature=20.0), MAC, KEY_AA, counter)
+def _encrypted(counter: int, fmt: Format = Format.BTHOME_V2, temperature: float = 20.0) -> bytes:
+    reading = Reading(format=fmt, encrypted=True, temperature=temperature)
+    _, payload = encode(reading, MAC, KEY_AA, counter)
     return payload
+
+
+COUNTER_UUIDS = {Format.BTHOME_V2: BTHOME, Format.BTHOME_V1: BTHOME_V1_ENC, Format.MIJIA: XIAOMI}
+
+
+@pytest.mark.parametrize("fmt", sorted(COUNTER_FORMATS))
+def test_the_same_counter_again_is_the_same_advert_reported_again(fmt: Format) -> None:
+    """BlueZ reports an accepted advert again (at the next scan, once the exporter made it forget the
+    sensor; on an RSSI change); pvvx sends each encrypted MiBeacon frame for a whole measurement. The
+    same counter is a sighting with the same values, neither a new reading nor a replay; a lower
+    counter is a replay."""
+    uuid = COUNTER_UUIDS[fmt]
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {uuid: _encrypted(5000, fmt, 20.5)}, 1.0)
+    first = e.close_window(5.0)
+    e.open_window(30.0)
+    e.ingest(MAC, -71, {uuid: _encrypted(5000, fmt, 20.5)}, 31.0)  # re-reported in the next scan
+    (d,) = e.close_window(35.0).devices
+    assert (d.readings.temperature, d.readings.rssi, d.readings.last_seen) == (20.5, -71, 31.0)
+    assert first.devices[0].readings.temperature == 20.5
+    e.open_window(60.0)
+    e.ingest(MAC, -60, {uuid: _encrypted(4999, fmt, 3.0)}, 61.0)  # lower: a replay
+    e.ingest(MAC, -60, {uuid: _encrypted(5001, fmt, 21.0)}, 62.0)
+    e.ingest(MAC, -60, {uuid: _encrypted(5000, fmt, 3.0)}, 63.0)  # below the last accepted now
+    (d,) = e.close_window(65.0).devices
+    assert d.readings.temperature == 21.0
+    assert e.counters.rejected == {"replay": 2} and e.counters.adverts_decoded == 3
+
+
+def test_a_repeated_counter_does_not_move_the_reset_clock() -> None:
+    """Re-reports of the last advert do not renew its acceptance time, so an old counter after an hour
+    without a new one is still taken as a reset."""
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {BTHOME: _encrypted(50_000)}, 1.0)
+    e.ingest(MAC, -60, {BTHOME: _encrypted(50_000)}, RESET_AFTER_SECONDS)
+    e.ingest(MAC, -60, {BTHOME: _encrypted(COUNTER_RESET_BELOW + 10)}, RESET_AFTER_SECONDS + 2)
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 3
 
 
 def test_counter_reset_after_a_battery_change_is_accepted() -> None:
@@ -186,6 +232,35 @@ def test_8_bit_counters_of_encrypted_pvvx_custom_are_not_replay_checked() -> Non
         _, payload = encode(replace(reading, packet_id=counter), MAC, KEY_AA, counter)
         e.ingest(MAC, -60, {ENV_SENSING: payload}, float(counter))
     assert e.counters.rejected == {} and e.counters.adverts_decoded == 4
+
+
+def test_encrypted_mibeacon_values_from_separate_adverts_merge_in_one_scan() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {XIAOMI: MI_BATT}, 1.0)  # counter 46061
+    e.ingest(MAC, -61, {XIAOMI: MI_TEMP}, 2.0)  # counter 46068
+    (d,) = e.close_window(5.0).devices
+    r = d.readings
+    assert (r.temperature, r.humidity, r.battery, r.voltage) == (19.0, None, 67, None)
+    assert (r.format, r.encrypted, r.packets) == ("mijia", True, 2)
+    e.open_window(30.0)
+    e.ingest(MAC, -60, {XIAOMI: MI_BATT}, 31.0)  # 46061 < 46068
+    assert e.counters.rejected == {"replay": 1}
+
+
+def test_plaintext_mibeacon_from_a_device_with_a_bindkey_is_a_downgrade() -> None:
+    e = engine(Device(MAC, "shed", KEY_AA))
+    e.ingest(MAC, -60, {XIAOMI: MI_PLAIN}, 1.0)
+    assert e.counters.rejected == {"downgrade": 1} and e.close_window(2.0).devices == ()
+
+
+@pytest.mark.parametrize("bindkey", [None, KEY_AA])
+def test_a_mibeacon_frame_without_objects_is_neither_a_sighting_nor_a_rejection(bindkey: bytes | None) -> None:
+    e = engine(Device(MAC, "shed", bindkey), keep_unknown=True)
+    e.ingest(MAC, -60, {XIAOMI: MI_CAPABILITY}, 1.0)
+    e.ingest("A4:C1:38:99:99:99", -60, {XIAOMI: bytes.fromhex("30585b05bf999999") + bytes.fromhex("38c1a408")}, 1.0)
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 0 and e.counters.adverts_received == 2
+    assert e.close_window(2.0).devices == ()
+    assert e.live[MAC].readings.packets == 0 and "A4:C1:38:99:99:99" not in e.live
 
 
 def test_live_state_updates_per_advert_with_a_temperature_history() -> None:

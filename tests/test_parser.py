@@ -23,13 +23,14 @@ from ble_exporter.parser import (
     SERVICE_UUIDS,
     VARIABLE,
     Format,
+    NoReading,
     NotDecodable,
     Reading,
     Reason,
     parse,
 )
 
-V2, V1, V1_ENC, ENV = 0xFCD2, 0x181C, 0x181E, 0x181A
+V2, V1, V1_ENC, ENV, MI = 0xFCD2, 0x181C, 0x181E, 0x181A, 0xFE95
 PARSER_REASONS = set(Reason) - {Reason.REPLAY, Reason.DOWNGRADE}  # those two are the engine's to decide
 
 MAC_PVVX = "A4:C1:38:AA:BB:CC"  # pvvx atc_mi_format_test.py samples
@@ -91,6 +92,10 @@ def v2(**kw: Any) -> Reading:
     return Reading(format=Format.BTHOME_V2, **kw)
 
 
+def mi(**kw: Any) -> Reading:
+    return Reading(format=Format.MIJIA, **kw)
+
+
 def row(vid: str, frame: tuple[int, bytes], mac: str, key: bytes | None, expected: Reading) -> Any:
     return pytest.param(frame[0], frame[1], mac, key, expected, id=vid)
 
@@ -98,6 +103,16 @@ def row(vid: str, frame: tuple[int, bytes], mac: str, key: bytes | None, expecte
 _A2 = hci("043e1d02010000f4830238c1a411 10161a18a4c1380283f400a22f5f0bf819 df")
 _C2 = hci("043e1f02010000f4830238c1a413 12161a18f4830238c1a4a9066911b60b58f70d de")
 _B8 = hci("043E1A02010000A5808FE648540E 0201060A16D2FC4002CA0903BF13 CC")
+# custom-components/ble_monitor custom_components/ble_monitor/test/test_xiaomi_parser.py (HCI captures)
+_X1 = hci("043e22020100004c94b438c1a416 151695fe50305b05034c94b438c1a40d10041001ea01 cf")
+_X2 = hci("043e2a02010000f4830238c1a41e 0201061a1695fe58585b0550f4830238c1a495ef58763c26000097e2abb5 e2")
+_X4 = hci("043e2a020100005f12342d585a1e 0201061a1695fe5858480b685f12342d585a0b1841e2aa000e00a4964fb5 b6")
+_X5 = hci("043e2a02010000892012342d581e 0201061a1695fe58586f0607892012342d585f176dd54f0200002fa453fa af")
+_X7 = hci("043e2502010000219335342d5819 020106151695fe5020aa01da219335342d580d1004fe004802 c4")
+KEY_X2 = bytes.fromhex("e9ea895fac7cca6d30532432a516f3a8")  # ble_monitor / xiaomi-ble LYWSD03MMC_encrypted
+KEY_X4 = bytes.fromhex("814aac74c4f17b6c1581e1ab87816b99")  # CGG1
+KEY_X5 = bytes.fromhex("a3bfe9853dd85a620debe3620caaa351")  # CGDK2
+MAC_X6 = "58:2D:34:3B:2E:BF"
 
 VECTORS = [
     # --- atc1441 (0x181A, 13 bytes, big-endian) ---
@@ -206,6 +221,42 @@ VECTORS = [
     # pvvx atc_mi_format_test.py (bt_home_v2 encrypted data2), counter 9913
     row("E6", ad("11 16 d2 fc 41 d4 6c c8 e7 74 b9 26 00 00 cb d8 4a 40"), MAC_PVVX, KEY_PVVX,
         v2(encrypted=True, voltage=2.764, power=False, counter=9913)),
+    # --- MiBeacon, pvvx "Mijia (MiHome)" format and Xiaomi's own firmware (0xFE95) ---
+    # pvvx atc_mi_format_test.py "mi_like (temp, humidity)": frame control 0x5850, 0x100D: 0x00be, 0x0200
+    row("M1", ad("15 16 95 fe 50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02"), MAC_PVVX, None,
+        mi(temperature=19.0, humidity=51.2, packet_id=0x1B, mac=MAC_PVVX)),
+    # pvvx atc_mi_format_test.py "mi_like (batt)": 0x100A
+    row("M2", ad("12 16 95 fe 50 58 5b 05 22 cc bb aa 38 c1 a4 0a 10 01 4f"), MAC_PVVX, None,
+        mi(battery=79, packet_id=0x22, mac=MAC_PVVX)),
+    # pvvx atc_mi_format_test.py "mi_like_enc (temperature)" (key aa×16): plaintext 04 10 02 be 00,
+    # counter f4 + extended b3 00 00
+    row("M3enc", ad("1a 16 95 fe 58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df 92 a8 1c b3 00 00 ac c4 6f da"),
+        MAC_PVVX, KEY_PVVX, mi(encrypted=True, temperature=19.0, counter=0xB3F4, mac=MAC_PVVX)),
+    # pvvx atc_mi_format_test.py "mi_like_enc (humidity %)": plaintext 06 10 02 c2 01
+    row("M4enc", ad("1a 16 95 fe 58 58 5b 05 95 cc bb aa 38 c1 a4 d5 25 d9 74 ec 14 00 00 9b e1 de 3c"),
+        MAC_PVVX, KEY_PVVX, mi(encrypted=True, humidity=45.0, counter=0x1495, mac=MAC_PVVX)),
+    # pvvx atc_mi_format_test.py "mi_like_enc (battery %)": plaintext 0a 10 01 43
+    row("M5enc", ad("19 16 95 fe 58 58 5b 05 ed cc bb aa 38 c1 a4 de 6d f0 74 b3 00 00 f2 ef 0e 53"),
+        MAC_PVVX, KEY_PVVX, mi(encrypted=True, battery=67, counter=0xB3ED, mac=MAC_PVVX)),
+    # ble_monitor test_xiaomi_parser.py test_Xiaomi_LYWSD03MMC (= xiaomi-ble tests/test_parser.py
+    # test_Xiaomi_LYWSD03MMC): stock firmware, MiBeacon V3 (0x3050) plain
+    row("X1", _X1[1:], _X1[0], None, mi(temperature=27.2, humidity=49.0, packet_id=3, mac=_X1[0])),
+    # ble_monitor test_Xiaomi_LYWSD03MMC_encrypted (= xiaomi-ble ..._encrypted): stock firmware, 0x1006
+    # 0x01d3 = 46.7 % (ble_monitor asserts 46.7; xiaomi-ble truncates to 46)
+    row("X2enc", _X2[1:], _X2[0], KEY_X2, mi(encrypted=True, humidity=46.7, counter=0x2650, mac=_X2[0])),
+    # xiaomi-ble test_Xiaomi_MHO_C401: product id 0x0387, V3 plain, the same objects as X1
+    row("X3", (MI, h("50 30 87 03 03 4c 94 b4 38 c1 a4 0d 10 04 10 01 ea 01")), "A4:C1:38:B4:94:4C", None,
+        mi(temperature=27.2, humidity=49.0, packet_id=3, mac="A4:C1:38:B4:94:4C")),
+    # ble_monitor test_Xiaomi_CGG1 (= xiaomi-ble test_Xiaomi_CGG1): product id 0x0B48, 0x1006 59.6 %
+    row("X4enc", _X4[1:], _X4[0], KEY_X4, mi(encrypted=True, humidity=59.6, counter=0x0E0068, mac=_X4[0])),
+    # ble_monitor test_Xiaomi_CGDK2 (= xiaomi-ble test_Xiaomi_CGDK2): product id 0x066F, 0x1004 22.6 °C
+    row("X5enc", _X5[1:], _X5[0], KEY_X5, mi(encrypted=True, temperature=22.6, counter=0x0207, mac=_X5[0])),
+    # xiaomi-ble test_Xiaomi_LYWSDCGQ: V2 (0x2050), two objects, 0x100D then 0x100A (xiaomi-ble also
+    # reports a voltage of 1.272 V derived from the percentage: the frame carries none)
+    row("X6", (MI, h("50 20 aa 01 a3 bf 2e 3b 34 2d 58 0d 10 04 b4 00 95 02 0a 10 01 3b")), MAC_X6, None,
+        mi(temperature=18.0, humidity=66.1, battery=59, packet_id=0xA3, mac=MAC_X6)),
+    # ble_monitor test_Xiaomi_LYWSDCGQ
+    row("X7", _X7[1:], _X7[0], None, mi(temperature=25.4, humidity=58.4, packet_id=0xDA, mac=_X7[0])),
 ]  # fmt: skip
 
 
@@ -232,7 +283,7 @@ def test_truncated_at_every_byte(uuid16: int, payload: bytes, mac: str, key: byt
         if isinstance(result, NotDecodable):
             assert result.reason in PARSER_REASONS
         else:
-            assert _is_subset(result, expected), (cut, result)
+            assert isinstance(result, Reading) and _is_subset(result, expected), (cut, result)
 
 
 @pytest.mark.parametrize(("uuid16", "payload", "mac", "key", "expected"), VECTORS)
@@ -242,8 +293,17 @@ def test_every_single_bit_flip(uuid16: int, payload: bytes, mac: str, key: bytes
         mutated = bytearray(payload)
         mutated[i // 8] ^= 1 << (i % 8)
         result = parse(uuid16, bytes(mutated), mac, key)
-        assert isinstance(result, (Reading, NotDecodable))
-        if expected.encrypted and not (uuid16 == V2 and i == 0):
+        assert isinstance(result, (Reading, NoReading, NotDecodable))
+        if uuid16 == MI and expected.encrypted and i < 16:
+            # MiBeacon's frame control is not authenticated (nonce: MAC, product id, counter; AAD: 0x11).
+            # A flip there is caught, reads as plaintext (the engine's downgrade check), has no objects,
+            # or changes a bit that changes nothing (reserved, registered, auth mode, version 5 -> 4).
+            assert (
+                isinstance(result, (NotDecodable, NoReading))
+                or (isinstance(result, Reading) and not result.encrypted)
+                or result == expected
+            ), (i, result)
+        elif expected.encrypted and not (uuid16 == V2 and i == 0):
             # Everything is authenticated (the device-info byte is in the nonce) except BTHome v2's
             # encryption bit itself: cleared, the packet reads as plaintext - the engine's downgrade check.
             assert isinstance(result, NotDecodable), (i, result)
@@ -276,13 +336,14 @@ NEGATIVE = [
     # bthome-ble test_parser_v2.py test_bthome_has_incorrect_version: version bits 1 and 3
     pytest.param(V2, "20 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(Reason.UNSUPPORTED_VERSION), id="v2-is-v1"),
     pytest.param(V2, "60 02 ca 09 03 bf 13", MAC_BTHOME, None, ND(Reason.UNSUPPORTED_VERSION), id="v2-is-v3"),
-    # empty service data on every UUID, and an unknown UUID (MiBeacon 0xFE95 is out of scope)
+    # empty service data on every UUID, and an unknown UUID (0x1809 Health Thermometer)
     pytest.param(V2, "", MAC_BTHOME, None, NotDecodable(Reason.TRUNCATED), id="empty-v2"),
     pytest.param(V1, "", MAC_BTHOME, None, v1(), id="empty-v1"),
     pytest.param(V1_ENC, "", MAC_BTHOME, KEY_BTHOME, NotDecodable(Reason.TRUNCATED), id="empty-v1-enc"),
     pytest.param(ENV, "", MAC_PVVX, None, NotDecodable(Reason.BAD_LENGTH), id="empty-181a"),
-    pytest.param(0xFE95, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
-                 NotDecodable(Reason.UNKNOWN_UUID), id="mibeacon-unknown-uuid"),
+    pytest.param(MI, "", MAC_PVVX, None, NotDecodable(Reason.TRUNCATED), id="empty-fe95"),
+    pytest.param(0x1809, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
+                 NotDecodable(Reason.UNKNOWN_UUID), id="unknown-uuid"),
     # a device-info byte and nothing else is a valid, empty packet (as is an empty v1 packet above)
     pytest.param(V2, "40", MAC_BTHOME, None, v2(), id="v2-no-objects"),
     # MAC-included bit but the MAC is cut short
@@ -316,6 +377,63 @@ NEGATIVE = [
     pytest.param(V1, "23 02 ca", MAC_PVVX, None, NotDecodable(Reason.TRUNCATED), id="v1-object-cut"),
     # one AD element cannot hold more than 252 bytes of service data
     pytest.param(V2, "40" + "00 01" * 126, MAC_PVVX, None, ND(Reason.BAD_LENGTH), id="over-252-bytes"),
+    # --- MiBeacon ---
+    # frames without objects: Magalex2x14/LYWSD03MMC-info README (stock firmware, 30-minute dump: this
+    # 0x5830 frame with capability 0x08 between the encrypted ones) and xiaomi-ble tests/test_parser.py
+    # test_blank_advertisements_then_encrypted: not a reading, not an error
+    pytest.param(MI, "30 58 5b 05 bf 6b 87 2f 38 c1 a4 08", "A4:C1:38:2F:87:6B", KEY_PVVX, NoReading(Format.MIJIA),
+                 id="mi-capability-frame"),
+    pytest.param(MI, "30 58 5b 05 02 48 3c d4 38 c1 a4 08", "A4:C1:38:D4:3C:48", None, NoReading(Format.MIJIA),
+                 id="mi-blank-frame"),
+    pytest.param(MI, "30 58 5b 05 02 48 3c d4 38 c1 a4 08", "A4:C1:38:D4:3C:49", None, ND(Reason.MAC_MISMATCH),
+                 id="mi-blank-frame-other-advertiser"),
+    pytest.param(MI, "30 58 5b 05 02 48 3c d4 38 c1", "A4:C1:38:D4:3C:48", None, ND(Reason.TRUNCATED),
+                 id="mi-mac-cut"),
+    pytest.param(MI, "30 58 5b 05 02 48 3c d4 38 c1 a4", "A4:C1:38:D4:3C:48", None, ND(Reason.TRUNCATED),
+                 id="mi-capability-cut"),
+    # M3enc without the key, with a wrong one, from another advertiser, cut short
+    pytest.param(MI, "58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df 92 a8 1c b3 00 00 ac c4 6f da", MAC_PVVX, None,
+                 ND(Reason.ENCRYPTED_NO_KEY), id="mi-enc-no-key"),
+    pytest.param(MI, "58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df 92 a8 1c b3 00 00 ac c4 6f da", MAC_PVVX, KEY_BTHOME,
+                 ND(Reason.DECRYPT_FAILED), id="mi-enc-wrong-key"),
+    pytest.param(MI, "58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df 92 a8 1c b3 00 00 ac c4 6f da", MAC_BTHOME, KEY_PVVX,
+                 ND(Reason.MAC_MISMATCH), id="mi-enc-other-advertiser"),
+    pytest.param(MI, "58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df b3 00 00 ac c4 6f da", MAC_PVVX, KEY_PVVX,
+                 ND(Reason.TRUNCATED), id="mi-enc-object-cut"),
+    # newer Xiaomi objects are skipped, not rejected: xiaomi-ble test_Xiaomi_XMWSDJ04MMC (no MAC in the
+    # frame, 0x5948: the nonce takes the advertiser's; plaintext 0x4C08 humidity as a float) and
+    # test_Xiaomi_LYWSD02MMC (plaintext 0x4C02)
+    pytest.param(MI, "48 59 03 12 a4 1b 77 6e 7c 96 ad d7 00 00 00 f2 bf 54 5b", "2C:11:65:25:70:04",
+                 bytes.fromhex("b2cf9a553d53571b5657defd582d676e"), mi(encrypted=True, counter=0xA4),
+                 id="mi-enc-no-mac-object-4c08"),
+    pytest.param(MI, "48 59 03 12 a4 1b 77 6e 7c 96 ad d7 00 00 00 f2 bf 54 5b", "2C:11:65:25:70:05",
+                 bytes.fromhex("b2cf9a553d53571b5657defd582d676e"), ND(Reason.DECRYPT_FAILED),
+                 id="mi-enc-no-mac-other-advertiser"),
+    pytest.param(MI, "48 59 03 12 a4 1b 77 6e 7c 96 ad d7 00 00 00 f2 bf 54 5b", "not a mac",
+                 bytes.fromhex("b2cf9a553d53571b5657defd582d676e"), ND(Reason.MAC_MISMATCH),
+                 id="mi-enc-no-mac-advertiser-not-a-mac"),
+    pytest.param(MI, "58 58 e4 16 2c 84 53 56 38 c1 a4 2b 6e f2 e9 12 00 00 6c 88 4d 9e", "A4:C1:38:56:53:84",
+                 bytes.fromhex("a115210eed7a88e50ad52662e732a9fb"),
+                 mi(encrypted=True, counter=0x122C, mac="A4:C1:38:56:53:84"), id="mi-enc-object-4c02"),
+    # legacy v2/v3 encryption is out of scope: xiaomi-ble test_bindkey_wrong_legacy (YLKG07YL, 0x3058)
+    pytest.param(MI, "58 30 b6 03 d2 8b 98 c5 41 24 f8 c3 49 14 76 75 7e 00 00 00 99", "F8:24:41:C5:98:8B",
+                 KEY_PVVX, ND(Reason.UNSUPPORTED_VERSION), id="mi-legacy-encryption"),
+    # M1 with version 1, version 6 and the mesh bit
+    pytest.param(MI, "50 18 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
+                 ND(Reason.UNSUPPORTED_VERSION), id="mi-version-1"),
+    pytest.param(MI, "50 68 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
+                 ND(Reason.UNSUPPORTED_VERSION), id="mi-version-6"),
+    pytest.param(MI, "d0 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00 02", MAC_PVVX, None,
+                 ND(Reason.UNSUPPORTED_VERSION), id="mi-mesh"),
+    # M1 cut: in its object, before it, and its header alone
+    pytest.param(MI, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10 04 be 00 00", MAC_PVVX, None, ND(Reason.TRUNCATED),
+                 id="mi-object-cut"),
+    pytest.param(MI, "50 58 5b 05 1b cc bb aa 38 c1 a4 0d 10", MAC_PVVX, None, ND(Reason.TRUNCATED),
+                 id="mi-object-header-cut"),
+    pytest.param(MI, "50 58 5b 05", MAC_PVVX, None, ND(Reason.TRUNCATED), id="mi-head-cut"),
+    # X6 cut in its second object: the first is kept
+    pytest.param(MI, "50 20 aa 01 a3 bf 2e 3b 34 2d 58 0d 10 04 b4 00 95 02 0a 10 01", MAC_X6, None,
+                 mi(temperature=18.0, humidity=66.1, packet_id=0xA3, mac=MAC_X6), id="mi-second-object-cut"),
 ]  # fmt: skip
 
 
@@ -378,6 +496,72 @@ def test_object_table_covers_the_spec() -> None:
     }  # fmt: skip
 
 
+# MiBeacon objects after a pvvx plain head (0x5850, product 0x055B, frame counter 7, MAC_PVVX), built
+# from the layout of pvvx src/mi_beacon.c / Xiaomi's object definitions: signed temperatures below
+# zero, 0.1 % humidity, objects skipped by their length.
+MI_HEAD = "50 58 5b 05 07 cc bb aa 38 c1 a4"
+MI_OBJECTS = [
+    # -1.7 °C (0xffef) and 81.2 %: AlexxIT/XiaomiGateway3 #126 saw -1.7 °C shown as 6551.8 °C (unsigned)
+    ("0d 10 04 ef ff 2c 03", mi(temperature=-1.7, humidity=81.2)),
+    ("04 10 02 9c ff", mi(temperature=-10.0)),
+    ("04 10 02 00 80", mi(temperature=-3276.8)),  # the s16 minimum
+    ("04 10 02 ff 7f", mi(temperature=3276.7)),
+    ("06 10 02 e8 03", mi(humidity=100.0)),
+    ("06 10 02 d3 01", mi(humidity=46.7)),  # 0.1 % kept: xiaomi-ble's test asserts 46 for this value
+    ("0a 10 01 64", mi(battery=100)),
+    # newer models' objects (0x4C01 temperature as a float, 0x4C02 humidity) are skipped, the rest kept
+    ("01 4c 04 00 00 98 41 06 10 02 c2 01", mi(humidity=45.0)),
+    ("02 4c 01 3a 0a 10 01 43", mi(battery=67)),
+    ("08 4c 04 00 00 34 42", mi()),  # valid, nothing exported: a Reading without values (as BTHome's)
+    ("04 10 01 9c 0a 10 01 43", mi(battery=67)),  # 0x1004 with one byte: skipped by its length
+    ("0d 10 02 be 00 06 10 02 c2 01", mi(humidity=45.0)),  # 0x100D with two bytes: skipped
+    ("04 10 02 be 00 04 10 02 00 00", mi(temperature=19.0)),  # the first temperature wins
+    ("0d 10 04 be 00 00 02 04 10 02 00 00 06 10 02 00 00", mi(temperature=19.0, humidity=51.2)),
+    ("04 10 02 be 00 0a", mi(temperature=19.0)),  # a stray byte after the last object is ignored
+    ("00 00 00", mi()),  # an empty object
+    ("04 10 02 be", ND(Reason.TRUNCATED)),
+]
+
+
+@pytest.mark.parametrize(("objects", "expected"), MI_OBJECTS, ids=[o for o, _ in MI_OBJECTS])
+def test_mibeacon_object(objects: str, expected: Reading | NotDecodable) -> None:
+    if isinstance(expected, Reading):
+        expected = dataclasses.replace(expected, packet_id=7, mac=MAC_PVVX)
+    assert parse(MI, h(MI_HEAD + objects), MAC_PVVX) == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        # 0x5870: MAC, capability (0x08), objects
+        ("70 58 5b 05 07 cc bb aa 38 c1 a4 08", mi(temperature=19.0, packet_id=7, mac=MAC_PVVX)),
+        # capability with the I/O bit: 2 bytes of I/O capability follow (Xiaomi's mible_beacon.c)
+        ("70 58 5b 05 07 cc bb aa 38 c1 a4 28 01 00", mi(temperature=19.0, packet_id=7, mac=MAC_PVVX)),
+        # bond ability 3: a 2-byte Wi-Fi MAC follows
+        ("70 58 5b 05 07 cc bb aa 38 c1 a4 18 aa bb", mi(temperature=19.0, packet_id=7, mac=MAC_PVVX)),
+        ("70 58 5b 05 07 cc bb aa 38 c1 a4 38 aa bb 01", ND(Reason.TRUNCATED)),
+        # 0x5840: no MAC (pvvx's event frames), nothing to compare
+        ("40 58 5b 05 07", mi(temperature=19.0, packet_id=7)),
+        # reserved bits 0-2 and registered/solicited/auth-mode bits change nothing
+        ("57 5f 5b 05 07 cc bb aa 38 c1 a4", mi(temperature=19.0, packet_id=7, mac=MAC_PVVX)),
+        # versions 2-5 all decode plaintext (xiaomi-ble's V2/V3 captures above)
+        ("50 28 5b 05 07 cc bb aa 38 c1 a4", mi(temperature=19.0, packet_id=7, mac=MAC_PVVX)),
+        # the object bit clear: whatever follows, no reading
+        ("10 58 5b 05 07 cc bb aa 38 c1 a4", NoReading(Format.MIJIA)),
+        ("18 58 5b 05 07 cc bb aa 38 c1 a4", NoReading(Format.MIJIA)),
+    ],
+)
+def test_mibeacon_frame_control(head: str, expected: Reading | NoReading | NotDecodable) -> None:
+    assert parse(MI, h(head + " 04 10 02 be 00"), MAC_PVVX) == expected
+
+
+def test_mibeacon_counter_is_frame_counter_plus_extended_counter() -> None:
+    """M3enc: frame counter 0xf4, extended counter b3 00 00 (LE) -> one 32-bit counter, 0xf4 + 0xb3 << 8."""
+    result = parse(MI, ad("1a 16 95 fe 58 58 5b 05 f4 cc bb aa 38 c1 a4 13 df 92 a8 1c b3 00 00 ac c4 6f da")[1],
+                   MAC_PVVX, KEY_PVVX)  # fmt: skip
+    assert isinstance(result, Reading) and result.counter == 46068 and result.packet_id is None
+
+
 def test_v1_float_and_signed_objects() -> None:
     """v1 takes format and length from the control byte: float32 temperature, sint8 packet id."""
     temp_f32 = bytes((0x45, 0x02)) + struct.pack("<f", 2506.0)  # ctrl 0x45: float, 5 bytes incl. id
@@ -395,11 +579,12 @@ def test_service_uuids_are_bleaks_keys() -> None:
         "0000181c-0000-1000-8000-00805f9b34fb": 0x181C,
         "0000181e-0000-1000-8000-00805f9b34fb": 0x181E,
         "0000181a-0000-1000-8000-00805f9b34fb": 0x181A,
+        "0000fe95-0000-1000-8000-00805f9b34fb": 0xFE95,
     }
 
 
 def test_names_are_short_snake_case_label_values() -> None:
-    assert len({r.value for r in Reason}) == 10 and len({f.value for f in Format}) == 4
+    assert len({r.value for r in Reason}) == 10 and len({f.value for f in Format}) == 5
     for name in (*Reason, *Format):
         assert re.fullmatch(r"[a-z][a-z0-9_]*", name) and str(name) == f"{name}" == name.value
 
@@ -429,7 +614,7 @@ def test_rejections_allocate_nothing() -> None:
 # --- never raises --------------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-UUIDS = st.sampled_from([V2, V1, V1_ENC, ENV, 0xFE95, 0])
+UUIDS = st.sampled_from([V2, V1, V1_ENC, ENV, MI, 0])
 MACS = st.one_of(
     st.sampled_from([MAC_PVVX, MAC_BTHOME, "", "zz", "A4:C1:38:AA:BB"]),
     st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":").upper()),
@@ -441,7 +626,7 @@ KEYS = st.one_of(st.none(), st.sampled_from([KEY_PVVX, KEY_BTHOME, b"", b"short"
 @given(uuid16=UUIDS, data=st.binary(max_size=MAX_PAYLOAD + 8), mac=MACS, key=KEYS)
 def test_arbitrary_bytes_never_raise(uuid16: int, data: bytes, mac: str, key: bytes | None) -> None:
     result = parse(uuid16, data, mac, key)
-    assert isinstance(result, (Reading, NotDecodable))
+    assert isinstance(result, (Reading, NoReading, NotDecodable))
     if isinstance(result, NotDecodable):
         assert result.reason in PARSER_REASONS
 
@@ -456,6 +641,29 @@ def test_v2_object_soup_never_raises(info: int, body: list[int], tail: bytes) ->
     """Known ids in random order and count, so the walk goes deep instead of stopping at byte 1."""
     result = parse(V2, bytes([info, *body]) + tail, MAC_BTHOME, KEY_BTHOME)
     assert isinstance(result, (Reading, NotDecodable))
+
+
+MI_IDS = [0x1004, 0x1006, 0x100A, 0x100D, 0x4C01, 0x4C02, 0x4C08, 0x1001, 0x0000, 0xFFFF]
+
+
+@FUZZ
+@given(
+    control=st.sampled_from([0x5850, 0x5858, 0x5840, 0x5848, 0x5870, 0x5830, 0x3050, 0x2050]) | st.integers(0, 0xFFFF),
+    objects=st.lists(
+        st.tuples(st.sampled_from(MI_IDS) | st.integers(0, 0xFFFF), st.integers(0, 6), st.binary(max_size=6)),
+        max_size=8,
+    ),
+    tail=st.binary(max_size=8),
+    key=st.none() | st.just(KEY_PVVX),
+)
+def test_mibeacon_object_soup_never_raises(
+    control: int, objects: list[tuple[int, int, bytes]], tail: bytes, key: bytes | None
+) -> None:
+    """Known and unknown object ids with right and wrong lengths behind any frame control."""
+    body = b"".join(struct.pack("<HB", oid, size) + value for oid, size, value in objects)
+    frame = struct.pack("<HHB", control, 0x055B, 7) + h("cc bb aa 38 c1 a4") + body + tail
+    result = parse(MI, frame, MAC_PVVX, key)
+    assert isinstance(result, (Reading, NoReading, NotDecodable))
 
 
 def _mutate(rng: random.Random, payload: bytes) -> bytes:
@@ -478,4 +686,4 @@ def _mutate(rng: random.Random, payload: bytes) -> bytes:
 def test_mutated_vectors_never_raise(index: int, seed: int) -> None:
     uuid16, payload, mac, key, _ = VECTORS[index].values
     result = parse(uuid16, _mutate(random.Random(seed), payload), mac, key)
-    assert isinstance(result, (Reading, NotDecodable))
+    assert isinstance(result, (Reading, NoReading, NotDecodable))

@@ -10,24 +10,24 @@ from collections.abc import Mapping
 
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
-from ble_exporter.parser import SERVICE_UUIDS, Reading, parse
-from ble_exporter.simulator import DEMO_DEVICES, NEIGHBOURS, SimulatedScanner, make_sensors
+from ble_exporter.parser import SERVICE_UUIDS, Format, Reading, parse
+from ble_exporter.simulator import DEMO_DEVICES, NEIGHBOURS, SimulatedScanner, SimulatedSensor, make_sensors
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 T0 = 1_798_761_600.0  # 2027-01-01 00:00 UTC
 WEEK = 7 * 86400
-DEVICES = tuple(Device(f"A4:C1:38:00:00:{i:02X}", f"plain{i}") for i in range(4)) + tuple(
-    Device(f"A4:C1:38:00:01:{i:02X}", f"secret{i}", KEY) for i in range(4)
+DEVICES = tuple(Device(f"A4:C1:38:00:00:{i:02X}", f"plain{i}") for i in range(5)) + tuple(
+    Device(f"A4:C1:38:00:01:{i:02X}", f"secret{i}", KEY) for i in range(5)
 )
 
 
 def test_every_format_is_simulated_and_decodes_to_what_was_sent() -> None:
     sensors = make_sensors(DEVICES, seed=1)
     assert {(s.format, s.device.bindkey is not None) for s in sensors} == {
-        (f, enc) for f in ("bthome_v2", "bthome_v1", "pvvx", "atc1441") for enc in (False, True)
+        (f, enc) for f in Format for enc in (False, True)
     }
     for sensor in sensors:
-        for i in range(8):
+        for i in range(12):
             key, payload = sensor.next_payload(T0 + 2.5 * i)
             sent = sensor.sent[-1]
             got = parse(SERVICE_UUIDS[key], payload, sensor.device.mac, sensor.device.bindkey)
@@ -58,6 +58,41 @@ def test_bthome_sensors_alternate_climate_and_voltage_packets_under_one_packet_i
     assert first.temperature is not None and first.voltage is None
     assert second.voltage is not None and second.temperature is None
     assert first.packet_id == second.packet_id
+
+
+def test_the_demo_sensors_include_a_mibeacon_one() -> None:
+    assert [s.format for s in make_sensors(DEMO_DEVICES, seed=3)] == ["bthome_v2", "pvvx", "mijia"]
+
+
+def test_mibeacon_sensors_send_what_pvvx_sends() -> None:
+    """Plain: temperature and humidity in three adverts of four, battery in the fourth. Encrypted: one
+    value per measurement, temperature, humidity, battery in turn, the frame (and counter) repeated for
+    the measurement's four adverts."""
+    plain, secret = (s for s in make_sensors(DEVICES, seed=4) if s.format == "mijia")
+
+    def decode(sensor: SimulatedSensor, i: int) -> Reading:
+        key, payload = sensor.next_payload(T0 + 2.5 * i)
+        result = parse(SERVICE_UUIDS[key], payload, sensor.device.mac, sensor.device.bindkey)
+        assert isinstance(result, Reading)
+        return result
+
+    got = [decode(plain, i) for i in range(8)]
+    first = got[0].packet_id
+    assert first is not None
+    assert [(r.temperature is not None, r.humidity is not None, r.battery is not None) for r in got] == [
+        (True, True, False)
+    ] * 3 + [(False, False, True)] + [(True, True, False)] * 3 + [(False, False, True)]
+    assert all(r.voltage is None and not r.encrypted for r in got)
+    assert [r.packet_id for r in got] == [first] * 4 + [(first + 1) & 0xFF] * 4
+    readings = [decode(secret, i) for i in range(12)]
+    assert all(r.encrypted for r in readings)
+    counters = [r.counter or 0 for r in readings]
+    assert counters == [counters[0]] * 4 + [counters[0] + 1] * 4 + [counters[0] + 2] * 4
+    assert readings[0] == readings[3] != readings[4]
+    fields = [
+        tuple(f for f in ("temperature", "humidity", "battery") if getattr(r, f) is not None) for r in readings[::4]
+    ]
+    assert sorted(fields) == [("battery",), ("humidity",), ("temperature",)]
 
 
 def test_scanner_feeds_the_sink_while_started_only() -> None:

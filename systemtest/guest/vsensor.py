@@ -10,6 +10,9 @@ used), the way the pvvx firmware does:
               (pid + 1) every 4 ticks (~10 s)
   bthome-enc  the same, encrypted with a bindkey (AES-CCM, no packet id, counter per packet)
   pvvx        pvvx custom format (UUID 0x181A), a new measurement every 4 ticks
+  mijia-enc   pvvx's encrypted "Mijia" (MiBeacon, UUID 0xFE95) format: one value per measurement,
+              temperature, humidity, battery in turn, the same frame for the measurement's 4 ticks;
+              the 32-bit counter is the measurement number (pvvx src/mi_beacon.c)
 
 The advertising data always starts with the flags AD 02 01 06. This encoder is written here from
 the published formats on purpose, independent of the project's own encoder.
@@ -18,7 +21,8 @@ Everything advertised goes to a JSON state file (default /run/systemtest/vsensor
 test reads back. A control file (default /run/systemtest/vsensors.ctl, JSON {"paused": ["hci2"]})
 stops and restarts single sensors. SIGTERM/SIGINT remove the advertisements and exit.
 
-  vsensor.py run --sensor hci1:bthome --sensor hci2:bthome-enc:KEYHEX --sensor hci3:pvvx [--duration S]
+  vsensor.py run --sensor hci1:bthome --sensor hci2:bthome-enc:KEYHEX --sensor hci3:pvvx
+                 --sensor hci4:mijia-enc:KEYHEX [--duration S]
   vsensor.py raw --hci hci1 --ad HEX | --service-data UUID16:HEX   (one advert, stays on)
   vsensor.py stop --hci hci1
   vsensor.py selftest
@@ -184,13 +188,38 @@ def pvvx_custom(m: dict, mac: str) -> bytes:
     )
 
 
+MIJIA_PRODUCT_ID = 0x055B  # LYWSD03MMC
+MIJIA_OBJECTS = (("temperature", 0x1004, "<h"), ("humidity", 0x1006, "<H"), ("battery", 0x100A, "<B"))
+
+
+def mijia_object(m: dict, stage: int) -> bytes:
+    """The MiBeacon object pvvx sends at `stage` (0, 1, 2): temperature s16 ×0.1 °C, humidity u16 ×0.1 %,
+    battery u8 %: `[id u16][length][value]`."""
+    name, oid, code = MIJIA_OBJECTS[stage % 3]
+    value = m[name] if name == "battery" else round(m[name] * 10)
+    return struct.pack("<HB", oid, struct.calcsize(code)) + struct.pack(code, value)
+
+
+def mijia_encrypt(objects: bytes, mac: str, key: bytes, counter: int) -> bytes:
+    """Encrypted MiBeacon v5 service data as pvvx builds it: frame control 0x5858, product id, counter
+    byte, MAC (reversed), ciphertext, extended counter (3), MIC (4). AES-CCM, 4-byte tag, AAD 0x11,
+    nonce = MAC (reversed) + product id (LE) + counter (4, LE)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    mac_le = bytes(reversed(bytes.fromhex(mac.replace(":", ""))))
+    cnt = struct.pack("<I", counter)
+    nonce = mac_le + struct.pack("<H", MIJIA_PRODUCT_ID) + cnt
+    sealed = AESCCM(key, tag_length=4).encrypt(nonce, objects, b"\x11")
+    return struct.pack("<HH", 0x5858, MIJIA_PRODUCT_ID) + cnt[:1] + mac_le + sealed[:-4] + cnt[1:] + sealed[-4:]
+
+
 def measurement(index: int, n: int) -> dict:
     """Deterministic, distinct readings for sensor `index`, measurement number `n`.
 
-    Every value is exactly representable in its wire format (hundredths, mV, %). Sensor 3 reads
-    below zero (a freezer) so the signed temperature path is exercised.
+    Every value is exactly representable in its wire format (hundredths, mV, %). Sensors 3 and 6 read
+    below zero (a freezer, a balcony in winter) so the signed temperature path is exercised.
     """
-    base = -15.0 if index == 3 else 17.0 + 1.5 * index
+    base = -15.0 if index in (3, 6) else 17.0 + 1.5 * index
     temp = round(base + ((n * 7919 + index * 13) % 600) / 100, 2)
     hum = round(30.0 + 4 * index + ((n * 4421 + index * 7) % 1000) / 100, 2)
     return {
@@ -229,6 +258,9 @@ class Sensor:
         m = self.history[-1]
         if self.fmt == "pvvx":
             return FLAGS_AD + service_data_ad(0x181A, pvvx_custom(m, self.address))
+        if self.fmt == "mijia-enc":
+            objects = mijia_object(m, self.n % 3)
+            return FLAGS_AD + service_data_ad(0xFE95, mijia_encrypt(objects, self.address, self.key, self.n))
         objects = bthome_data1(m) if self.tick % 2 == 0 else bthome_data2(m)
         if self.fmt == "bthome":
             return FLAGS_AD + service_data_ad(0xFCD2, bthome_plain(objects))
@@ -243,6 +275,10 @@ class Sensor:
             self.n += 1
             m = measurement(self.index, self.n)
             m["t"] = round(time.time(), 3)
+            if self.fmt == "mijia-enc":  # 0.1 °C and 0.1 % on air; one value per measurement
+                m["temperature"] = round(m["temperature"] * 10) / 10
+                m["humidity"] = round(m["humidity"] * 10) / 10
+                m["sent"] = [MIJIA_OBJECTS[self.n % 3][0]]
             self.history.append(m)
             del self.history[:-300]
         ad = self.adv_data()
@@ -286,11 +322,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in args.sensor:
         parts = spec.split(":")
         hci, fmt = parts[0], parts[1] if len(parts) > 1 else "bthome"
-        if fmt not in ("bthome", "bthome-enc", "pvvx"):
+        if fmt not in ("bthome", "bthome-enc", "pvvx", "mijia-enc"):
             raise SystemExit(f"unknown format {fmt!r} in {spec!r}")
-        key = bytes.fromhex(parts[2]) if fmt == "bthome-enc" else None
-        if fmt == "bthome-enc" and (key is None or len(key) != 16):
-            raise SystemExit(f"{spec!r}: bthome-enc needs a 16-byte hex bindkey")
+        encrypted = fmt.endswith("-enc")
+        key = bytes.fromhex(parts[2]) if encrypted and len(parts) > 2 else None
+        if encrypted and (key is None or len(key) != 16):
+            raise SystemExit(f"{spec!r}: {fmt} needs a 16-byte hex bindkey")
         sensors.append(Sensor(hci, fmt, key, mgmt.address(hci_index(hci))))
 
     stopping = []
@@ -414,6 +451,20 @@ def cmd_selftest(_: argparse.Namespace) -> int:
     got = service_data_ad(0x181A, pvvx_custom(c1, "A4:C1:38:AA:BB:CC"))
     # C1's flags byte is 0x0F (bits 2-3 are trigger bits this sensor never sets): compare the rest
     check("C1 pvvx custom (flags byte aside)", got[:-1], "12161a18ccbbaa38c1a46c07fa13d60a5209")
+    # pvvx python-interface/atc_mi_interface/atc_mi_format_test.py "mi_like_enc" (key aa x16)
+    mi = {"temperature": 19.0, "humidity": 45.0, "battery": 67}
+    for stage, counter, want in (
+        (0, 46068, "1a1695fe58585b05f4ccbbaa38c1a413df92a81cb30000acc46fda"),
+        (1, 5269, "1a1695fe58585b0595ccbbaa38c1a4d525d974ec1400009be1de3c"),
+        (2, 46061, "191695fe58585b05edccbbaa38c1a4de6df074b30000f2ef0e53"),
+    ):
+        sealed = mijia_encrypt(mijia_object(mi, stage), "A4:C1:38:AA:BB:CC", b"\xaa" * 16, counter)
+        check(f"M{3 + stage} pvvx Mijia encrypted {MIJIA_OBJECTS[stage][0]}", service_data_ad(0xFE95, sealed), want)
+    # ble_monitor test_xiaomi_parser.py test_Xiaomi_LYWSD03MMC_encrypted: the stock firmware, 46.7 %
+    stock = mijia_encrypt(
+        mijia_object({"humidity": 46.7}, 1), "A4:C1:38:02:83:F4", bytes.fromhex("e9ea895fac7cca6d30532432a516f3a8"), 0x2650
+    )
+    check("X2 stock LYWSD03MMC encrypted humidity", stock, "58585b0550f4830238c1a495ef58763c26000097e2abb5")
     return 1 if failures else 0
 
 
