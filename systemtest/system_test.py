@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -129,9 +131,12 @@ class Summary:
 
 
 class Prometheus:
-    def __init__(self, binary: str, run: str, target_port: int, rules_dir: str) -> None:
+    def __init__(
+        self, binary: str, run: str, target_port: int, rules_dir: str, name: str = "prometheus", jobs: str = ""
+    ) -> None:
         self.binary = binary
-        self.dir = Path(run) / "prometheus"
+        self.jobs = jobs  # scrape jobs in place of the README's plain one
+        self.dir = Path(run) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.target_port = target_port
@@ -151,9 +156,12 @@ class Prometheus:
             "rule_files:\n"
             f"  - {self.rules_dir}/*.yml\n"
             "scrape_configs:\n"
-            "  - job_name: ble-exporter\n"
-            "    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{self.target_port}']\n"
+            + (
+                self.jobs
+                or "  - job_name: ble-exporter\n"
+                "    static_configs:\n"
+                f"      - targets: ['127.0.0.1:{self.target_port}']\n"
+            )
         )
         with open(self.dir / "prometheus.log", "wb") as out:
             self.proc = subprocess.Popen(
@@ -586,6 +594,82 @@ class SystemTest:
             f"readings back; resets_total {before:.0f} -> {resets():.0f}; policy: group bluetooth may send to org.bluez"
         )
 
+    def step_tls(self) -> str:
+        """The packaged service with a web config (TLS, basic auth; the key readable by the service's
+        group only), `systemctl reload`ed into it, scraped over HTTPS with basic_auth and tls_config by
+        a second Prometheus; a wrong password and plain HTTP fail."""
+        work = Path(self.run_dir, "tls")
+        work.mkdir(exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "2", "-subj", "/CN=pi", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", str(work / "web.key"), "-out", str(work / "web.crt")],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        password = "scrape-" + os.urandom(6).hex()
+        hashed = subprocess.run(
+            ["/usr/bin/python3", "-c", "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(10)).decode())",
+             password], check=True, capture_output=True, text=True, timeout=60,
+        ).stdout.strip()  # fmt: skip
+        self.g.put(str(work / "web.crt"), "/etc/ble-exporter/web.crt")
+        self.g.put(str(work / "web.key"), "/etc/ble-exporter/web.key")
+        web = (
+            "tls_server_config:\n  cert_file: /etc/ble-exporter/web.crt\n  key_file: /etc/ble-exporter/web.key\n"
+            f"basic_auth_users:\n  prometheus: {hashed}\n"
+        )
+        self.g.sh("cat > /etc/ble-exporter/web.yml", input=web.encode())
+        self.g.sh(
+            "cd /etc/ble-exporter && chown root:ble-exporter web.key web.yml && chmod 640 web.key web.yml "
+            "&& chmod 644 web.crt"
+        )
+        config = self.config_text() + "web_config_file: /etc/ble-exporter/web.yml\n"
+        self.g.sh("cat > /etc/ble-exporter/config.yaml", input=config.encode())
+        check = self.g.sh("ble-exporter check-config 2>&1", check=False).strip()
+        if "HTTPS on" not in check or "checked as user ble-exporter" not in check:
+            raise Failed(f"check-config on the web config:\n{check}")
+        pid = self.unit("MainPID")["MainPID"]
+        self.g.sh("systemctl reload ble-exporter", timeout=60)
+
+        def job(name: str, secret: str) -> str:
+            return (
+                f"  - job_name: {name}\n    scheme: https\n"
+                f"    tls_config: {{ca_file: {work / 'web.crt'}}}\n"
+                f"    basic_auth: {{username: prometheus, password: {secret}}}\n"
+                f"    static_configs: [{{targets: ['127.0.0.1:{self.exporter_port}']}}]\n"
+            )
+
+        binary = self.args.prometheus or str(Path(self.image) / "prometheus")
+        tls_prom = Prometheus(
+            binary, self.run_dir, self.exporter_port, str(Path(self.run_dir, "shipped", "prometheus")),
+            name="prometheus-tls", jobs=job("ble-exporter", password) + job("wrong-password", "guess"),
+        )  # fmt: skip
+        tls_prom.start()
+        try:
+            def targets() -> dict[str, dict] | None:
+                found = {t["labels"]["job"]: t for t in tls_prom.api("targets")["activeTargets"]}
+                return found if {t["health"] for t in found.values()} >= {"up", "down"} else None
+
+            found = wait_for("the HTTPS scrape up and the wrong password down", targets, 60, 1)
+            if found["ble-exporter"]["health"] != "up" or "401" not in found["wrong-password"]["lastError"]:
+                raise Failed(f"targets: {json.dumps(found)[:600]}")
+            wait_for(
+                "readings of every sensor over HTTPS",
+                lambda: {s["metric"]["device"] for s in tls_prom.query("ble_sensor_seen")} >= set(self.names.values()),
+                TICK + 3 * SCAN_INTERVAL + 4 * SCRAPE_INTERVAL + 20,
+                1,
+            )
+        finally:
+            tls_prom.stop()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.exporter_port}/metrics", timeout=5)
+            raise Failed("plain HTTP still answered on the TLS port")
+        except (OSError, http.client.HTTPException):
+            pass
+        modes = self.g.sh("stat -c '%n %U:%G %a' /etc/ble-exporter/web.key /etc/ble-exporter/web.yml").split("\n")
+        if self.unit("MainPID")["MainPID"] != pid:
+            raise Failed("the reload restarted the service")
+        return f"HTTPS + basic auth scraped by Prometheus (target up, wrong password 401, plain HTTP refused); {'; '.join(modes)}"
+
     def _fault(self, label: str, break_cmd: str, fix_cmd: str) -> str:
         # Each fault starts from a unit with a clean start-rate history, as on a system that has been
         # up a while: the test's own restarts and the previous fault must not count against
@@ -788,6 +872,7 @@ class SystemTest:
             s.run("9 dashboard: every query has data", self.step_dashboard, fatal=False)
             s.run("10 systemctl reload: a sensor added, removed", self.step_reload, fatal=False)
             s.run("10 adapter reset by the service user", self.step_adapter_reset, fatal=False)
+            s.run("11 TLS + basic auth: Prometheus over HTTPS", self.step_tls, fatal=False)
         except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
             pass
         except BaseException as e:
