@@ -12,11 +12,15 @@ internals, each pinned by a test in tests/test_httpguard.py that fails loudly if
 
 from __future__ import annotations
 
+import array
 import asyncio
+import asyncio.sslproto
+import contextlib
+import fcntl
 import logging
-import os
 import re
 import ssl
+import termios
 from collections.abc import Callable
 
 import aiohttp
@@ -130,8 +134,8 @@ class RequestLines:
 
 TLS_HANDSHAKE_SECONDS = 10.0  # a client that starts TLS and never finishes is dropped after this
 # Handshakes under way at once; beyond, the oldest is dropped. asyncio gives each TLS connection a
-# 256 KiB buffer from its start, so 128 connections that never begin a handshake would hold 32 MiB;
-# a scraper finishes its handshake in milliseconds.
+# 256 KiB buffer, so TLS starts only at the client's first bytes, and a scraper finishes its handshake
+# in milliseconds.
 MAX_HANDSHAKES = 16
 
 
@@ -139,11 +143,14 @@ class ConnectionGuard:
     """Wraps aiohttp's protocol factory to bound open connections and their lifetime: idle or
     trickling clients can neither exhaust file descriptors nor hold a slot for long.
 
-    With `tls` set, the guard (not asyncio's server) starts TLS on each accepted connection once the
-    client sends its first bytes, so a connection before and during its handshake holds a counted,
-    evictable slot like any other (a silent one is evicted first), at most MAX_HANDSHAKES handshakes
-    run at once, and each ends after TLS_HANDSHAKE_SECONDS. `tls` may change at any time (a reload):
-    new connections use the new one.
+    With `tls` set, the guard (not asyncio's server) starts TLS on each accepted connection when the
+    client's first bytes (its ClientHello) arrive, so a connection before and during its handshake holds
+    a counted, evictable slot like any other (a silent one is evicted first and costs no TLS buffer), at
+    most MAX_HANDSHAKES handshakes run at once, and each ends after TLS_HANDSHAKE_SECONDS. TLS is asyncio's
+    own `sslproto.SSLProtocol`, stacked as `loop.start_tls` and `create_server(ssl=...)` stack it; it is
+    built directly because those wait for the handshake before taking data, and a pre-3.11.3 selector
+    loop may already have delivered the ClientHello to the plain protocol by then. `tls` may change at
+    any time (a reload): new connections use the new one.
     """
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None) -> None:
@@ -161,80 +168,84 @@ class ConnectionGuard:
             transport.abort()
 
 
+def _spoke(connection: _Tracked, transport: asyncio.Transport) -> bool:
+    """Whether the client has sent something, read or still waiting in the kernel: in a burst of new
+    connections, a scraper's request may not have been read yet when its slot is wanted."""
+    if not connection.spoke and not transport.is_closing():
+        waiting = array.array("i", [0])
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(transport.get_extra_info("socket").fileno(), termios.FIONREAD, waiting)
+        connection.spoke = waiting[0] > 0
+    return connection.spoke
+
+
 class _Tracked(asyncio.Protocol):
-    """aiohttp's protocol, seen through the guard (its class has __slots__, so it is wrapped)."""
+    """aiohttp's protocol, seen through the guard (its class has __slots__, so it is wrapped). With TLS
+    it is first the TCP connection's protocol, then, once the client speaks, the TLS layer's."""
 
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self._inner, self._guard = inner, guard
-        self._transport: asyncio.Transport | None = None
+        self._raw: asyncio.Transport | None = None  # the TCP connection
+        self._transport: asyncio.Transport | None = None  # what aiohttp writes to: the TCP or the TLS one
+        self._tls: ssl.SSLContext | None = None  # to be started at the client's first bytes
         self._lines = RequestLines()
         self._held = bytearray()  # received, not yet given to aiohttp
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
         self._deadline: asyncio.TimerHandle | None = None  # closes it at the end of its lifetime
-        self._handshake: asyncio.Task[None] | None = None  # the TLS handshake under way
-        self._hello_fd: int | None = None  # watched for the client's first bytes, to start TLS
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._transport is not None:  # the TLS transport, once start_tls has it (_start_tls)
+        assert isinstance(transport, asyncio.Transport)
+        if self._raw is not None:  # the TLS layer's, its handshake done (_start_tls)
+            self._guard.handshaking.pop(self, None)
+            self._transport = transport
+            self._inner.connection_made(transport)
             return
-        assert isinstance(transport, asyncio.Transport)  # a TCP server's
+        self._raw = transport
         open_connections = self._guard.open
         open_connections[self] = transport
         if len(open_connections) > MAX_CONNECTIONS:
             oldest = next(iter(open_connections))
-            silent = next((c for c in open_connections if not c.spoke and c is not self), oldest)
+            silent = next((c for c, t in open_connections.items() if c is not self and not _spoke(c, t)), oldest)
             open_connections.pop(silent).close()
         self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
-        tls = self._guard.tls
-        if tls is None:
+        self._tls = self._guard.tls
+        if self._tls is None:
             self._transport = transport
             self._inner.connection_made(transport)
-            return
-        # TLS starts at the client's first bytes (its ClientHello): until then the connection is as
-        # cheap and as evictable as an idle plain one. Its socket is watched through a duplicate
-        # descriptor, as the transport's own may not be watched twice.
-        transport.pause_reading()
-        loop = asyncio.get_running_loop()
-        self._hello_fd = os.dup(transport.get_extra_info("socket").fileno())
-        loop.add_reader(self._hello_fd, self._hello, transport, tls)
 
-    def _hello(self, raw: asyncio.Transport, tls: ssl.SSLContext) -> None:
-        self._unwatch()
-        self.spoke = True
-        if raw.is_closing():
-            return
+    def _start_tls(self, raw: asyncio.Transport, tls: ssl.SSLContext, hello: bytes) -> None:
+        """Stack TLS on the connection and hand it the bytes received so far."""
         handshaking = self._guard.handshaking
         handshaking[self] = raw
         if len(handshaking) > MAX_HANDSHAKES:
             handshaking.pop(next(iter(handshaking))).close()
-        self._handshake = asyncio.get_running_loop().create_task(self._start_tls(raw, tls))
+        loop = asyncio.get_running_loop()
+        handshake: asyncio.Future[None] = loop.create_future()
+        handshake.add_done_callback(self._handshake_ended)
+        layer = asyncio.sslproto.SSLProtocol(
+            loop,
+            self,
+            tls,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS,  # type: ignore[arg-type]  # typeshed says int; a float works
+        )
+        raw.set_protocol(layer)
+        layer.connection_made(raw)
+        if isinstance(layer, asyncio.BufferedProtocol):  # Python 3.11 on
+            asyncio.protocols._feed_data_to_buffered_proto(layer, hello)  # type: ignore[attr-defined]
+        else:
+            layer.data_received(hello)
 
-    def _unwatch(self) -> None:
-        if self._hello_fd is not None:
-            asyncio.get_running_loop().remove_reader(self._hello_fd)
-            os.close(self._hello_fd)
-            self._hello_fd = None
-
-    async def _start_tls(self, raw: asyncio.Transport, tls: ssl.SSLContext) -> None:
-        if raw.is_closing():  # evicted before this task ran: start_tls would wait out its timeout for nothing
+    def _handshake_ended(self, handshake: asyncio.Future[None]) -> None:
+        """Plain HTTP on the TLS port, a bad, stalled or evicted handshake: nothing to answer, and the TLS
+        layer does not report the loss of a connection it never made."""
+        failed = handshake.cancelled() or handshake.exception() is not None
+        if self._transport is None or failed:
+            if self._raw is not None:
+                self._raw.close()
             self._forget()
-            return
-        try:
-            secured = await asyncio.get_running_loop().start_tls(
-                raw, self, tls, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS
-            )
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
-            raw.close()  # plain HTTP on the TLS port, a bad or stalled handshake: nothing to answer
-            self._forget()  # the TLS layer may not report the loss of a connection it never made
-            return
-        finally:
-            self._guard.handshaking.pop(self, None)
-        if secured is None or raw.is_closing():
-            return
-        assert isinstance(secured, asyncio.Transport)
-        self._transport = secured
-        self._inner.connection_made(secured)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
@@ -242,7 +253,6 @@ class _Tracked(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def _forget(self) -> None:
-        self._unwatch()
         self._guard.open.pop(self, None)
         self._guard.handshaking.pop(self, None)
         if self._deadline is not None:  # else the timer keeps the closed connection alive for its lifetime
@@ -250,6 +260,10 @@ class _Tracked(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.spoke = True
+        if self._transport is None:  # the first bytes of a TLS connection
+            if self._raw is not None and self._tls is not None and not self._raw.is_closing():
+                self._start_tls(self._raw, self._tls, data)
+            return
         data = self._lines.feed(data)
         if not data:
             return

@@ -307,13 +307,15 @@ def secured_exporter(tmp_path: Path, tls_files: TlsFiles, exporter_factory: Expo
     )
     exporter = exporter_factory(FAST + f"web_config_file: {web}\n" + devices(one=ONE), "--simulate")
     deadline = time.monotonic() + 15
+    error: Exception | None = None
     while True:
         try:
             if https(exporter.port, "/healthz", tls_files)[0] == 200:  # /healthz needs no credentials
                 return exporter
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and exporter.process.poll() is None, exporter.stderr()
+        except OSError as e:
+            error = e
+        assert exporter.process.poll() is None, exporter.stderr()
+        assert time.monotonic() < deadline, f"no HTTPS answer: {error!r}"
         time.sleep(0.1)
 
 

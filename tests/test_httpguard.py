@@ -4,8 +4,10 @@ on (each checked here against the installed aiohttp, so an upgrade that changes 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import collections
 import gc
+import inspect
 import logging
 import socket
 import ssl
@@ -150,6 +152,34 @@ def test_connection_cap_and_lifetime_in_process(monkeypatch: pytest.MonkeyPatch)
     asyncio.run(scenario())
 
 
+def test_a_request_not_yet_read_counts_as_spoken_when_a_burst_wants_its_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
+
+    async def scenario() -> tuple[bytes, int]:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            # Without yielding to the loop: a scraper connects and sends its request, then a burst of six
+            # idle connections; the server accepts all seven before it reads anything.
+            scraper = socket.create_connection(("127.0.0.1", port))
+            scraper.sendall(REQUEST)
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+            reader, writer = await asyncio.open_connection(sock=scraper)
+            answer = await asyncio.wait_for(reader.readline(), 2)
+            counted = len(server.guard.open)
+            writer.close()
+            for s in idle:
+                s.close()
+            return answer, counted
+        finally:
+            await server.close()
+
+    answer, counted = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200") and counted == 4
+
+
 def test_closed_connections_are_released_at_once() -> None:
     # The lifetime timer of a connection must not keep it (transport, aiohttp's handler, buffers)
     # alive for 30 s after it closed: at a scrape per few ms that was megabytes.
@@ -287,3 +317,43 @@ def test_a_handshake_that_never_finishes_holds_a_slot_for_a_bounded_time(
     handshaking, dropped, counted, left, answer = asyncio.run(scenario())
     assert handshaking == 2 and dropped == [b""] * 8
     assert counted == 4 and left == 0 and answer.startswith(b"HTTP/1.1 200")
+
+
+def test_handshakes_under_way_are_capped_oldest_dropped_first(
+    tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(httpguard, "MAX_HANDSHAKES", 2)
+
+    async def scenario() -> tuple[bytes, int, bytes]:
+        port = await free_port()
+        server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
+        try:
+            stalled = []
+            for _ in range(3):  # each begins a handshake and stalls
+                stalled.append(await asyncio.open_connection("127.0.0.1", port))
+                stalled[-1][1].write(b"\x16\x03\x01\x02\x00\x01")
+                await asyncio.sleep(0.05)
+            first = await asyncio.wait_for(stalled[0][0].read(), 2)  # dropped for the third
+            handshaking = len(server.guard.handshaking)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(tls_files))
+            writer.write(REQUEST)
+            answer = await asyncio.wait_for(reader.readline(), 5)
+            for _, w in [*stalled, (reader, writer)]:
+                w.close()
+            return first, handshaking, answer
+        finally:
+            await server.close()
+
+    first, handshaking, answer = asyncio.run(scenario())
+    assert first == b"" and handshaking == 2 and answer.startswith(b"HTTP/1.1 200")
+
+
+def test_asyncio_tls_internals_the_guard_builds_on() -> None:
+    """The guard stacks asyncio's own TLS protocol as loop.start_tls does (see httpguard): if a Python
+    release renames these, this fails before any client does."""
+    parameters = inspect.signature(asyncio.sslproto.SSLProtocol).parameters
+    assert list(parameters)[:4] == ["loop", "app_protocol", "sslcontext", "waiter"]
+    assert {"server_side", "ssl_handshake_timeout"} <= set(parameters)
+    assert parameters["call_connection_made"].default is True
+    if issubclass(asyncio.sslproto.SSLProtocol, asyncio.BufferedProtocol):
+        assert callable(asyncio.protocols._feed_data_to_buffered_proto)  # type: ignore[attr-defined]
