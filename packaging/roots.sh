@@ -1,0 +1,214 @@
+# Debian trees of a given release and architecture, cached under /var/cache, shared by every
+# script that needs one: deb-test.sh (booted bookworm/trixie, arm64 under qemu-user),
+# in-root.sh (the suite and lintian of another release), systemtest/build-image.sh (the guest).
+# Source it from bash; do not run it.
+# shellcheck shell=bash
+#
+#   roots_check RELEASE ARCH      die unless a release/architecture this project supports
+#   roots_mirror                  the Debian mirror of the host's apt sources
+#   roots_sources RELEASE FILE    the host's apt sources (main, updates, security), for RELEASE
+#   roots_lock RELEASE ARCH       take the tree's lock (fd 9) until the caller exits
+#   roots_base RELEASE ARCH       the cached minbase tree (debootstrap, once); prints its path
+#   roots_layer RELEASE ARCH NAME PKGS...
+#                                 the base plus PKGS installed with apt (a cached copy); its path
+#   roots_run TREE CMD...         CMD in TREE (systemd-nspawn, not booted, host network,
+#                                 --volatile=overlay: TREE stays as it is); NSPAWN_ARGS adds options
+#   roots_binfmt_enable ARCH, roots_binfmt_restore
+#                                 qemu-user for a foreign ARCH, and back to how it was
+#
+# The cache ($ROOTS_CACHE, default /var/cache/ble-exporter-deb-test) holds, per release and
+# architecture: base-REL-ARCH-KEY (KEY: release, arch, packages, mirror, format), layers
+# NAME-REL-ARCH-KEY, the downloaded .debs (archives-REL-ARCH) and lock-REL-ARCH. A new base or
+# layer replaces only older ones of the same release, architecture and name.
+# Callers need: die MESSAGE, say MESSAGE.
+
+ROOTS_RELEASES="bookworm trixie"
+ROOTS_ARCHES="amd64 arm64"
+ROOTS_CACHE=${DEB_TEST_CACHE:-/var/cache/ble-exporter-deb-test}
+ROOTS_BASE_PKGS=systemd,systemd-sysv,dbus,curl,logrotate,ca-certificates
+ROOTS_FORMAT=2 # bump to force new trees when the set-up below changes
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
+
+roots_check() {
+	[[ " $ROOTS_RELEASES " == *" $1 "* ]] || die "RELEASE=$1 is not supported; use one of: $ROOTS_RELEASES"
+	[[ " $ROOTS_ARCHES " == *" $2 "* ]] || die "ARCH=$2 is not supported; use one of: $ROOTS_ARCHES"
+}
+
+roots_host_arch() { dpkg --print-architecture; }
+roots_host_release() { . /etc/os-release && echo "${VERSION_CODENAME:-}"; }
+
+roots_mirror() {
+	local uri=""
+	if [[ -n ${ROOTS_MIRROR:-} ]]; then
+		echo "$ROOTS_MIRROR"
+		return
+	fi
+	if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
+		uri=$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list.d/*.sources)
+	fi
+	if [[ -z $uri && -f /etc/apt/sources.list ]]; then
+		uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list)
+	fi
+	[[ -n $uri ]] || die "cannot find a Debian mirror in /etc/apt; set ROOTS_MIRROR=http://..."
+	echo "$uri"
+}
+
+# The host's Debian sources with the host's codename replaced by RELEASE (bookworm-updates becomes
+# trixie-updates and so on), so a tree resolves packages from the same archive as the host.
+roots_sources() {
+	local release=$1 out=$2 host
+	host=$(roots_host_release)
+	[[ -n $host ]] || die "cannot tell the host's Debian release (no VERSION_CODENAME in /etc/os-release)"
+	if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null &&
+		grep -qh '^Suites:' /etc/apt/sources.list.d/*.sources; then
+		mkdir -p "$(dirname "$out")/sources.list.d"
+		sed -E "/^Suites:/ s/\<$host(-[a-z]+)?\>/$release\1/g" /etc/apt/sources.list.d/*.sources \
+			>"$(dirname "$out")/sources.list.d/debian.sources"
+		: >"$out"
+	else
+		grep -E '^deb ' /etc/apt/sources.list | sed -E "s/ $host(-[a-z]+)? / $release\1 /" >"$out"
+	fi
+}
+
+roots_lock() {
+	local release=$1 arch=$2
+	mkdir -p "$ROOTS_CACHE"
+	exec 9>"$ROOTS_CACHE/lock-$release-$arch"
+	flock -w 1800 9 || die "another run holds $ROOTS_CACHE/lock-$release-$arch for over 30 min; wait or stop it"
+}
+
+_roots_key() { printf '%s\n' "$@" | sha256sum | cut -c1-12; }
+
+# Replace older trees of the same kind: PREFIX (e.g. base-trixie-amd64) and the one to keep.
+_roots_prune() {
+	local old
+	for old in "$ROOTS_CACHE/$1"-*; do
+		[[ -e $old && $old != "$2" && $old != *.tmp ]] || continue
+		rm -rf --one-file-system "$old"
+	done
+}
+
+roots_base() {
+	local release=$1 arch=$2 mirror key base t foreign=()
+	roots_check "$release" "$arch"
+	mirror=$(roots_mirror)
+	key=$(_roots_key "$release" "$arch" "$ROOTS_BASE_PKGS" "$mirror" "$ROOTS_FORMAT")
+	base=$ROOTS_CACHE/base-$release-$arch-$key
+	if [[ -e $base/.complete ]]; then
+		say "base: cached $base" >&2
+		echo "$base"
+		return
+	fi
+	command -v debootstrap >/dev/null || die "debootstrap is missing; run: make build-deps"
+	t=$SECONDS
+	[[ $arch == "$(roots_host_arch)" ]] || foreign=(--foreign)
+	say "base: debootstrap $release/$arch ($ROOTS_BASE_PKGS) into $base (first run only)" >&2
+	rm -rf --one-file-system "$base.tmp"
+	mkdir -p "$ROOTS_CACHE/archives-$release-$arch/partial"
+	debootstrap --variant=minbase --arch="$arch" "${foreign[@]}" --include="$ROOTS_BASE_PKGS" \
+		--cache-dir="$ROOTS_CACHE/archives-$release-$arch" "$release" "$base.tmp" "$mirror" \
+		>"$ROOTS_CACHE/debootstrap-$release-$arch.log" 2>&1 || {
+		tail -n 30 "$ROOTS_CACHE/debootstrap-$release-$arch.log" >&2
+		die "debootstrap $release/$arch failed (log: $ROOTS_CACHE/debootstrap-$release-$arch.log)"
+	}
+	if ((${#foreign[@]})); then
+		say "base: debootstrap second stage under qemu-user (minutes)" >&2
+		chroot "$base.tmp" /debootstrap/debootstrap --second-stage \
+			>>"$ROOTS_CACHE/debootstrap-$release-$arch.log" 2>&1 || {
+			tail -n 30 "$ROOTS_CACHE/debootstrap-$release-$arch.log" >&2
+			die "debootstrap --second-stage $release/$arch failed (log: $ROOTS_CACHE/debootstrap-$release-$arch.log)"
+		}
+	fi
+	rm -f "$base.tmp/etc/apt/sources.list.d/"*
+	roots_sources "$release" "$base.tmp/etc/apt/sources.list"
+	echo ble-deb-test >"$base.tmp/etc/hostname"
+	rm -f "$base.tmp/etc/machine-id" && touch "$base.tmp/etc/machine-id"
+	# Keep what apt downloads (the archives directory is bind-mounted over apt's cache), and wait
+	# for dpkg's lock rather than fail.
+	printf '%s\n' 'Binary::apt::APT::Keep-Downloaded-Packages "true";' 'DPkg::Lock::Timeout "600";' \
+		>"$base.tmp/etc/apt/apt.conf.d/90ble-exporter"
+	touch "$base.tmp/.complete"
+	mv "$base.tmp" "$base"
+	_roots_prune "base-$release-$arch" "$base"
+	say "base: ready in $((SECONDS - t)) s, $(du -sh "$base" | cut -f1)" >&2
+	echo "$base"
+}
+
+roots_run() {
+	local tree=$1
+	shift
+	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$tree" --volatile=overlay \
+		--bind="$ROOTS_CACHE/archives-$ROOTS_RUN_RELEASE-$ROOTS_RUN_ARCH:/var/cache/apt/archives" \
+		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=LANG=C.UTF-8 \
+		${NSPAWN_ARGS[@]+"${NSPAWN_ARGS[@]}"} "$@"
+}
+
+roots_layer() {
+	local release=$1 arch=$2 name=$3 base key layer t
+	shift 3
+	base=$(roots_base "$release" "$arch")
+	key=$(_roots_key "$(basename "$base")" "$name" "$*")
+	layer=$ROOTS_CACHE/$name-$release-$arch-$key
+	if [[ -e $layer/.complete ]]; then
+		say "$name: cached $layer" >&2
+		echo "$layer"
+		return
+	fi
+	t=$SECONDS
+	say "$name: $release/$arch base + apt install $*" >&2
+	rm -rf --one-file-system "$layer.tmp"
+	cp -a --reflink=auto "$base" "$layer.tmp"
+	rm -f "$layer.tmp/.complete"
+	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$layer.tmp" \
+		--bind="$ROOTS_CACHE/archives-$release-$arch:/var/cache/apt/archives" \
+		--setenv=DEBIAN_FRONTEND=noninteractive \
+		sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $*" \
+		>"$ROOTS_CACHE/$name-$release-$arch.log" 2>&1 || {
+		tail -n 30 "$ROOTS_CACHE/$name-$release-$arch.log" >&2
+		die "apt-get install in the $release/$arch tree failed (log: $ROOTS_CACHE/$name-$release-$arch.log)"
+	}
+	touch "$layer.tmp/.complete"
+	mv "$layer.tmp" "$layer"
+	_roots_prune "$name-$release-$arch" "$layer"
+	say "$name: ready in $((SECONDS - t)) s, $(du -sh "$layer" | cut -f1)" >&2
+	echo "$layer"
+}
+
+# --- qemu-user for a foreign architecture -------------------------------------------------------
+ROOTS_BINFMT_MOUNTED=""
+ROOTS_BINFMT_ENABLED=""
+
+roots_binfmt_enable() {
+	local arch=$1 qarch
+	case $arch in
+	arm64) qarch=aarch64 ;;
+	*) die "no qemu-user mapping for ARCH=$arch" ;;
+	esac
+	command -v update-binfmts >/dev/null && [[ -x /usr/bin/qemu-$qarch-static ]] ||
+		die "qemu-user-static and binfmt-support are missing; run: make build-deps"
+	if ! mountpoint -q /proc/sys/fs/binfmt_misc; then
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+			die "cannot mount binfmt_misc (the kernel needs CONFIG_BINFMT_MISC); arm64 cannot run here"
+		ROOTS_BINFMT_MOUNTED=1
+	fi
+	if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-$qarch ]] || ! grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$qarch"; then
+		update-binfmts --enable "qemu-$qarch" ||
+			die "update-binfmts --enable qemu-$qarch failed; check update-binfmts --display qemu-$qarch"
+		ROOTS_BINFMT_ENABLED=qemu-$qarch
+	fi
+	grep -q '^flags: .*F' "/proc/sys/fs/binfmt_misc/qemu-$qarch" ||
+		die "qemu-$qarch is registered without the F flag, so it cannot run inside a tree; re-register it with update-binfmts"
+}
+
+# Undo what roots_binfmt_enable did (nothing that was there before).
+roots_binfmt_restore() {
+	if [[ -n $ROOTS_BINFMT_ENABLED ]]; then
+		update-binfmts --disable "$ROOTS_BINFMT_ENABLED" >/dev/null 2>&1 ||
+			echo "warning: update-binfmts --disable $ROOTS_BINFMT_ENABLED failed" >&2
+		ROOTS_BINFMT_ENABLED=""
+	fi
+	if [[ -n $ROOTS_BINFMT_MOUNTED ]]; then
+		umount /proc/sys/fs/binfmt_misc 2>/dev/null || echo "warning: could not unmount binfmt_misc" >&2
+		ROOTS_BINFMT_MOUNTED=""
+	fi
+}
