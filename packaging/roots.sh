@@ -11,7 +11,8 @@
 #   roots_base RELEASE ARCH       the cached minbase tree (debootstrap, once); prints its path
 #   roots_layer RELEASE ARCH NAME PKGS...
 #                                 the base plus PKGS installed with apt (a cached copy); its path
-#   roots_run TREE CMD...         CMD in TREE (systemd-nspawn, not booted, host network,
+#   roots_run RELEASE ARCH TREE CMD...
+#                                 CMD in TREE (systemd-nspawn, not booted, host network,
 #                                 --volatile=overlay: TREE stays as it is); NSPAWN_ARGS adds options
 #   roots_binfmt_enable ARCH, roots_binfmt_restore
 #                                 qemu-user for a foreign ARCH, and back to how it was
@@ -134,13 +135,21 @@ roots_base() {
 	echo "$base"
 }
 
+# systemd-nspawn in TREE, not booted, on the host's network, with the tree's apt archives directory.
+_roots_nspawn() {
+	local release=$1 arch=$2 tree=$3
+	shift 3
+	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --console=pipe -D "$tree" \
+		--bind="$ROOTS_CACHE/archives-$release-$arch:/var/cache/apt/archives" \
+		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=LANG=C.UTF-8 "$@" \
+		2> >(grep --line-buffered -v '^Attempted to remove disk file system under "/run/systemd/nspawn/' >&2)
+	# (where /run is no tmpfs, as on a host without systemd, nspawn says so when it cleans up)
+}
+
 roots_run() {
-	local tree=$1
-	shift
-	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$tree" --volatile=overlay \
-		--bind="$ROOTS_CACHE/archives-$ROOTS_RUN_RELEASE-$ROOTS_RUN_ARCH:/var/cache/apt/archives" \
-		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=LANG=C.UTF-8 \
-		${NSPAWN_ARGS[@]+"${NSPAWN_ARGS[@]}"} "$@"
+	local release=$1 arch=$2 tree=$3
+	shift 3
+	_roots_nspawn "$release" "$arch" "$tree" --volatile=overlay ${NSPAWN_ARGS[@]+"${NSPAWN_ARGS[@]}"} "$@"
 }
 
 roots_layer() {
@@ -159,10 +168,7 @@ roots_layer() {
 	rm -rf --one-file-system "$layer.tmp"
 	cp -a --reflink=auto "$base" "$layer.tmp"
 	rm -f "$layer.tmp/.complete"
-	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 -D "$layer.tmp" \
-		--bind="$ROOTS_CACHE/archives-$release-$arch:/var/cache/apt/archives" \
-		--setenv=DEBIAN_FRONTEND=noninteractive \
-		sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $*" \
+	_roots_nspawn "$release" "$arch" "$layer.tmp" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $*" \
 		>"$ROOTS_CACHE/$name-$release-$arch.log" 2>&1 || {
 		tail -n 30 "$ROOTS_CACHE/$name-$release-$arch.log" >&2
 		die "apt-get install in the $release/$arch tree failed (log: $ROOTS_CACHE/$name-$release-$arch.log)"

@@ -1,0 +1,67 @@
+#!/bin/bash
+# The suite and lintian of a Debian release, whatever the host runs: in a cached tree of that
+# release (packaging/roots.sh: the same debootstrap the deb-test boots, plus the "tools" packages).
+#
+#   packaging/in-root.sh suite RELEASE [PYTEST ARGS...]   pytest under RELEASE's /usr/bin/python3
+#                                                         and its Debian packages (make test-debian)
+#   packaging/in-root.sh lintian RELEASE DEB              RELEASE's lintian on DEB (make lint-deb);
+#                                                         the host's own when the host is RELEASE
+# As root (debootstrap, systemd-nspawn). The tree is used with --volatile=overlay, so it stays as
+# it was built; the repository is bind-mounted at /src.
+set -eu -o pipefail
+
+T0=$SECONDS
+say() { printf '[in-root %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
+die() {
+	say "FATAL: $*" >&2
+	exit 1
+}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/packaging/roots.sh"
+
+# What the .deb depends on, the suite's own tools (a private D-Bus with python-dbusmock, promtool,
+# tmux) and lintian: one layer serves both commands.
+TOOLS_PKGS="python3 python3-bleak python3-prometheus-client python3-yaml python3-aiohttp python3-rich
+	python3-cryptography python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian"
+
+usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB"; }
+[[ $# -ge 2 ]] || usage
+CMD=$1 RELEASE=$2
+shift 2
+ARCH=$(roots_host_arch)
+roots_check "$RELEASE" "$ARCH"
+
+tools_tree() {
+	[[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn); run it with sudo"
+	command -v systemd-nspawn >/dev/null || die "systemd-nspawn is missing; run: make build-deps"
+	roots_lock "$RELEASE" "$ARCH"
+	# shellcheck disable=SC2086
+	roots_layer "$RELEASE" "$ARCH" tools $TOOLS_PKGS
+}
+
+case $CMD in
+suite)
+	TREE=$(tools_tree)
+	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1)
+	say "suite: $(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
+		'. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version), bleak $(dpkg-query -W -f "\${Version}" python3-bleak)"')"
+	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
+	;;
+lintian)
+	[[ $# == 1 ]] || usage
+	DEB=$(readlink -f "$1")
+	[[ -f $DEB ]] || die "$1 not found; run: make deb"
+	if [[ $(roots_host_release) == "$RELEASE" ]]; then
+		command -v lintian >/dev/null || die "lintian is missing; run: make build-deps"
+		say "lintian $(lintian --version | awk '{ print $2 }') of the host ($RELEASE) on $(basename "$DEB")"
+		lintian --fail-on error,warning --display-info "$DEB"
+	else
+		TREE=$(tools_tree)
+		NSPAWN_ARGS=(--bind-ro="$(dirname "$DEB"):/debs")
+		say "lintian $(roots_run "$RELEASE" "$ARCH" "$TREE" lintian --version | awk '{ print $2 }') of $RELEASE (tree $TREE) on $(basename "$DEB")"
+		roots_run "$RELEASE" "$ARCH" "$TREE" lintian --fail-on error,warning --display-info "/debs/$(basename "$DEB")"
+	fi
+	say "lintian ($RELEASE): clean"
+	;;
+*) usage ;;
+esac
