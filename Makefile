@@ -97,11 +97,12 @@ test-debian:
 
 
 # --- system test (issue: real Bluetooth stack) ---
-# Boots a Debian bookworm guest in qemu (TCG unless the CPU has vmx/svm) with the kernel's Bluetooth,
-# virtual thermometers on btvirt and bluetoothd --experimental; installs dist/ble-exporter.deb there and
-# checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
-# Needs root. The guest image is cached in /var/cache/ble-exporter-systemtest (SYSTEMTEST_CACHE),
-# rebuilt only when systemtest/packages.txt or systemtest/build-image.sh change.
+# Boots a Debian bookworm guest (RELEASE=trixie: trixie) in qemu (TCG unless the CPU has vmx/svm)
+# with the kernel's Bluetooth, virtual thermometers on btvirt and bluetoothd --experimental; installs
+# dist/ble-exporter.deb there and checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
+# Needs root. The guest image is cached per release in /var/cache/ble-exporter-systemtest
+# (SYSTEMTEST_CACHE), rebuilt only when systemtest/packages.txt, build-image.sh or
+# packaging/roots.sh change; it starts from the release's tree of the deb-test.
 SYSTEMTEST_TOOLS := qemu-system-x86_64 debootstrap mkfs.ext4 ssh ssh-keygen tar flock
 SYSTEMTEST_HOST_DEPS := qemu-system-x86 debootstrap e2fsprogs openssh-client tar util-linux
 
@@ -116,11 +117,11 @@ system-test-deps:
 	fi
 
 system-test-image: system-test-deps
-	systemtest/build-image.sh
+	SYSTEMTEST_RELEASE=$(RELEASE) systemtest/build-image.sh
 
 # Infrastructure only (no .deb): boot, virtual controllers, bleak hears them passively and actively.
 system-test-phase1: system-test-deps
-	systemtest/phase1.sh
+	SYSTEMTEST_RELEASE=$(RELEASE) systemtest/phase1.sh
 
 system-test: system-test-deps deb
-	python3 systemtest/system_test.py --deb dist/ble-exporter.deb
+	python3 systemtest/system_test.py --release $(RELEASE) --deb dist/ble-exporter.deb

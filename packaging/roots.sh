@@ -7,7 +7,7 @@
 #   roots_check RELEASE ARCH      die unless a release/architecture this project supports
 #   roots_mirror                  the Debian mirror of the host's apt sources
 #   roots_sources RELEASE FILE    the host's apt sources (main, updates, security), for RELEASE
-#   roots_lock RELEASE ARCH       take the tree's lock (fd 9) until the caller exits
+#   roots_lock RELEASE ARCH       take the tree's lock (on fd 7) until the caller exits or closes fd 7
 #   roots_base RELEASE ARCH       the cached minbase tree (debootstrap, once); prints its path
 #   roots_layer RELEASE ARCH NAME PKGS...
 #                                 the base plus PKGS installed with apt (a cached copy); its path
@@ -28,7 +28,6 @@ ROOTS_ARCHES="amd64 arm64"
 ROOTS_CACHE=${DEB_TEST_CACHE:-/var/cache/ble-exporter-deb-test}
 ROOTS_BASE_PKGS=systemd,systemd-sysv,dbus,curl,logrotate,ca-certificates
 ROOTS_FORMAT=2 # bump to force new trees when the set-up below changes
-APT_WAIT=(-o DPkg::Lock::Timeout=600)
 
 roots_check() {
 	[[ " $ROOTS_RELEASES " == *" $1 "* ]] || die "RELEASE=$1 is not supported; use one of: $ROOTS_RELEASES"
@@ -74,8 +73,8 @@ roots_sources() {
 roots_lock() {
 	local release=$1 arch=$2
 	mkdir -p "$ROOTS_CACHE"
-	exec 9>"$ROOTS_CACHE/lock-$release-$arch"
-	flock -w 1800 9 || die "another run holds $ROOTS_CACHE/lock-$release-$arch for over 30 min; wait or stop it"
+	exec 7>"$ROOTS_CACHE/lock-$release-$arch"
+	flock -w 1800 7 || die "another run holds $ROOTS_CACHE/lock-$release-$arch for over 30 min; wait or stop it"
 }
 
 _roots_key() { printf '%s\n' "$@" | sha256sum | cut -c1-12; }

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -86,6 +87,7 @@ def log(msg: str) -> None:
 
 
 T0 = time.monotonic()
+RELEASE = "bookworm"  # the guest's, from --release
 
 
 class Summary:
@@ -115,7 +117,7 @@ class Summary:
         return any(r[1] == "FAIL" for r in self.rows)
 
     def print(self, run_dir: str) -> None:
-        print(f"\n=== system test summary: {since(T0):.0f} s in all, logs in {run_dir} ===")
+        print(f"\n=== system test summary ({RELEASE}): {since(T0):.0f} s in all, logs in {run_dir} ===")
         for name, status, secs, detail in self.rows:
             first = detail.splitlines()[0] if detail else ""
             print(f"{status:4} {secs:6.1f}s  {name:48} {first[:150]}")
@@ -252,12 +254,22 @@ class SystemTest:
 
     # steps
     def step_image(self) -> str:
-        r = subprocess.run([str(HERE / "build-image.sh")], capture_output=True, check=False, text=True, timeout=1500)
+        r = subprocess.run(
+            [str(HERE / "build-image.sh")],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=1500,
+            env={**os.environ, "SYSTEMTEST_RELEASE": self.args.release},
+        )
         if r.returncode != 0:
             raise Failed(f"build-image.sh failed:\n{r.stderr[-2000:]}")
         self.image = r.stdout.strip().splitlines()[-1]
         info = dict(ln.split("=", 1) for ln in Path(self.image, "info").read_text().splitlines() if "=" in ln)
-        return f"{self.image} (built in {info.get('build_seconds')} s on {info.get('built', '?')[:19]})"
+        return (
+            f"{self.image} ({info.get('release', '?')}, kernel {info.get('kernel', '?')}; "
+            f"built in {info.get('build_seconds')} s on {info.get('built', '?')[:19]})"
+        )
 
     def step_boot(self) -> str:
         self.vm = VM(self.image, self.run_dir, forwards=[(self.exporter_port, 8000)])
@@ -292,7 +304,12 @@ class SystemTest:
         if "ii" not in version:
             raise Failed(f"ble-exporter not installed: {version}\n{out[-1500:]}")
         state = self.g.sh("systemctl is-active ble-exporter; systemctl is-enabled ble-exporter", check=False)
-        return f"ble-exporter {version}; after install: {' / '.join(state.split())}"
+        stack = self.g.sh(
+            ". /etc/os-release; echo $PRETTY_NAME, kernel $(uname -r), BlueZ $(dpkg-query -W -f '${Version}' bluez), "
+            "python3-bleak $(dpkg-query -W -f '${Version}' python3-bleak)",
+            check=False,
+        ).strip()
+        return f"ble-exporter {version}; after install: {' / '.join(state.split())}; {stack}"
 
     def step_sensors(self) -> str:
         specs = []
@@ -448,7 +465,7 @@ class SystemTest:
         parts, problems, warn = [], [], []
         for hci, name in self.names.items():
             share = seen.get(name, 0) / total if total else 0
-            parts.append(f"{name} {share:.0%}")
+            parts.append(f"{name} ({SENSORS[hci][0]}) {share:.0%}")
             if share < 0.9:
                 (warn if SENSORS[hci][0] == "pvvx" else problems).append(f"{name} {share:.0%}")
         text = f"seen in share of {total:.0f} scrapes over {window}s: " + ", ".join(parts)
@@ -706,6 +723,12 @@ class SystemTest:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deb", default=str(HERE.parent / "dist" / "ble-exporter.deb"))
+    ap.add_argument(
+        "--release",
+        default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"),
+        choices=["bookworm", "trixie"],
+        help="the guest's Debian release (default bookworm)",
+    )
     ap.add_argument("--prometheus", help="prometheus binary (default: the guest image's)")
     ap.add_argument("--logs-dir", default="/tmp", help="where the run's log directory goes")
     args = ap.parse_args()
@@ -715,6 +738,8 @@ def main() -> int:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, on_term)
+    global RELEASE
+    RELEASE = args.release
     return SystemTest(args).run()
 
 
