@@ -67,10 +67,11 @@ DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelp
 #   ARCH     the host's (default) or arm64 on an amd64 host (under qemu-user)
 ARCH ?= $(shell dpkg --print-architecture)
 RELEASE ?= $(if $(filter $(ARCH),$(shell dpkg --print-architecture)),bookworm,trixie)
+DEB ?= dist/ble-exporter.deb
 # Both lintians the .deb must satisfy.
 LINT_RELEASES := bookworm trixie
 
-.PHONY: build-deps deb deb-test lint-deb test-debian
+.PHONY: build-deps deb deb-in-tree deb-test lint-deb test-debian
 
 build-deps:
 	$(APT_GET) update -q
@@ -79,11 +80,15 @@ build-deps:
 deb:
 	PATH=$(DEB_PATH) DEB_PYTHON=$(DEB_PYTHON) DEB_REVISION=$(DEB_REVISION) packaging/build-deb.sh
 
-# lintian of bookworm and of trixie on the .deb (the host's own for the host's release, the other
-# in a cached tree); the unit's hardening score must stay <= 1.5 ("--threshold" is x10); the man
-# page must render without warnings.
+# `make deb` as on a RELEASE host, in the cached tree of RELEASE (as root): dist/RELEASE/.
+deb-in-tree:
+	PATH=$(DEB_PATH) packaging/in-root.sh deb $(RELEASE) dist/$(RELEASE)
+
+# lintian of bookworm and of trixie on the .deb (DEB, default dist/ble-exporter.deb): the host's own
+# for the host's release, the other in a cached tree; the unit's hardening score must stay <= 1.5
+# ("--threshold" is x10); the man page must render without warnings.
 lint-deb:
-	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r dist/ble-exporter.deb || exit 1; done
+	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r $(DEB) || exit 1; done
 	@out=$$(systemd-analyze security --offline=yes --threshold=15 --no-pager debian/ble-exporter.service 2>&1); \
 		rc=$$?; echo "$$out" | tail -n 1; exit $$rc
 	LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l debian/ble-exporter.1 2>&1 >/dev/null | (! grep .)

@@ -22,12 +22,17 @@ VERSION=$("$PY" setup.py --version 2>/dev/null | tail -n 1)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ble-exporter-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 SRC=$WORK/ble-exporter-$VERSION
-mkdir -p "$WORK/sdist" "$OUT"
+mkdir -p "$WORK/sdist" "$WORK/tree" "$OUT"
+OUT=$(readlink -f "$OUT")
+# setup.py sdist assembles the release in a directory beside setup.py: work from a copy, so that
+# nothing is written into the tree (it may be read-only) and builds can run side by side.
+tar --exclude=./.git --exclude=./.venv --exclude=./dist --exclude=./build --exclude=./logs \
+	--exclude='./.*_cache' --exclude=./.hypothesis -cf - . | tar -C "$WORK/tree" -xf -
+cd "$WORK/tree"
 
-# 1. The sdist (MANIFEST.in puts debian/, stdeb.cfg and the config in it), made without writing
-#    into the tree, so that builds can run side by side; then stdeb, run inside the unpacked
-#    sdist: the Debian source tree with debian/control, rules, changelog and compat generated
-#    from stdeb.cfg and setup.py, plus our files from the sdist's debian/.
+# 1. The sdist (MANIFEST.in puts debian/, stdeb.cfg and the config in it); then stdeb, run inside
+#    the unpacked sdist: the Debian source tree with debian/control, rules, changelog and compat
+#    generated from stdeb.cfg and setup.py, plus our files from the sdist's debian/.
 "$PY" setup.py -q egg_info --egg-base "$WORK/sdist" sdist --dist-dir "$WORK/sdist" >"$WORK/sdist.log" 2>&1 || {
 	cat "$WORK/sdist.log" >&2
 	exit 1

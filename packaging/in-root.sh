@@ -6,6 +6,8 @@
 #                                                         and its Debian packages (make test-debian)
 #   packaging/in-root.sh lintian RELEASE DEB              RELEASE's lintian on DEB (make lint-deb);
 #                                                         the host's own when the host is RELEASE
+#   packaging/in-root.sh deb RELEASE OUTDIR               `make deb` as on a RELEASE host, the
+#                                                         repository read-only (make deb-in-tree)
 # As root (debootstrap, systemd-nspawn). The tree is used with --volatile=overlay, so it stays as
 # it was built; the repository is bind-mounted at /src.
 set -eu -o pipefail
@@ -20,11 +22,12 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/packaging/roots.sh"
 
 # What the .deb depends on, the suite's own tools (a private D-Bus with python-dbusmock, promtool,
-# tmux) and lintian: one layer serves both commands.
+# tmux), lintian and what `make deb` needs: one layer serves every command.
 TOOLS_PKGS="python3 python3-bleak python3-prometheus-client python3-yaml python3-aiohttp python3-rich
-	python3-cryptography python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian"
+	python3-cryptography python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian
+	make python3-stdeb python3-all python3-setuptools dh-python debhelper build-essential fakeroot man-db"
 
-usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB"; }
+usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB | deb RELEASE OUTDIR"; }
 [[ $# -ge 2 ]] || usage
 CMD=$1 RELEASE=$2
 shift 2
@@ -62,6 +65,17 @@ lintian)
 		roots_run "$RELEASE" "$ARCH" "$TREE" lintian --fail-on error,warning --display-info "/debs/$(basename "$DEB")"
 	fi
 	say "lintian ($RELEASE): clean"
+	;;
+deb)
+	[[ $# == 1 ]] || usage
+	mkdir -p "$1"
+	OUT=$(readlink -f "$1")
+	TREE=$(tools_tree)
+	NSPAWN_ARGS=(--bind-ro="$REPO:/src" --bind="$OUT:/out" --setenv=DEB_OUT=/out)
+	say "make deb on $RELEASE ($(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
+		'echo debhelper $(dpkg-query -W -f "\${Version}" debhelper), setuptools $(dpkg-query -W -f "\${Version}" python3-setuptools)'))"
+	roots_run "$RELEASE" "$ARCH" "$TREE" make -C /src deb
+	say "built $(ls "$OUT"/ble-exporter_*.deb) on $RELEASE; unit: $(dpkg-deb -c "$OUT/ble-exporter.deb" | grep -o '[^ ]*systemd/system/ble-exporter.service')"
 	;;
 *) usage ;;
 esac
