@@ -69,7 +69,7 @@ cleanup() {
 		wait "$BUILD2_PID" 2>/dev/null
 	fi
 	[[ -n $WORK ]] && rm -rf "$WORK"
-	declare -F roots_binfmt_restore >/dev/null && roots_binfmt_restore
+	declare -F roots_cleanup >/dev/null && roots_cleanup
 	exit "$rc"
 }
 exec 3>&1 4>&2
@@ -99,14 +99,15 @@ roots_check "$RELEASE" "$ARCH"
 say "$RELEASE/$ARCH ($MODE) with $(basename "$DEB")"
 roots_lock "$RELEASE" "$ARCH"
 if [[ $MODE == booted ]]; then
-	TREE=$(roots_base "$RELEASE" "$ARCH") || exit 1
+	roots_base "$RELEASE" "$ARCH"
 else
 	roots_binfmt_enable "$ARCH"
 	# The .deb's dependencies by name (alternatives: the first), and what the checks use.
 	DEPS=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g' | grep . | sort | tr '\n' ' ')
 	# shellcheck disable=SC2086
-	TREE=$(roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS tmux) || exit 1
+	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux
 fi
+TREE=$ROOTS_TREE
 
 # ---------------------------------------------------------------------------------------------
 # The packages: the one under test, and a rebuilt higher revision for the upgrade

@@ -34,17 +34,20 @@ shift 2
 ARCH=$(roots_host_arch)
 roots_check "$RELEASE" "$ARCH"
 
+# Sets TREE: the release's tree with TOOLS_PKGS, locked until this script exits.
 tools_tree() {
 	[[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn); run it with sudo"
 	command -v systemd-nspawn >/dev/null || die "systemd-nspawn is missing; run: make build-deps"
 	roots_lock "$RELEASE" "$ARCH"
 	# shellcheck disable=SC2086
 	roots_layer "$RELEASE" "$ARCH" tools $TOOLS_PKGS
+	TREE=$ROOTS_TREE
 }
+trap roots_cleanup EXIT
 
 case $CMD in
 suite)
-	TREE=$(tools_tree)
+	tools_tree
 	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1)
 	say "suite: $(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
 		'. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version), bleak $(dpkg-query -W -f "\${Version}" python3-bleak)"')"
@@ -59,7 +62,7 @@ lintian)
 		say "lintian $(lintian --version | awk '{ print $2 }') of the host ($RELEASE) on $(basename "$DEB")"
 		lintian --fail-on error,warning --display-info "$DEB"
 	else
-		TREE=$(tools_tree)
+		tools_tree
 		NSPAWN_ARGS=(--bind-ro="$(dirname "$DEB"):/debs")
 		say "lintian $(roots_run "$RELEASE" "$ARCH" "$TREE" lintian --version | awk '{ print $2 }') of $RELEASE (tree $TREE) on $(basename "$DEB")"
 		roots_run "$RELEASE" "$ARCH" "$TREE" lintian --fail-on error,warning --display-info "/debs/$(basename "$DEB")"
@@ -70,7 +73,7 @@ deb)
 	[[ $# == 1 ]] || usage
 	mkdir -p "$1"
 	OUT=$(readlink -f "$1")
-	TREE=$(tools_tree)
+	tools_tree
 	NSPAWN_ARGS=(--bind-ro="$REPO:/src" --bind="$OUT:/out" --setenv=DEB_OUT=/out)
 	say "make deb on $RELEASE ($(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
 		'echo debhelper $(dpkg-query -W -f "\${Version}" debhelper), setuptools $(dpkg-query -W -f "\${Version}" python3-setuptools)'))"

@@ -8,14 +8,15 @@
 #   roots_mirror                  the Debian mirror of the host's apt sources
 #   roots_sources RELEASE FILE    the host's apt sources (main, updates, security), for RELEASE
 #   roots_lock RELEASE ARCH       take the tree's lock (on fd 7) until the caller exits or closes fd 7
-#   roots_base RELEASE ARCH       the cached minbase tree (debootstrap, once); prints its path
+#   roots_base RELEASE ARCH       the cached minbase tree (debootstrap, once), in ROOTS_TREE
 #   roots_layer RELEASE ARCH NAME PKGS...
-#                                 the base plus PKGS installed with apt (a cached copy); its path
+#                                 the base plus PKGS installed with apt (a cached copy), in ROOTS_TREE
 #   roots_run RELEASE ARCH TREE CMD...
 #                                 CMD in TREE (systemd-nspawn, not booted, host network,
 #                                 --volatile=overlay: TREE stays as it is); NSPAWN_ARGS adds options
-#   roots_binfmt_enable ARCH, roots_binfmt_restore
-#                                 qemu-user for a foreign ARCH, and back to how it was
+#   roots_binfmt_enable ARCH      qemu-user for a foreign ARCH (roots_cleanup puts it back)
+#   roots_cleanup                 for the caller's EXIT trap: stops a debootstrap or apt still
+#                                 running, puts binfmt back as it was
 #
 # The cache ($ROOTS_CACHE, default /var/cache/ble-exporter-deb-test) holds, per release and
 # architecture: base-REL-ARCH-KEY (KEY: release, arch, packages, mirror, format), layers
@@ -88,35 +89,54 @@ _roots_prune() {
 	done
 }
 
+# A long command (debootstrap, apt) in its own process group, waited for so that a signal to the
+# caller runs its trap at once; roots_cleanup stops it.
+ROOTS_CHILD=""
+_roots_long() {
+	local log=$1 rc=0
+	shift
+	setsid "$@" >>"$log" 2>&1 </dev/null &
+	ROOTS_CHILD=$!
+	wait "$ROOTS_CHILD" || rc=$?
+	ROOTS_CHILD=""
+	return "$rc"
+}
+
+# Sets ROOTS_TREE to the cached minbase tree of RELEASE/ARCH (made once). A foreign ARCH gets no
+# --include: debootstrap's dependency resolution is perl over the whole Packages file, and under
+# qemu-user that takes many minutes a package; apt in roots_layer does it natively fast enough.
 roots_base() {
-	local release=$1 arch=$2 mirror key base t foreign=()
+	local release=$1 arch=$2 mirror key base log t include=--include=$ROOTS_BASE_PKGS foreign=()
 	roots_check "$release" "$arch"
 	mirror=$(roots_mirror)
-	key=$(_roots_key "$release" "$arch" "$ROOTS_BASE_PKGS" "$mirror" "$ROOTS_FORMAT")
+	if [[ $arch != "$(roots_host_arch)" ]]; then
+		foreign=(--foreign)
+		include=""
+	fi
+	key=$(_roots_key "$release" "$arch" "$include" "$mirror" "$ROOTS_FORMAT")
 	base=$ROOTS_CACHE/base-$release-$arch-$key
+	ROOTS_TREE=$base
 	if [[ -e $base/.complete ]]; then
-		say "base: cached $base" >&2
-		echo "$base"
+		say "base: cached $base"
 		return
 	fi
 	command -v debootstrap >/dev/null || die "debootstrap is missing; run: make build-deps"
 	t=$SECONDS
-	[[ $arch == "$(roots_host_arch)" ]] || foreign=(--foreign)
-	say "base: debootstrap $release/$arch ($ROOTS_BASE_PKGS) into $base (first run only)" >&2
+	log=$ROOTS_CACHE/debootstrap-$release-$arch.log
+	say "base: debootstrap $release/$arch ${include#--include=} into $base (first run only)"
 	rm -rf --one-file-system "$base.tmp"
 	mkdir -p "$ROOTS_CACHE/archives-$release-$arch/partial"
-	debootstrap --variant=minbase --arch="$arch" "${foreign[@]}" --include="$ROOTS_BASE_PKGS" \
-		--cache-dir="$ROOTS_CACHE/archives-$release-$arch" "$release" "$base.tmp" "$mirror" \
-		>"$ROOTS_CACHE/debootstrap-$release-$arch.log" 2>&1 || {
-		tail -n 30 "$ROOTS_CACHE/debootstrap-$release-$arch.log" >&2
-		die "debootstrap $release/$arch failed (log: $ROOTS_CACHE/debootstrap-$release-$arch.log)"
+	: >"$log"
+	_roots_long "$log" debootstrap --variant=minbase --arch="$arch" "${foreign[@]}" ${include:+"$include"} \
+		--cache-dir="$ROOTS_CACHE/archives-$release-$arch" "$release" "$base.tmp" "$mirror" || {
+		tail -n 30 "$log" >&2
+		die "debootstrap $release/$arch failed (log: $log)"
 	}
 	if ((${#foreign[@]})); then
-		say "base: debootstrap second stage under qemu-user (minutes)" >&2
-		chroot "$base.tmp" /debootstrap/debootstrap --second-stage \
-			>>"$ROOTS_CACHE/debootstrap-$release-$arch.log" 2>&1 || {
-			tail -n 30 "$ROOTS_CACHE/debootstrap-$release-$arch.log" >&2
-			die "debootstrap --second-stage $release/$arch failed (log: $ROOTS_CACHE/debootstrap-$release-$arch.log)"
+		say "base: debootstrap second stage under qemu-user (minutes)"
+		_roots_long "$log" chroot "$base.tmp" /debootstrap/debootstrap --second-stage || {
+			tail -n 30 "$log" >&2
+			die "debootstrap --second-stage $release/$arch failed (log: $log)"
 		}
 	fi
 	rm -f "$base.tmp/etc/apt/sources.list.d/"*
@@ -130,19 +150,24 @@ roots_base() {
 	touch "$base.tmp/.complete"
 	mv "$base.tmp" "$base"
 	_roots_prune "base-$release-$arch" "$base"
-	say "base: ready in $((SECONDS - t)) s, $(du -sh "$base" | cut -f1)" >&2
-	echo "$base"
+	# The single bookworm tree of the deb-test before trees had a release in their names.
+	rm -rf --one-file-system "$ROOTS_CACHE"/base-???????????? "$ROOTS_CACHE/archives"
+	say "base: ready in $((SECONDS - t)) s, $(du -sh "$base" | cut -f1)"
 }
 
-# systemd-nspawn in TREE, not booted, on the host's network, with the tree's apt archives directory.
+# systemd-nspawn in TREE, not booted, on the host's network, with the tree's apt archives
+# directory: _roots_nspawn_cmd sets ROOTS_NSPAWN to that command line, _roots_nspawn runs it.
+_roots_nspawn_cmd() {
+	ROOTS_NSPAWN=(systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --console=pipe -D "$3"
+		--bind="$ROOTS_CACHE/archives-$1-$2:/var/cache/apt/archives"
+		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=LANG=C.UTF-8)
+}
 _roots_nspawn() {
-	local release=$1 arch=$2 tree=$3
+	_roots_nspawn_cmd "$1" "$2" "$3"
 	shift 3
-	systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --console=pipe -D "$tree" \
-		--bind="$ROOTS_CACHE/archives-$release-$arch:/var/cache/apt/archives" \
-		--setenv=DEBIAN_FRONTEND=noninteractive --setenv=LANG=C.UTF-8 "$@" \
-		2> >(grep --line-buffered -v '^Attempted to remove disk file system under "/run/systemd/nspawn/' >&2)
 	# (where /run is no tmpfs, as on a host without systemd, nspawn says so when it cleans up)
+	"${ROOTS_NSPAWN[@]}" "$@" \
+		2> >(grep --line-buffered -v '^Attempted to remove disk file system under "/run/systemd/nspawn/' >&2)
 }
 
 roots_run() {
@@ -151,32 +176,45 @@ roots_run() {
 	_roots_nspawn "$release" "$arch" "$tree" --volatile=overlay ${NSPAWN_ARGS[@]+"${NSPAWN_ARGS[@]}"} "$@"
 }
 
+# Sets ROOTS_TREE to the base of RELEASE/ARCH plus PKGS installed with apt (a cached copy).
 roots_layer() {
-	local release=$1 arch=$2 name=$3 base key layer t
+	local release=$1 arch=$2 name=$3 base key layer log t
 	shift 3
-	base=$(roots_base "$release" "$arch")
+	roots_base "$release" "$arch"
+	base=$ROOTS_TREE
 	key=$(_roots_key "$(basename "$base")" "$name" "$*")
 	layer=$ROOTS_CACHE/$name-$release-$arch-$key
+	ROOTS_TREE=$layer
 	if [[ -e $layer/.complete ]]; then
-		say "$name: cached $layer" >&2
-		echo "$layer"
+		say "$name: cached $layer"
 		return
 	fi
 	t=$SECONDS
-	say "$name: $release/$arch base + apt install $*" >&2
+	log=$ROOTS_CACHE/$name-$release-$arch.log
+	say "$name: $release/$arch base + apt install $*"
 	rm -rf --one-file-system "$layer.tmp"
 	cp -a --reflink=auto "$base" "$layer.tmp"
 	rm -f "$layer.tmp/.complete"
-	_roots_nspawn "$release" "$arch" "$layer.tmp" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $*" \
-		>"$ROOTS_CACHE/$name-$release-$arch.log" 2>&1 || {
-		tail -n 30 "$ROOTS_CACHE/$name-$release-$arch.log" >&2
-		die "apt-get install in the $release/$arch tree failed (log: $ROOTS_CACHE/$name-$release-$arch.log)"
+	: >"$log"
+	_roots_nspawn_cmd "$release" "$arch" "$layer.tmp"
+	_roots_long "$log" "${ROOTS_NSPAWN[@]}" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $*" || {
+		tail -n 30 "$log" >&2
+		die "apt-get install in the $release/$arch tree failed (log: $log)"
 	}
 	touch "$layer.tmp/.complete"
 	mv "$layer.tmp" "$layer"
 	_roots_prune "$name-$release-$arch" "$layer"
-	say "$name: ready in $((SECONDS - t)) s, $(du -sh "$layer" | cut -f1)" >&2
-	echo "$layer"
+	say "$name: ready in $((SECONDS - t)) s, $(du -sh "$layer" | cut -f1)"
+}
+
+# For the callers' EXIT trap: stop a debootstrap or apt still running, put binfmt back.
+roots_cleanup() {
+	if [[ -n $ROOTS_CHILD ]] && kill -0 "$ROOTS_CHILD" 2>/dev/null; then
+		kill -TERM -- "-$ROOTS_CHILD" 2>/dev/null
+		wait "$ROOTS_CHILD" 2>/dev/null
+	fi
+	ROOTS_CHILD=""
+	roots_binfmt_restore
 }
 
 # --- qemu-user for a foreign architecture -------------------------------------------------------
@@ -189,8 +227,9 @@ roots_binfmt_enable() {
 	arm64) qarch=aarch64 ;;
 	*) die "no qemu-user mapping for ARCH=$arch" ;;
 	esac
-	command -v update-binfmts >/dev/null && [[ -x /usr/bin/qemu-$qarch-static ]] ||
+	if ! command -v update-binfmts >/dev/null || [[ ! -x /usr/bin/qemu-$qarch-static ]]; then
 		die "qemu-user-static and binfmt-support are missing; run: make build-deps"
+	fi
 	if ! mountpoint -q /proc/sys/fs/binfmt_misc; then
 		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
 			die "cannot mount binfmt_misc (the kernel needs CONFIG_BINFMT_MISC); arm64 cannot run here"

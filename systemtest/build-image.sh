@@ -45,6 +45,7 @@ TREE="$WORK/tree"
 MOUNTS=()
 cleanup() {
     local m
+    declare -F roots_cleanup >/dev/null && roots_cleanup
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
     # debootstrap may leave its own mounts if it failed half-way
     for m in proc sys dev/pts dev; do
@@ -59,7 +60,8 @@ say() { log "$@"; }
 PKGS="$(st_packages)"
 # The release's tree is locked while it is copied and while apt uses its archives directory.
 roots_lock "$ST_RELEASE" amd64
-BASE="$(roots_base "$ST_RELEASE" amd64)"
+roots_base "$ST_RELEASE" amd64
+BASE=$ROOTS_TREE
 MIRROR="$(roots_mirror)"
 log "$ST_RELEASE: copy of $BASE, then apt-get install $(echo "$PKGS" | tr ',' ' ' | wc -w) packages"
 cp -a --reflink=auto "$BASE" "$TREE"
@@ -169,8 +171,9 @@ mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
 } >"$WORK/out/info"
 rm -rf "$OUT"
 mv "$WORK/out" "$OUT"
-# Keep only this image of this release.
-for old in "$ST_CACHE/image-$ST_RELEASE"-*; do
+# Keep only this image of this release (and drop the image and .deb cache of the days before
+# images had a release in their names).
+for old in "$ST_CACHE/image-$ST_RELEASE"-* "$ST_CACHE"/image-???????????????? "$ST_CACHE/debs"; do
     [ "$old" = "$OUT" ] || rm -rf --one-file-system "$old"
 done
 log "image built in $(grep build_seconds "$OUT/info" | cut -d= -f2) s: $OUT"
