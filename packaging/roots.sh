@@ -18,15 +18,17 @@
 #   roots_cleanup                 for the caller's EXIT trap: stops a debootstrap or apt still
 #                                 running, puts binfmt back as it was
 #
-# The cache ($ROOTS_CACHE, default /var/cache/ble-exporter-deb-test) holds, per release and
+# The cache ($ROOTS_CACHE, default /var/cache/ble-exporter-roots) holds, per release and
 # architecture: base-REL-ARCH-KEY (KEY: release, arch, packages, mirror, format), layers
 # NAME-REL-ARCH-KEY, the downloaded .debs (archives-REL-ARCH) and lock-REL-ARCH. A new base or
-# layer replaces only older ones of the same release, architecture and name.
+# layer replaces only older ones of the same release, architecture and name. (The deb-test's
+# single bookworm tree of before, in /var/cache/ble-exporter-deb-test, is left alone: scripts of
+# that layout delete every tree there but their own.)
 # Callers need: die MESSAGE, say MESSAGE.
 
 ROOTS_RELEASES="bookworm trixie"
 ROOTS_ARCHES="amd64 arm64"
-ROOTS_CACHE=${DEB_TEST_CACHE:-/var/cache/ble-exporter-deb-test}
+ROOTS_CACHE=${ROOTS_CACHE:-/var/cache/ble-exporter-roots}
 ROOTS_BASE_PKGS=systemd,systemd-sysv,dbus,curl,logrotate,ca-certificates
 ROOTS_FORMAT=2 # bump to force new trees when the set-up below changes
 
@@ -150,8 +152,6 @@ roots_base() {
 	touch "$base.tmp/.complete"
 	mv "$base.tmp" "$base"
 	_roots_prune "base-$release-$arch" "$base"
-	# The single bookworm tree of the deb-test before trees had a release in their names.
-	rm -rf --one-file-system "$ROOTS_CACHE"/base-???????????? "$ROOTS_CACHE/archives"
 	say "base: ready in $((SECONDS - t)) s, $(du -sh "$base" | cut -f1)"
 }
 

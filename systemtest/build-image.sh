@@ -4,7 +4,7 @@
 # dependencies of ble-exporter.deb. It starts from a copy of the release's cached minbase tree
 # (packaging/roots.sh, the one the deb-test boots), so one debootstrap serves both.
 #
-# Output, cached outside the repo in $SYSTEMTEST_CACHE (default /var/cache/ble-exporter-systemtest),
+# Output, cached outside the repo in $SYSTEMTEST_CACHE (default /var/cache/ble-exporter-images),
 # in a directory keyed by the release and a hash of packages.txt, this script and roots.sh:
 #   image-<release>-<key>/rootfs.ext4   root filesystem (boot it with -drive ...,snapshot=on to keep it pristine)
 #   image-<release>-<key>/vmlinuz       the guest's kernel
@@ -171,9 +171,8 @@ mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
 } >"$WORK/out/info"
 rm -rf "$OUT"
 mv "$WORK/out" "$OUT"
-# Keep only this image of this release (and drop the image and .deb cache of the days before
-# images had a release in their names).
-for old in "$ST_CACHE/image-$ST_RELEASE"-* "$ST_CACHE"/image-???????????????? "$ST_CACHE/debs"; do
+# Keep only this image of this release.
+for old in "$ST_CACHE/image-$ST_RELEASE"-*; do
     [ "$old" = "$OUT" ] || rm -rf --one-file-system "$old"
 done
 log "image built in $(grep build_seconds "$OUT/info" | cut -d= -f2) s: $OUT"

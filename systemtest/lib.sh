@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 ST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ST_CACHE="${SYSTEMTEST_CACHE:-/var/cache/ble-exporter-systemtest}"
+ST_CACHE="${SYSTEMTEST_CACHE:-/var/cache/ble-exporter-images}"
 
 log() { printf '[%s +%ss] %s\n' "$(date +%H:%M:%S)" "$(st_elapsed)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
