@@ -469,11 +469,25 @@ class SystemTest:
             if share < 0.9:
                 (warn if SENSORS[hci][0] == "pvvx" else problems).append(f"{name} {share:.0%}")
         text = f"seen in share of {total:.0f} scrapes over {window}s: " + ", ".join(parts)
+        if problems and not seen:
+            text += "; " + self.why_nothing_heard()
         if problems:
             raise Failed(text + "; below 90 %: " + ", ".join(problems))
         if warn:
             raise Warn(text + "; below 90 % (pvvx custom: duplicate filtering): " + ", ".join(warn))
         return text
+
+    def why_nothing_heard(self) -> str:
+        """When no sensor is heard at all: did the kernel pass adverts to bluetoothd (btmon on hci0)?"""
+        found = self.g.sh("grep -c 'ADV Monitor Device Found' /run/systemtest/btmon.txt || true", check=False).strip()
+        bluez = self.g.sh("dpkg-query -W -f '${Version}' bluez", check=False).strip()
+        if found not in ("", "0"):
+            return (
+                f"the kernel passed {found} adverts to bluetoothd (ADV Monitor Device Found) but none reached "
+                f"the exporter: BlueZ {bluez} without monitor offload matches service-data or_patterns against "
+                "the data after the UUID (since 5.69, bluez#1176), so the exporter's UUID patterns match nothing"
+            )
+        return f"btmon on hci0 shows no ADV Monitor Device Found event (BlueZ {bluez})"
 
     def step_seen(self) -> str:
         name = self.names[STOPPER]

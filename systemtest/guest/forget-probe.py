@@ -2,7 +2,8 @@
 """Guest side: is the exporter's RemoveDevice before each scan (BluezScanner._forget) still needed?
 
 Scans the way the exporter does (one passive BleakScanner, or_patterns on the BTHome and pvvx/atc1441
-service UUIDs; start, listen --scan seconds, stop, every --interval seconds) for --cycles scans,
+service UUIDs, plus one on the Flags AD, without which BlueZ >= 5.69 hears nothing here (bleak-probe.py
+--flags-pattern); start, listen --scan seconds, stop, every --interval seconds) for --cycles scans,
 once as is ("keep": BlueZ keeps the sensors in its device cache between scans) and once removing
 the sensors from the cache before each start ("forget": what the exporter does). Prints, per
 sensor and format, in how many scans it was reported, as one JSON object.
@@ -42,6 +43,7 @@ async def run_mode(mode: str, args: argparse.Namespace, sensors: dict[str, str])
         heard.add(device.address.upper())
 
     patterns = [OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, u.to_bytes(2, "little")) for u in UUIDS16]
+    patterns.append(OrPattern(0, AdvertisementDataType.FLAGS, b"\x06"))
     scanner = BleakScanner(callback, adapter=args.adapter, scanning_mode="passive", bluez={"or_patterns": patterns})
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     try:
