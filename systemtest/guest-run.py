@@ -25,7 +25,9 @@ from vm import VM  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("script")
-    ap.add_argument("--release", default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"), choices=["bookworm", "trixie"])
+    ap.add_argument(
+        "--release", default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"), choices=["bookworm", "trixie"]
+    )
     ap.add_argument("--deb")
     ap.add_argument("--timeout", type=float, default=500)
     args = ap.parse_args()

@@ -88,11 +88,11 @@ def log(msg: str) -> None:
 
 
 T0 = time.monotonic()
-RELEASE = "bookworm"  # the guest's, from --release
 
 
 class Summary:
-    def __init__(self) -> None:
+    def __init__(self, release: str) -> None:
+        self.release = release
         self.rows: list[tuple[str, str, float, str]] = []
 
     def run(self, name: str, fn, fatal: bool = True):
@@ -118,7 +118,7 @@ class Summary:
         return any(r[1] == "FAIL" for r in self.rows)
 
     def print(self, run_dir: str) -> None:
-        print(f"\n=== system test summary ({RELEASE}): {since(T0):.0f} s in all, logs in {run_dir} ===")
+        print(f"\n=== system test summary ({self.release}): {since(T0):.0f} s in all, logs in {run_dir} ===")
         for name, status, secs, detail in self.rows:
             first = detail.splitlines()[0] if detail else ""
             print(f"{status:4} {secs:6.1f}s  {name:48} {first[:150]}")
@@ -228,7 +228,7 @@ class SystemTest:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.run_dir = tempfile.mkdtemp(prefix="systemtest-run.", dir=args.logs_dir)
-        self.summary = Summary()
+        self.summary = Summary(args.release)
         self.vm: VM | None = None
         self.prom: Prometheus | None = None
         self.image = ""
@@ -755,8 +755,6 @@ def main() -> int:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, on_term)
-    global RELEASE
-    RELEASE = args.release
     return SystemTest(args).run()
 
 
