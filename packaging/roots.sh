@@ -14,7 +14,8 @@
 #   roots_run RELEASE ARCH TREE CMD...
 #                                 CMD in TREE (systemd-nspawn, not booted, host network,
 #                                 --volatile=overlay: TREE stays as it is); NSPAWN_ARGS adds options
-#   roots_binfmt_enable ARCH      qemu-user for a foreign ARCH (roots_cleanup puts it back)
+#   roots_binfmt_enable ARCH      qemu-user for a foreign ARCH, through binfmt-support (bookworm) or
+#                                 /usr/lib/binfmt.d (trixie); roots_cleanup puts it back
 #   roots_cleanup                 for the caller's EXIT trap: stops a debootstrap or apt still
 #                                 running, puts binfmt back as it was
 #
@@ -38,7 +39,7 @@ roots_check() {
 }
 
 roots_host_arch() { dpkg --print-architecture; }
-roots_host_release() { . /etc/os-release && echo "${VERSION_CODENAME:-}"; }
+roots_host_release() { (. /etc/os-release && echo "${VERSION_CODENAME:-}"); }
 
 roots_mirror() {
 	local uri=""
@@ -218,39 +219,58 @@ roots_cleanup() {
 }
 
 # --- qemu-user for a foreign architecture -------------------------------------------------------
+# bookworm's qemu-user-static registers its formats with binfmt-support (update-binfmts); trixie's
+# (a transitional package for qemu-user and qemu-user-binfmt) ships systemd-binfmt files in
+# /usr/lib/binfmt.d instead. Either way the entry needs the F flag (the interpreter opened at
+# registration), so that it runs inside a tree.
 ROOTS_BINFMT_MOUNTED=""
-ROOTS_BINFMT_ENABLED=""
+ROOTS_BINFMT_UNDO="" # what restores the entry: "disable NAME", "update-binfmts NAME", "unregister NAME"
 
 roots_binfmt_enable() {
-	local arch=$1 qarch
+	local arch=$1 qarch entry conf
 	case $arch in
 	arm64) qarch=aarch64 ;;
 	*) die "no qemu-user mapping for ARCH=$arch" ;;
 	esac
-	if ! command -v update-binfmts >/dev/null || [[ ! -x /usr/bin/qemu-$qarch-static ]]; then
-		die "qemu-user-static and binfmt-support are missing; run: make build-deps"
+	entry=/proc/sys/fs/binfmt_misc/qemu-$qarch
+	conf=/usr/lib/binfmt.d/qemu-$qarch.conf
+	if [[ ! -e /usr/bin/qemu-$qarch-static && ! -e /usr/bin/qemu-$qarch ]]; then
+		die "qemu-user-static is missing (no /usr/bin/qemu-$qarch-static); run: make build-deps"
 	fi
 	if ! mountpoint -q /proc/sys/fs/binfmt_misc; then
 		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-			die "cannot mount binfmt_misc (the kernel needs CONFIG_BINFMT_MISC); arm64 cannot run here"
+			die "cannot mount binfmt_misc (the kernel needs CONFIG_BINFMT_MISC); ARCH=$arch cannot run here"
 		ROOTS_BINFMT_MOUNTED=1
 	fi
-	if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-$qarch ]] || ! grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$qarch"; then
+	if [[ -e $entry ]]; then
+		if ! grep -qx enabled "$entry"; then
+			echo 1 >"$entry" || die "cannot enable $entry; check update-binfmts --display qemu-$qarch"
+			ROOTS_BINFMT_UNDO="disable $entry"
+		fi
+	elif [[ -f /usr/share/binfmts/qemu-$qarch ]] && command -v update-binfmts >/dev/null; then
 		update-binfmts --enable "qemu-$qarch" ||
 			die "update-binfmts --enable qemu-$qarch failed; check update-binfmts --display qemu-$qarch"
-		ROOTS_BINFMT_ENABLED=qemu-$qarch
+		ROOTS_BINFMT_UNDO="update-binfmts qemu-$qarch"
+	elif [[ -f $conf ]]; then
+		grep -v '^#' "$conf" | grep . >/proc/sys/fs/binfmt_misc/register ||
+			die "cannot register $conf with binfmt_misc; check dmesg"
+		ROOTS_BINFMT_UNDO="unregister $entry"
+	else
+		die "no binfmt entry for qemu-$qarch (neither binfmt-support's nor $conf); run: make build-deps"
 	fi
-	grep -q '^flags: .*F' "/proc/sys/fs/binfmt_misc/qemu-$qarch" ||
-		die "qemu-$qarch is registered without the F flag, so it cannot run inside a tree; re-register it with update-binfmts"
+	grep -q '^flags: .*F' "$entry" ||
+		die "$entry has no F flag, so it cannot run inside a tree; re-register it with the F flag"
 }
 
 # Undo what roots_binfmt_enable did (nothing that was there before).
 roots_binfmt_restore() {
-	if [[ -n $ROOTS_BINFMT_ENABLED ]]; then
-		update-binfmts --disable "$ROOTS_BINFMT_ENABLED" >/dev/null 2>&1 ||
-			echo "warning: update-binfmts --disable $ROOTS_BINFMT_ENABLED failed" >&2
-		ROOTS_BINFMT_ENABLED=""
-	fi
+	local what=${ROOTS_BINFMT_UNDO%% *} target=${ROOTS_BINFMT_UNDO#* }
+	case $what in
+	disable) echo 0 >"$target" ;;
+	update-binfmts) update-binfmts --disable "$target" >/dev/null ;;
+	unregister) echo -1 >"$target" ;;
+	esac || echo "warning: could not undo the binfmt set-up ($ROOTS_BINFMT_UNDO)" >&2
+	ROOTS_BINFMT_UNDO=""
 	if [[ -n $ROOTS_BINFMT_MOUNTED ]]; then
 		umount /proc/sys/fs/binfmt_misc 2>/dev/null || echo "warning: could not unmount binfmt_misc" >&2
 		ROOTS_BINFMT_MOUNTED=""
