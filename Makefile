@@ -106,8 +106,8 @@ test-debian:
 # with the kernel's Bluetooth, virtual thermometers on btvirt and bluetoothd --experimental; installs
 # dist/ble-exporter.deb there and checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
 # Needs root. The guest image is cached per release in /var/cache/ble-exporter-images
-# (SYSTEMTEST_CACHE), rebuilt only when systemtest/packages.txt, build-image.sh or
-# packaging/roots.sh change; it starts from the release's tree of the deb-test.
+# (SYSTEMTEST_CACHE), rebuilt only when systemtest/packages.txt, build-image.sh or the tree's
+# packages or format (packaging/roots.sh) change; it starts from the release's tree of the deb-test.
 SYSTEMTEST_TOOLS := qemu-system-x86_64 debootstrap mkfs.ext4 ssh ssh-keygen tar flock
 SYSTEMTEST_HOST_DEPS := qemu-system-x86 debootstrap e2fsprogs openssh-client tar util-linux
 

@@ -16,10 +16,13 @@ ST_RELEASE="${SYSTEMTEST_RELEASE:-bookworm}"
 export SYSTEMTEST_RELEASE="$ST_RELEASE"
 
 # Hash of everything that goes into the image: the release, the package list, the build script
-# and the shared tree it starts from (packaging/roots.sh).
+# and what the shared tree it starts from is made of (packaging/roots.sh: its packages, its format).
 st_image_key() {
-    { echo "$ST_RELEASE"; cat "$ST_DIR/packages.txt" "$ST_DIR/build-image.sh" "$ST_DIR/../packaging/roots.sh"; } |
-        sha256sum | cut -c1-16
+    {
+        echo "$ST_RELEASE"
+        cat "$ST_DIR/packages.txt" "$ST_DIR/build-image.sh"
+        grep -E '^ROOTS_(BASE_PKGS|FORMAT)=' "$ST_DIR/../packaging/roots.sh"
+    } | sha256sum | cut -c1-16
 }
 
 st_image_dir() { echo "$ST_CACHE/image-$ST_RELEASE-$(st_image_key)"; }
