@@ -686,6 +686,26 @@ class SystemTest:
             raise Failed(f"the exporter is {still} after the watch ran beside it")
         return f"{len([ln for ln in text.splitlines() if ln.strip()])} lines on screen; saved to watch-screen.txt"
 
+    def check_btvirt(self) -> None:
+        """btvirt (the virtual controllers) is test equipment: when it crashed, say so, so that the
+        exporter is not blamed for the adapters that vanished with it (seen with trixie's 5.82)."""
+        if self.vm is None or not self.vm.alive():
+            return
+        with contextlib.suppress(GuestError, subprocess.SubprocessError, OSError):
+            crash = self.g.sh(
+                "dmesg | grep -E 'btvirt\\[[0-9]+\\]:? (segfault|general protection)' || true", check=False
+            )
+            if crash.strip():
+                self.summary.rows.append(
+                    (
+                        "btvirt (test equipment) did not crash",
+                        "FAIL",
+                        0.0,
+                        "btvirt crashed, taking the virtual controllers with it; failures after that are "
+                        f"not the exporter's: {crash.strip().splitlines()[0]}",
+                    )
+                )
+
     def collect_logs(self) -> None:
         if self.vm is None or not self.vm.alive():
             return
@@ -726,6 +746,7 @@ class SystemTest:
         finally:
             t = time.monotonic()
             try:
+                self.check_btvirt()
                 self.collect_logs()
             finally:
                 if self.prom is not None:
