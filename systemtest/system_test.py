@@ -672,7 +672,8 @@ class SystemTest:
                 recent = [f"{m['temperature']:.1f}" for m in self.advertised(state, hci)[-4:]] + [
                     f"{m['temperature']:.2f}" for m in self.advertised(state, hci)[-4:]
                 ]
-                row = [line for line in text.splitlines() if name in line]
+                # the sensor's row starts with its name (warnings above the view may name it too)
+                row = [line for line in text.splitlines() if line.split()[:1] == [name]]
                 if not row or not any(v in row[0] for v in recent):
                     ok = False
             return text if ok else None
