@@ -6,6 +6,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# apt-get waits for another apt or dpkg (other users of this machine) instead of failing at once.
+APT_GET := apt-get -o DPkg::Lock::Timeout=600
 # Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux.
 TEST_DEBS := dbus python3-dbusmock prometheus tmux
 
@@ -29,8 +31,8 @@ test-deps:
 	@missing=$$(for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing the Debian test tools:" $$missing; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+		$(SUDO) $(APT_GET) update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends $$missing; \
 	fi
 
 lint: venv
@@ -46,8 +48,8 @@ clean:
 .PHONY: bench
 bench: venv test-deps
 	$(VPY) -m pip install --quiet -r bench/requirements.txt
-	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk; }
+	@command -v wrk >/dev/null || { $(SUDO) $(APT_GET) update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends wrk; }
 	$(VPY) bench/run_all.py
 
 # --- Debian package (issue: the Debian package) ---
@@ -55,36 +57,57 @@ bench: venv test-deps
 DEB_PATH := /usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 DEB_PYTHON := /usr/bin/python3
 DEB_REVISION ?= 1
+# qemu-user-static and binfmt-support: the arm64 deb-test on an amd64 host.
 DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelper \
-	build-essential fakeroot lintian man-db systemd-container debootstrap util-linux
+	build-essential fakeroot lintian man-db systemd-container debootstrap util-linux \
+	qemu-user-static binfmt-support
 
-.PHONY: build-deps deb deb-test lint-deb
+# Which Debian the package tests run on (packaging/roots.sh keeps a cached tree of each):
+#   RELEASE  bookworm (default) or trixie; trixie for a foreign ARCH
+#   ARCH     the host's (default) or arm64 on an amd64 host (under qemu-user)
+ARCH ?= $(shell dpkg --print-architecture)
+RELEASE ?= $(if $(filter $(ARCH),$(shell dpkg --print-architecture)),bookworm,trixie)
+DEB ?= dist/ble-exporter.deb
+# Both lintians the .deb must satisfy.
+LINT_RELEASES := bookworm trixie
+
+.PHONY: build-deps deb deb-in-tree deb-test lint-deb test-debian
 
 build-deps:
-	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEB_BUILD_DEPS)
+	$(APT_GET) update -q
+	DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q --no-install-recommends $(DEB_BUILD_DEPS)
 
 deb:
 	PATH=$(DEB_PATH) DEB_PYTHON=$(DEB_PYTHON) DEB_REVISION=$(DEB_REVISION) packaging/build-deb.sh
 
-# lintian on the .deb; the unit's hardening score must stay <= 1.5 ("--threshold" is x10);
-# the man page must render without warnings.
+# `make deb` as on a RELEASE host, in the cached tree of RELEASE (as root): dist/RELEASE/.
+deb-in-tree:
+	PATH=$(DEB_PATH) packaging/in-root.sh deb $(RELEASE) dist/$(RELEASE)
+
+# lintian of bookworm and of trixie on the .deb (DEB, default dist/ble-exporter.deb): the host's own
+# for the host's release, the other in a cached tree; the unit's hardening score must stay <= 1.5
+# ("--threshold" is x10); the man page must render without warnings.
 lint-deb:
-	PATH=$(DEB_PATH) lintian --fail-on error,warning --display-info dist/ble-exporter.deb
+	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r $(DEB) || exit 1; done
 	@out=$$(systemd-analyze security --offline=yes --threshold=15 --no-pager debian/ble-exporter.service 2>&1); \
 		rc=$$?; echo "$$out" | tail -n 1; exit $$rc
 	LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l debian/ble-exporter.1 2>&1 >/dev/null | (! grep .)
 
 deb-test: deb
-	PATH=$(DEB_PATH) packaging/deb-test.sh dist/ble-exporter.deb
+	PATH=$(DEB_PATH) RELEASE=$(RELEASE) ARCH=$(ARCH) packaging/deb-test.sh dist/ble-exporter.deb
+
+# The suite under RELEASE's /usr/bin/python3 and Debian packages, in a cached tree (as root).
+test-debian:
+	PATH=$(DEB_PATH) packaging/in-root.sh suite $(RELEASE) -q
 
 
 # --- system test (issue: real Bluetooth stack) ---
-# Boots a Debian bookworm guest in qemu (TCG unless the CPU has vmx/svm) with the kernel's Bluetooth,
-# virtual thermometers on btvirt and bluetoothd --experimental; installs dist/ble-exporter.deb there and
-# checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
-# Needs root. The guest image is cached in /var/cache/ble-exporter-systemtest (SYSTEMTEST_CACHE),
-# rebuilt only when systemtest/packages.txt or systemtest/build-image.sh change.
+# Boots a Debian bookworm guest (RELEASE=trixie: trixie) in qemu (TCG unless the CPU has vmx/svm)
+# with the kernel's Bluetooth, virtual thermometers on btvirt and bluetoothd --experimental; installs
+# dist/ble-exporter.deb there and checks it with a real Prometheus, faults and the watch view (systemtest/system_test.py says how).
+# Needs root. The guest image is cached per release in /var/cache/ble-exporter-images
+# (SYSTEMTEST_CACHE), rebuilt only when systemtest/packages.txt, build-image.sh or the tree's
+# packages or format (packaging/roots.sh) change; it starts from the release's tree of the deb-test.
 SYSTEMTEST_TOOLS := qemu-system-x86_64 debootstrap mkfs.ext4 ssh ssh-keygen tar flock
 SYSTEMTEST_HOST_DEPS := qemu-system-x86 debootstrap e2fsprogs openssh-client tar util-linux
 
@@ -94,19 +117,19 @@ system-test-deps:
 	@missing=""; for t in $(SYSTEMTEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "system-test: installing host tools (missing:$$missing)"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		$(APT_GET) update -q && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q --no-install-recommends \
 			$(SYSTEMTEST_HOST_DEPS); \
 	fi
 
 system-test-image: system-test-deps
-	systemtest/build-image.sh
+	SYSTEMTEST_RELEASE=$(RELEASE) systemtest/build-image.sh
 
 # Infrastructure only (no .deb): boot, virtual controllers, bleak hears them passively and actively.
 system-test-phase1: system-test-deps
-	systemtest/phase1.sh
+	SYSTEMTEST_RELEASE=$(RELEASE) systemtest/phase1.sh
 
 system-test: system-test-deps deb
-	python3 systemtest/system_test.py --deb dist/ble-exporter.deb
+	python3 systemtest/system_test.py --release $(RELEASE) --deb dist/ble-exporter.deb
 
 # The README's picture of the dashboard (issue: alerts and dashboards): the dashboard's main panels
 # drawn with matplotlib (PyPI, into the venv; a doc-only tool) from the data the newest system-test

@@ -22,11 +22,12 @@ from ble_exporter.parser import SERVICE_UUIDS
 from ble_exporter.scanner import AdvertSink, ScanError, ScanMode
 
 log = logging.getLogger("ble_exporter.scanner")  # one name for the scanning, as the log has always said
+PASSIVE_FLAGS = b"\x06"  # the Flags AD value every firmware of these sensors advertises (see _new_scanner)
 RESET_WAIT_SECONDS = 10.0  # for the adapter to report each power change of a reset
 
 
 class BluezScanner:
-    """bleak's BlueZ backend, passive where BlueZ offers it (or_patterns on our service UUIDs).
+    """bleak's BlueZ backend, passive where BlueZ offers it (or_patterns on our service UUIDs and Flags).
 
     `on_error` hears of the failures it survives (the fallback to active scanning), for /status.
     """
@@ -69,10 +70,15 @@ class BluezScanner:
         else:
             kwargs["adapter"] = self.adapter
         if mode == ScanMode.PASSIVE:
+            # BlueZ 5.69 and later (Debian 13's 5.82) match a service-data pattern against the bytes after
+            # the UUID when the controller has no monitor offload (the Pi's has none), so the UUID patterns
+            # match nothing there (bluez#1176); the Flags pattern (LE General Discoverable, no BR/EDR: what
+            # the pvvx, atc1441 and Xiaomi firmwares send) matches on every version. The engine keeps only
+            # the configured addresses either way.
             bluez["or_patterns"] = [
                 OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
                 for uuid16 in sorted(set(SERVICE_UUIDS.values()))
-            ]
+            ] + [OrPattern(0, AdvertisementDataType.FLAGS, PASSIVE_FLAGS)]
         return BleakScanner(self._on_detect, **kwargs)
 
     async def start(self) -> None:

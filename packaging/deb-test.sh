@@ -1,11 +1,13 @@
 #!/bin/bash
-# deb-test: prove the Debian package on a booted Debian 12, not on this host.
+# deb-test: prove the Debian package on a Debian of a given release and architecture, not on this host.
 #
-#   packaging/deb-test.sh [dist/ble-exporter.deb]        (run by `make deb-test`, as root)
+#   RELEASE=bookworm|trixie ARCH=amd64|arm64 packaging/deb-test.sh [dist/ble-exporter.deb]
+#   (run by `make deb-test [RELEASE=...] [ARCH=...]`, as root; RELEASE defaults to bookworm, and to
+#   trixie for a foreign ARCH; ARCH to the host's)
 #
-# Boots a debootstrapped bookworm tree with systemd as PID 1 in systemd-nspawn (the tree is
-# cached under $DEB_TEST_CACHE, default /var/cache/ble-exporter-deb-test, keyed by its package
-# list; --volatile=overlay keeps it pristine), then:
+# On the host's architecture: boots a debootstrapped tree of RELEASE with systemd as PID 1 in
+# systemd-nspawn (the tree is cached per release and architecture, packaging/roots.sh;
+# --volatile=overlay keeps it pristine), then:
 #   1. install   apt install ./ble-exporter_*.deb; dependencies come from the archive
 #   2. no-bt     no Bluetooth adapter: the service fails fast with a clear error in the journal
 #                and `systemctl status`, and is restarted until the start limit
@@ -13,16 +15,19 @@
 #                watchdog pings, /healthz /status /metrics with readings, log file written
 #   4. upgrade   a rebuilt higher revision keeps the locally edited conffile; purge removes
 #                config and logs
+# On a foreign architecture (arm64 on an amd64 host): the tree runs under qemu-user (binfmt_misc,
+# set up here and put back as it was on exit), not booted: systemd cannot be PID 1 under
+# qemu-user. The .deb's dependencies are installed with apt into a cached layer of the tree (an
+# hour's worth of emulated dpkg otherwise on each run), then:
+#   1. install   apt install ./ble-exporter_*.deb; the interpreter is an aarch64 binary
+#   2. simulate  as the service user: --version, check-config, `run --simulate` serving /healthz,
+#                /status, /metrics with the demo sensors' readings; `watch --simulate` in tmux
 # The container shares the host's network (apt needs it), so the exporter is moved to a free
 # port (the local config edit that step 4 checks). Everything started here is stopped by PID
 # on exit, also on failure. Exit status 0 only if every step passed.
 set -uo pipefail
 
 DEB=${1:-dist/ble-exporter.deb}
-CACHE=${DEB_TEST_CACHE:-/var/cache/ble-exporter-deb-test}
-SUITE=bookworm
-BASE_PKGS=systemd,systemd-sysv,dbus,curl,logrotate,ca-certificates
-BASE_FORMAT=1 # bump to force a new base tree when its set-up below changes
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 T0=$(date +%s.%N)
 
@@ -64,6 +69,7 @@ cleanup() {
 		wait "$BUILD2_PID" 2>/dev/null
 	fi
 	[[ -n $WORK ]] && rm -rf "$WORK"
+	declare -F roots_cleanup >/dev/null && roots_cleanup
 	exit "$rc"
 }
 exec 3>&1 4>&2
@@ -77,56 +83,31 @@ done
 [[ -f $DEB ]] || die "$DEB not found; run: make deb"
 DEB=$(readlink -f "$DEB")
 
-# The archive the host's apt uses (so no mirror is written down here).
-host_mirror() {
-	local uri
-	uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
-	[[ -n $uri ]] || uri=$(awk '$1 == "deb" && $0 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
-	[[ -n $uri ]] || die "cannot find the Debian mirror in the host's apt sources"
-	echo "$uri"
-}
-
 # ---------------------------------------------------------------------------------------------
-# The cached base tree
+# The cached tree
 
-MIRROR=$(host_mirror)
-KEY=$(printf '%s\n' "$SUITE" "$BASE_PKGS" "$MIRROR" "$BASE_FORMAT" | sha256sum | cut -c1-12)
-BASE=$CACHE/base-$KEY
-mkdir -p "$CACHE/archives/partial"
-exec 9>"$CACHE/lock"
-flock -w 900 9 || die "another deb-test holds $CACHE/lock"
-
-if [[ ! -e $BASE/.complete ]]; then
-	t=$(date +%s.%N)
-	say "base: debootstrap $SUITE ($BASE_PKGS) into $BASE (first run only)"
-	rm -rf "$BASE" "$BASE.tmp"
-	debootstrap --variant=minbase --include="$BASE_PKGS" --cache-dir="$CACHE/archives" \
-		"$SUITE" "$BASE.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 ||
-		{
-			tail -n 30 "$CACHE/debootstrap.log"
-			die "debootstrap failed (log: $CACHE/debootstrap.log)"
-		}
-	# The host's Debian sources (main, updates, security), so dependencies resolve the same.
-	rm -f "$BASE.tmp/etc/apt/sources.list"
-	if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-		cp /etc/apt/sources.list.d/debian.sources "$BASE.tmp/etc/apt/sources.list.d/"
-	else
-		grep -E '^deb ' /etc/apt/sources.list >"$BASE.tmp/etc/apt/sources.list"
-	fi
-	echo ble-deb-test >"$BASE.tmp/etc/hostname"
-	rm -f "$BASE.tmp/etc/machine-id" && touch "$BASE.tmp/etc/machine-id"
-	# Keep what apt downloads (the cache directory is bind-mounted over it).
-	echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >"$BASE.tmp/etc/apt/apt.conf.d/90keep"
-	touch "$BASE.tmp/.complete"
-	mv "$BASE.tmp" "$BASE"
-	# Drop bases made from another package list.
-	for old in "$CACHE"/base-*; do
-		[[ $old == "$BASE" ]] || rm -rf "$old"
-	done
-	say "base: ready in $(elapsed "$t") s, $(du -sh "$BASE" | cut -f1)"
+. "$REPO/packaging/roots.sh"
+ARCH=${ARCH:-$(roots_host_arch)}
+if [[ $ARCH == "$(roots_host_arch)" ]]; then
+	MODE=booted
+	RELEASE=${RELEASE:-bookworm}
 else
-	say "base: cached $BASE"
+	MODE=emulated
+	RELEASE=${RELEASE:-trixie}
 fi
+roots_check "$RELEASE" "$ARCH"
+say "$RELEASE/$ARCH ($MODE) with $(basename "$DEB")"
+roots_lock "$RELEASE" "$ARCH"
+if [[ $MODE == booted ]]; then
+	roots_base "$RELEASE" "$ARCH"
+else
+	roots_binfmt_enable "$ARCH"
+	# The .deb's dependencies by name (alternatives: the first), and what the checks use.
+	DEPS=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g' | grep . | sort | tr '\n' ' ')
+	# shellcheck disable=SC2086
+	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux
+fi
+TREE=$ROOTS_TREE
 
 # ---------------------------------------------------------------------------------------------
 # The packages: the one under test, and a rebuilt higher revision for the upgrade
@@ -137,32 +118,46 @@ mkdir "$WORK/debs"
 V1=$(dpkg-deb -f "$DEB" Version)
 cp "$DEB" "$WORK/debs/ble-exporter_${V1}_all.deb"
 REV2=$((${V1##*-} + 1))
-# Rebuilt while the container boots and installs; collected before the upgrade step.
-# In its own process group, so that cleanup can stop all of it.
-setsid bash -c 't=$(date +%s.%N); DEB_REVISION=$1 DEB_OUT=$2 "$3" >"$4" 2>&1; rc=$?
-	awk -v a="$t" -v b="$(date +%s.%N)" "BEGIN { printf \"%.1f\", b - a }" >"$5"; exit $rc' _ \
-	"$REV2" "$WORK/v2" "$REPO/packaging/build-deb.sh" "$WORK/build-v2.log" "$WORK/build-v2.seconds" &
-BUILD2_PID=$!
-say "packages: $V1 under test; rebuilding revision $REV2 for the upgrade"
+if [[ $MODE == booted ]]; then
+	# Rebuilt while the container boots and installs; collected before the upgrade step.
+	# In its own process group, so that cleanup can stop all of it.
+	setsid bash -c 't=$(date +%s.%N); DEB_REVISION=$1 DEB_OUT=$2 "$3" >"$4" 2>&1; rc=$?
+		awk -v a="$t" -v b="$(date +%s.%N)" "BEGIN { printf \"%.1f\", b - a }" >"$5"; exit $rc' _ \
+		"$REV2" "$WORK/v2" "$REPO/packaging/build-deb.sh" "$WORK/build-v2.log" "$WORK/build-v2.seconds" &
+	BUILD2_PID=$!
+	say "packages: $V1 under test; rebuilding revision $REV2 for the upgrade"
+fi
 
 # A free TCP port on the host for the exporter (the container shares the host's network).
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
 	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # ---------------------------------------------------------------------------------------------
-# Boot
+# The container: booted (systemd as PID 1), or under qemu-user a plain process tree kept up by
+# a sleep, both entered with nsenter.
 
 t=$(date +%s.%N)
-systemd-nspawn --quiet -D "$BASE" --volatile=overlay --register=no --keep-unit -b \
-	--machine="ble-deb-test-$$" \
-	--bind="$CACHE/archives:/var/cache/apt/archives" --bind-ro="$WORK/debs:/debs" \
-	>"$WORK/console.log" 2>&1 </dev/null &
+NSPAWN=(systemd-nspawn --quiet -D "$TREE" --volatile=overlay --register=no --keep-unit
+	--machine="ble-deb-test-$$" --bind="$ROOTS_CACHE/archives-$RELEASE-$ARCH:/var/cache/apt/archives"
+	--bind-ro="$WORK/debs:/debs")
+if [[ $MODE == booted ]]; then
+	"${NSPAWN[@]}" -b >"$WORK/console.log" 2>&1 </dev/null &
+else
+	"${NSPAWN[@]}" --as-pid2 --console=pipe sleep infinity >"$WORK/console.log" 2>&1 </dev/null &
+fi
 NSPAWN_PID=$!
-# The container's PID 1 is the child of systemd-nspawn that runs systemd (an intermediate
-# child exists for a moment before it).
+# The container's PID 1 is the child of systemd-nspawn that runs systemd, or nspawn's stub init
+# that sees the bind-mounted packages (an intermediate child exists for a moment before it).
+in_container() {
+	if [[ $MODE == booted ]]; then
+		[[ $(cat "/proc/$1/comm" 2>/dev/null) == systemd ]]
+	else
+		[[ -e /proc/$1/root/debs/ble-exporter_${V1}_all.deb ]]
+	fi
+}
 for _ in $(seq 1 300); do
 	for c in $(pgrep -P "$NSPAWN_PID"); do
-		[[ $(cat "/proc/$c/comm" 2>/dev/null) == systemd ]] && LEADER=$c
+		in_container "$c" && LEADER=$c
 	done
 	[[ -n $LEADER ]] && break
 	kill -0 "$NSPAWN_PID" 2>/dev/null || break
@@ -182,18 +177,25 @@ ct() {
 }
 ct_sh() { ct sh -c "$1"; }
 
-state=""
-for _ in $(seq 1 300); do
-	state=$(ct systemctl is-system-running 2>/dev/null)
-	[[ $state == running || $state == degraded ]] && break
-	sleep 0.1
-done
-[[ $state == running || $state == degraded ]] || {
-	tail -n 30 "$WORK/console.log"
-	die "the container did not finish booting (state: ${state:-none})"
+wait_booted() {
+	local state=""
+	for _ in $(seq 1 300); do
+		state=$(ct systemctl is-system-running 2>/dev/null)
+		[[ $state == running || $state == degraded ]] && break
+		sleep 0.1
+	done
+	[[ $state == running || $state == degraded ]] || {
+		tail -n 30 "$WORK/console.log"
+		die "the container did not finish booting (state: ${state:-none})"
+	}
+	[[ $(ct cat /proc/1/comm) == systemd ]] || die "PID 1 in the container is not systemd"
+	say "boot: systemd is PID 1 in the container ($state) after $(elapsed "$t") s"
 }
-[[ $(ct cat /proc/1/comm) == systemd ]] || die "PID 1 in the container is not systemd"
-say "boot: systemd is PID 1 in the container ($state) after $(elapsed "$t") s"
+if [[ $MODE == booted ]]; then
+	wait_booted
+else
+	say "container: $(ct_sh '. /etc/os-release; echo "$PRETTY_NAME $(dpkg --print-architecture)"') under qemu-user, started in $(elapsed "$t") s"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Checks
@@ -427,10 +429,80 @@ step_upgrade_purge() {
 	check "no ble-exporter process left" ct_sh "! pgrep -u ble-exporter >/dev/null"
 }
 
-step "1 install" step_install || die "install failed; later steps need it"
-step "2 no Bluetooth adapter: fails fast, restarted until the start limit" step_no_bluetooth
-step "3 simulate: active, unprivileged, endpoints, log file" step_simulate
-step "4 upgrade keeps the edited conffile; purge removes config and logs" step_upgrade_purge
+# --- under qemu-user (no systemd): the package and the program, as the service user ------------
+
+as_user() { ct runuser -u ble-exporter -- env HOME=/tmp SHELL=/bin/sh "$@"; }
+as_user_sh() { as_user sh -c "$1"; }
+# The machine (ELF e_machine) of a file in the container: "b7 00" is aarch64, "3e 00" x86-64.
+elf_machine() { ct od -An -tx1 -j18 -N2 "$1" | tr -s ' ' | sed 's/^ //'; }
+
+step_install_emulated() {
+	check "the tree is $ARCH: /usr/bin/python3 is an aarch64 ELF" test "$(elf_machine "$(ct readlink -f /usr/bin/python3)")" = "b7 00"
+	check "apt install ./ble-exporter_${V1}_all.deb (its dependencies, installed with apt into the cached layer)" ct_sh \
+		"cd /debs && apt-get install -y -q ./ble-exporter_${V1}_all.deb >/tmp/apt-install.log 2>&1 || { tail -n 40 /tmp/apt-install.log; false; }"
+	say "       $(ct_sh "grep -E '^(Need to get|After this operation|[0-9]+ upgraded)' /tmp/apt-install.log | tr '\n' ' '")"
+	check "package installed at $V1" test "$(ct dpkg-query -W -f '${Status} ${Version}' ble-exporter)" = "install ok installed $V1"
+	check "unit installed under /usr/lib/systemd/system and enabled for the next boot" ct test -f /usr/lib/systemd/system/$UNIT \
+		-a -L /etc/systemd/system/multi-user.target.wants/$UNIT
+	check "system user ble-exporter in group bluetooth" ct_sh "id -nG ble-exporter | tr ' ' '\n' | grep -qx bluetooth"
+	check "ble-exporter --version (as ble-exporter)" as_user_sh "ble-exporter --version | grep -q '^ble-exporter '"
+	say "       $(as_user ble-exporter --version)"
+	check "check-config of the shipped config (as ble-exporter)" as_user ble-exporter check-config --config "$CONF"
+	check "local config edit: listen_port $PORT; check-config accepts it" ct_sh \
+		"sed -i 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' $CONF && ble-exporter check-config --config $CONF"
+}
+
+# Under qemu-user the interpreter's /proc/self is qemu's emulation: the process_* collector reads
+# what qemu shows, so those values are reported, not checked.
+step_simulate_emulated() {
+	local t pid python
+	t=$(date +%s.%N)
+	# (the PID is the exporter's own: the user's shell writes it, then becomes the exporter)
+	ct_sh "runuser -u ble-exporter -- setsid sh -c 'echo \$\$ >/tmp/run.pid; exec ble-exporter run --config $CONF \
+		--simulate --log-file /tmp/sim.log' >/tmp/run.out 2>&1 </dev/null &"
+	check "run --simulate (as ble-exporter): /healthz 200 OK within 120 s" wait_for 120 ct_sh \
+		"test \"\$(curl -fsS http://127.0.0.1:$PORT/healthz)\" = OK"
+	say "       /healthz after $(elapsed "$t") s"
+	pid=$(ct cat /tmp/run.pid)
+	say "       exporter PID $pid: $(ct_sh "tr '\\0' ' ' </proc/$pid/cmdline")"
+	check "the exporter runs as ble-exporter" test "$(ct awk '/^Uid:/ { print $2 }' "/proc/$pid/status")" = "$(ct id -u ble-exporter)"
+	# (its /proc/PID/exe is qemu's own binary: the aarch64 interpreter shows among its mappings)
+	python=$(ct readlink -f /usr/bin/python3)
+	check "the exporter runs $python (aarch64, checked above) under qemu-user" ct grep -q " $python\$" "/proc/$pid/maps"
+	check "/metrics: temperature, humidity, battery of the 3 demo sensors (within 60 s)" wait_for 60 ct_sh \
+		"curl -fsS http://127.0.0.1:$PORT/metrics >/tmp/metrics && \
+		 test \$(grep -cE '^ble_sensor_(temperature_celsius|humidity_percent|battery_percent)\{device=\"demo_' /tmp/metrics) = 9"
+	say "       $(ct_sh "grep -E '^ble_sensor_temperature_celsius' /tmp/metrics | tr '\n' ' '")"
+	check "/metrics: build_info names $(ct python3 -c 'import platform; print(platform.python_version())')" ct_sh \
+		"grep -E '^ble_exporter_build_info\{' /tmp/metrics | grep -q \"python_version=\\\"\$(python3 -c 'import platform; print(platform.python_version())')\\\"\""
+	check "/metrics: values are numbers in range (temperature -40..85, humidity 0..100)" ct_sh \
+		"awk '/^ble_sensor_temperature_celsius/ && (\$2 < -40 || \$2 > 85) { exit 1 } /^ble_sensor_humidity_percent/ && (\$2 < 0 || \$2 > 100) { exit 1 }' /tmp/metrics"
+	say "       not checked under qemu-user: $(ct_sh "grep -E '^process_(resident_memory_bytes|cpu_seconds_total|open_fds) ' /tmp/metrics | tr '\n' ' '")(qemu's emulated /proc)"
+	check "/status: the spec's keys, 3 devices seen" ct_sh "curl -fsS http://127.0.0.1:$PORT/status | python3 -c \
+		'import json, sys; d = json.load(sys.stdin); assert {\"scan_interval_seconds\", \"scan_duration_seconds\", \"last_scan_timestamp\", \"devices_seen\"} <= set(d) and d[\"devices_seen\"] == 3, d'"
+	check "SIGTERM: clean stop (process gone within 20 s, \"stopped\" logged)" ct_sh "kill -TERM $pid; for i in \$(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done; \
+		! kill -0 $pid 2>/dev/null && grep -q 'stopped' /tmp/sim.log"
+	# watch in tmux: the three demo sensors with a temperature, then q quits
+	ct_sh "runuser -u ble-exporter -- env HOME=/tmp SHELL=/bin/sh TERM=xterm tmux new-session -d -s watch -x 100 -y 30 \
+		'ble-exporter watch --simulate --config $CONF; echo exit=\$? >/tmp/watch.exit; sleep 30'"
+	check "watch --simulate (as ble-exporter, tmux): 3 demo sensors with temperatures (within 90 s)" wait_for 90 ct_sh \
+		"runuser -u ble-exporter -- tmux capture-pane -p -t watch >/tmp/watch.txt && \
+		 test \$(grep -cE '^demo_[a-z_…]+ +A4:C1:38:00:00:0[1-3] +-?[0-9]+\.[0-9]{2}' /tmp/watch.txt) = 3"
+	say "       $(ct_sh "grep -m 1 '^ble-exporter watch' /tmp/watch.txt")"
+	ct_sh "runuser -u ble-exporter -- tmux send-keys -t watch q"
+	check "watch: q quits with status 0" wait_for 20 ct_sh "grep -qx 'exit=0' /tmp/watch.exit"
+	ct_sh "runuser -u ble-exporter -- tmux kill-server" 2>/dev/null
+}
+
+if [[ $MODE == booted ]]; then
+	step "1 install" step_install || die "install failed; later steps need it"
+	step "2 no Bluetooth adapter: fails fast, restarted until the start limit" step_no_bluetooth
+	step "3 simulate: active, unprivileged, endpoints, log file" step_simulate
+	step "4 upgrade keeps the edited conffile; purge removes config and logs" step_upgrade_purge
+else
+	step "1 install ($ARCH, qemu-user)" step_install_emulated || die "install failed; later steps need it"
+	step "2 run and watch --simulate as the service user ($ARCH, qemu-user)" step_simulate_emulated
+fi
 
 echo
 say "summary:"
@@ -438,9 +510,9 @@ for r in "${RESULTS[@]}"; do
 	echo "  $r"
 done
 if ((FAILED)); then
-	say "deb-test: FAIL"
+	say "deb-test ($RELEASE/$ARCH): FAIL"
 else
-	say "deb-test: PASS"
+	say "deb-test ($RELEASE/$ARCH): PASS"
 fi
 echo "deb-test: $CHECKS_PASSED passed, $CHECKS_FAILED failed"
 exit $FAILED

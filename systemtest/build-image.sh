@@ -1,15 +1,17 @@
 #!/bin/bash
-# Build (or reuse) the system-test guest image: a debootstrapped Debian bookworm with the kernel,
-# BlueZ and its test tools, Prometheus and the runtime dependencies of ble-exporter.deb.
+# Build (or reuse) the system-test guest image: a Debian (bookworm, or trixie with
+# SYSTEMTEST_RELEASE=trixie) with the kernel, BlueZ and its test tools, Prometheus and the runtime
+# dependencies of ble-exporter.deb. It starts from a copy of the release's cached minbase tree
+# (packaging/roots.sh, the one the deb-test boots), so one debootstrap serves both.
 #
-# Output, cached outside the repo in $SYSTEMTEST_CACHE (default /var/cache/ble-exporter-systemtest),
-# in a directory keyed by a hash of packages.txt and this script:
-#   image-<key>/rootfs.ext4   root filesystem (boot it with -drive ...,snapshot=on to keep it pristine)
-#   image-<key>/vmlinuz       the guest's kernel
-#   image-<key>/initrd.img    a cut-down initrd (virtio + ext4 only)
-#   image-<key>/id_ed25519    ssh key for root@guest
-#   image-<key>/prometheus    the guest's prometheus binary (usable on the host too)
-#   image-<key>/info          what was built, when, and how long it took
+# Output, cached outside the repo in $SYSTEMTEST_CACHE (default /var/cache/ble-exporter-images),
+# in a directory keyed by the release and a hash of packages.txt, this script and roots.sh:
+#   image-<release>-<key>/rootfs.ext4   root filesystem (boot it with -drive ...,snapshot=on to keep it pristine)
+#   image-<release>-<key>/vmlinuz       the guest's kernel
+#   image-<release>-<key>/initrd.img    a cut-down initrd (virtio + ext4 only)
+#   image-<release>-<key>/id_ed25519    ssh key for root@guest
+#   image-<release>-<key>/prometheus    the guest's prometheus binary (usable on the host too)
+#   image-<release>-<key>/info          what was built, when, and how long it took
 # Prints the image directory on stdout. Needs root (debootstrap, chroot, file ownership).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -43,6 +45,7 @@ TREE="$WORK/tree"
 MOUNTS=()
 cleanup() {
     local m
+    declare -F roots_cleanup >/dev/null && roots_cleanup
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
     # debootstrap may leave its own mounts if it failed half-way
     for m in proc sys dev/pts dev; do
@@ -52,17 +55,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MIRROR="$(st_mirror)"
+say() { log "$@"; }
+. "$ST_DIR/../packaging/roots.sh"
 PKGS="$(st_packages)"
-mkdir -p "$ST_CACHE/debs/archives/partial"
-log "debootstrap bookworm minbase into $TREE (mirror from the host's apt sources)"
-debootstrap --variant=minbase --cache-dir="$ST_CACHE/debs" \
-    bookworm "$TREE" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-    tail -30 "$WORK/debootstrap.log" >&2
-    tail -30 "$TREE/debootstrap/debootstrap.log" >&2 || true
-    die "debootstrap failed"
-}
-log "debootstrap done; apt-get install $(echo "$PKGS" | tr ',' ' ' | wc -w) packages"
+# The release's tree is locked while it is copied and while apt uses its archives directory.
+roots_lock "$ST_RELEASE" amd64
+roots_base "$ST_RELEASE" amd64
+BASE=$ROOTS_TREE
+MIRROR="$(roots_mirror)"
+log "$ST_RELEASE: copy of $BASE, then apt-get install $(echo "$PKGS" | tr ',' ' ' | wc -w) packages"
+cp -a --reflink=auto "$BASE" "$TREE"
+rm -f "$TREE/.complete"
 
 in_chroot() { chroot "$TREE" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
@@ -74,14 +77,16 @@ mkdir -p "$TREE/etc/initramfs-tools/conf.d"
 echo 'MODULES=list' >"$TREE/etc/initramfs-tools/conf.d/systemtest"
 mount -t proc proc "$TREE/proc" && MOUNTS+=("$TREE/proc")
 mount -t sysfs sys "$TREE/sys" && MOUNTS+=("$TREE/sys")
-mount --bind "$ST_CACHE/debs/archives" "$TREE/var/cache/apt/archives" && MOUNTS+=("$TREE/var/cache/apt/archives")
+mount --bind "$ROOTS_CACHE/archives-$ST_RELEASE-amd64" "$TREE/var/cache/apt/archives" && MOUNTS+=("$TREE/var/cache/apt/archives")
 in_chroot apt-get update -q >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get update failed"; }
 # shellcheck disable=SC2046
 in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     $(echo "$PKGS" | tr ',' ' ') >>"$WORK/apt.log" 2>&1 || { tail -30 "$WORK/apt.log" >&2; die "apt-get install failed"; }
 log "packages installed"
+exec 7>&- # the tree's lock
 
 # --- configuration -----------------------------------------------------------------------------
+rm -f "$TREE/etc/apt/apt.conf.d/90ble-exporter"   # the base's apt settings for its cache
 echo systest >"$TREE/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 systest\n' >"$TREE/etc/hosts"
 echo '/dev/vda / ext4 defaults,noatime 0 1' >"$TREE/etc/fstab"
@@ -145,6 +150,7 @@ for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[$i]}"; done
 MOUNTS=()
 rm -rf "$TREE/var/lib/apt/lists/"*
 : >"$TREE/etc/apt/sources.list"
+rm -f "$TREE/etc/apt/sources.list.d/"*
 
 # --- root filesystem -------------------------------------------------------------------------------
 USED_MB=$(du -sm --one-file-system "$TREE" | cut -f1)
@@ -156,6 +162,7 @@ mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
 {
     echo "key=$(st_image_key)"
     echo "built=$(date -Is)"
+    echo "release=$ST_RELEASE"
     echo "kernel=$KVER"
     echo "mirror=$MIRROR"
     echo "build_seconds=$(awk -v a="$EPOCHREALTIME" -v b="$T_START" 'BEGIN { printf "%.0f", a - b }')"
@@ -164,8 +171,8 @@ mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
 } >"$WORK/out/info"
 rm -rf "$OUT"
 mv "$WORK/out" "$OUT"
-# Keep only this image and the .deb cache.
-for old in "$ST_CACHE"/image-*; do
+# Keep only this image of this release.
+for old in "$ST_CACHE/image-$ST_RELEASE"-*; do
     [ "$old" = "$OUT" ] || rm -rf --one-file-system "$old"
 done
 log "image built in $(grep build_seconds "$OUT/info" | cut -d= -f2) s: $OUT"

@@ -2,7 +2,7 @@
 """Boot the system-test guest, copy guest/ to /opt/systemtest and a script of yours to /tmp/x.sh,
 run it as root (sh), print its output, stop the guest (by PID, on failure too).
 
-  systemtest/guest-run.py SCRIPT [--deb dist/ble-exporter.deb] [--timeout 500]
+  systemtest/guest-run.py SCRIPT [--release bookworm|trixie] [--deb dist/ble-exporter.deb] [--timeout 500]
 
 With --deb the package is copied to /tmp/ble-exporter.deb first (the script installs it if it wants).
 Example: systemtest/guest-run.py systemtest/guest/repro-monitor-busy.sh
@@ -11,6 +11,7 @@ Example: systemtest/guest-run.py systemtest/guest/repro-monitor-busy.sh
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,12 +25,19 @@ from vm import VM  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("script")
+    ap.add_argument(
+        "--release", default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"), choices=["bookworm", "trixie"]
+    )
     ap.add_argument("--deb")
     ap.add_argument("--timeout", type=float, default=500)
     args = ap.parse_args()
-    image = subprocess.run([str(HERE / "build-image.sh")], capture_output=True, text=True, check=True).stdout.split()[
-        -1
-    ]
+    image = subprocess.run(
+        [str(HERE / "build-image.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "SYSTEMTEST_RELEASE": args.release},
+    ).stdout.split()[-1]
     vm = VM(image, tempfile.mkdtemp(prefix="systemtest-guest-run."))
     try:
         vm.boot()

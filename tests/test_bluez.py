@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import time
+from typing import Any
 
 import pytest
 from bluez_mock import BUS_ENV, BluezMock
@@ -94,6 +95,31 @@ def test_bluez_passive_mode_where_bluez_offers_it() -> None:
         assert scanner.mode == "passive"
         assert bluez.discovery_starts() == 0 and bluez.registered_monitors() == []
         assert engine.snapshot.devices[0].readings.temperature == 27.01
+
+
+def test_passive_patterns_match_on_bluez_before_and_after_5_69(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BlueZ >= 5.69 without monitor offload matches no service-data UUID pattern (bluez#1176; the
+    trixie system test heard nothing with them alone): a Flags pattern must be there too."""
+    import bleak
+    from bleak.assigned_numbers import AdvertisementDataType
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(bleak, "BleakScanner", lambda callback, **kwargs: made.append(kwargs))
+    BluezScanner("hci0", ScanMode.PASSIVE, lambda *a: None)._new_scanner(ScanMode.PASSIVE)
+    BluezScanner("hci0", ScanMode.ACTIVE, lambda *a: None)._new_scanner(ScanMode.ACTIVE)
+    passive, active = made
+    patterns = {
+        (p.start_position, p.ad_data_type, bytes(p.content_of_pattern)) for p in passive["bluez"]["or_patterns"]
+    }
+    assert patterns == {
+        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("d2fc")),  # BTHome v2
+        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1c18")),  # BTHome v1
+        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1e18")),  # BTHome v1 encrypted
+        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1a18")),  # pvvx, atc1441
+        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("95fe")),  # Mijia
+        (0, AdvertisementDataType.FLAGS, b"\x06"),  # every version of BlueZ
+    }
+    assert passive["scanning_mode"] == "passive" and "or_patterns" not in active["bluez"]
 
 
 def test_bluez_passive_only_fails_without_experimental(bluez: BluezMock) -> None:

@@ -49,7 +49,10 @@ async def probe(args: argparse.Namespace) -> dict:
         from bleak.backends.bluezdbus.advertisement_monitor import OrPattern
 
         kwargs["scanning_mode"] = "passive"
-        kwargs["bluez"] = {"or_patterns": [OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, b"\xd2\xfc")]}
+        patterns = [OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, b"\xd2\xfc")]
+        if args.flags_pattern:  # see --flags-pattern
+            patterns.append(OrPattern(0, AdvertisementDataType.FLAGS, b"\x06"))
+        kwargs["bluez"] = {"or_patterns": patterns}
     scanner = BleakScanner(callback, **kwargs)
     t0 = time.monotonic()
     await asyncio.wait_for(scanner.start(), 20)
@@ -104,6 +107,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--stream-seconds", type=float, default=10.0)
     ap.add_argument("--tick", type=float, default=1.0)
+    ap.add_argument(
+        "--flags-pattern",
+        action="store_true",
+        help="also match the Flags AD (0x06): BlueZ >= 5.69 without monitor offload matches service-data "
+        "patterns against the data after the UUID (bluez#1176), so the UUID pattern alone hears nothing there",
+    )
     args = ap.parse_args()
     try:
         result = asyncio.run(asyncio.wait_for(probe(args), 120))

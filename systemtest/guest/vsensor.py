@@ -462,7 +462,10 @@ def cmd_selftest(_: argparse.Namespace) -> int:
         check(f"M{3 + stage} pvvx Mijia encrypted {MIJIA_OBJECTS[stage][0]}", service_data_ad(0xFE95, sealed), want)
     # ble_monitor test_xiaomi_parser.py test_Xiaomi_LYWSD03MMC_encrypted: the stock firmware, 46.7 %
     stock = mijia_encrypt(
-        mijia_object({"humidity": 46.7}, 1), "A4:C1:38:02:83:F4", bytes.fromhex("e9ea895fac7cca6d30532432a516f3a8"), 0x2650
+        mijia_object({"humidity": 46.7}, 1),
+        "A4:C1:38:02:83:F4",
+        bytes.fromhex("e9ea895fac7cca6d30532432a516f3a8"),
+        0x2650,
     )
     check("X2 stock LYWSD03MMC encrypted humidity", stock, "58585b0550f4830238c1a495ef58763c26000097e2abb5")
     return 1 if failures else 0

@@ -1,0 +1,84 @@
+#!/bin/bash
+# The suite and lintian of a Debian release, whatever the host runs: in a cached tree of that
+# release (packaging/roots.sh: the same debootstrap the deb-test boots, plus the "tools" packages).
+#
+#   packaging/in-root.sh suite RELEASE [PYTEST ARGS...]   pytest under RELEASE's /usr/bin/python3
+#                                                         and its Debian packages (make test-debian)
+#   packaging/in-root.sh lintian RELEASE DEB              RELEASE's lintian on DEB (make lint-deb);
+#                                                         the host's own when the host is RELEASE
+#   packaging/in-root.sh deb RELEASE OUTDIR               `make deb` as on a RELEASE host, the
+#                                                         repository read-only (make deb-in-tree)
+# As root (debootstrap, systemd-nspawn). The tree is used with --volatile=overlay, so it stays as
+# it was built; the repository is bind-mounted at /src.
+set -eu -o pipefail
+
+T0=$SECONDS
+say() { printf '[in-root %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
+die() {
+	say "FATAL: $*" >&2
+	exit 1
+}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/packaging/roots.sh"
+
+# What the .deb depends on, the suite's own tools (a private D-Bus with python-dbusmock, promtool,
+# tmux), lintian and what `make deb` needs: one layer serves every command.
+TOOLS_PKGS="python3 python3-bleak python3-prometheus-client python3-yaml python3-aiohttp python3-rich
+	python3-cryptography python3-bcrypt python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian
+	make python3-stdeb python3-all python3-setuptools dh-python debhelper build-essential fakeroot man-db"
+
+usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB | deb RELEASE OUTDIR"; }
+[[ $# -ge 2 ]] || usage
+CMD=$1 RELEASE=$2
+shift 2
+ARCH=$(roots_host_arch)
+roots_check "$RELEASE" "$ARCH"
+
+# Sets TREE: the release's tree with TOOLS_PKGS, locked until this script exits.
+tools_tree() {
+	[[ $(id -u) == 0 ]] || die "needs root (debootstrap, systemd-nspawn); run it with sudo"
+	command -v systemd-nspawn >/dev/null || die "systemd-nspawn is missing; run: make build-deps"
+	roots_lock "$RELEASE" "$ARCH"
+	# shellcheck disable=SC2086
+	roots_layer "$RELEASE" "$ARCH" tools $TOOLS_PKGS
+	TREE=$ROOTS_TREE
+}
+trap roots_cleanup EXIT
+
+case $CMD in
+suite)
+	tools_tree
+	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1)
+	say "suite: $(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
+		'. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version), bleak $(dpkg-query -W -f "\${Version}" python3-bleak)"')"
+	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
+	;;
+lintian)
+	[[ $# == 1 ]] || usage
+	DEB=$(readlink -f "$1")
+	[[ -f $DEB ]] || die "$1 not found; run: make deb"
+	if [[ $(roots_host_release) == "$RELEASE" ]]; then
+		command -v lintian >/dev/null || die "lintian is missing; run: make build-deps"
+		say "lintian $(lintian --version | awk '{ print $2 }') of the host ($RELEASE) on $(basename "$DEB")"
+		lintian --fail-on error,warning --display-info "$DEB"
+	else
+		tools_tree
+		NSPAWN_ARGS=(--bind-ro="$(dirname "$DEB"):/debs")
+		say "lintian $(roots_run "$RELEASE" "$ARCH" "$TREE" lintian --version | awk '{ print $2 }') of $RELEASE (tree $TREE) on $(basename "$DEB")"
+		roots_run "$RELEASE" "$ARCH" "$TREE" lintian --fail-on error,warning --display-info "/debs/$(basename "$DEB")"
+	fi
+	say "lintian ($RELEASE): clean"
+	;;
+deb)
+	[[ $# == 1 ]] || usage
+	mkdir -p "$1"
+	OUT=$(readlink -f "$1")
+	tools_tree
+	NSPAWN_ARGS=(--bind-ro="$REPO:/src" --bind="$OUT:/out" --setenv=DEB_OUT=/out)
+	say "make deb on $RELEASE ($(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
+		'echo debhelper $(dpkg-query -W -f "\${Version}" debhelper), setuptools $(dpkg-query -W -f "\${Version}" python3-setuptools)'))"
+	roots_run "$RELEASE" "$ARCH" "$TREE" make -C /src deb
+	say "built $(ls "$OUT"/ble-exporter_*.deb) on $RELEASE; unit: $(dpkg-deb -c "$OUT/ble-exporter.deb" | grep -o '[^ ]*systemd/system/ble-exporter.service')"
+	;;
+*) usage ;;
+esac
