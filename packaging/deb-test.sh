@@ -105,7 +105,7 @@ else
 	# The .deb's dependencies by name (alternatives: the first), and what the checks use.
 	DEPS=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g' | grep . | sort | tr '\n' ' ')
 	# shellcheck disable=SC2086
-	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux
+	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux sudo
 fi
 TREE=$ROOTS_TREE
 
@@ -117,6 +117,9 @@ chmod 755 "$WORK"
 mkdir "$WORK/debs"
 V1=$(dpkg-deb -f "$DEB" Version)
 cp "$DEB" "$WORK/debs/ble-exporter_${V1}_all.deb"
+# The editor of the sudoedit check: one line of the config changed.
+printf '#!/bin/sh\nsed -i "s/^scan_duration_seconds: 2$/&  # sudoedit/" "$1"\n' >"$WORK/debs/edit-config.sh"
+chmod 755 "$WORK/debs/edit-config.sh"
 REV2=$((${V1##*-} + 1))
 if [[ $MODE == booted ]]; then
 	# Rebuilt while the container boots and installs; collected before the upgrade step.
@@ -255,6 +258,7 @@ step_install() {
 	check "/usr/bin/ble-exporter --version" ct_sh "/usr/bin/ble-exporter --version | grep -q '^ble-exporter '"
 	check "$CONF is a conffile" ct_sh "dpkg-query -W -f '\${Conffiles}' ble-exporter | grep -q ' $CONF '"
 	check "the shipped config passes check-config" ct /usr/bin/ble-exporter check-config --config "$CONF"
+	check "$CONF root:ble-exporter 640 (its bindkeys readable by the service only)" config_mode "root:ble-exporter 640"
 	check "system user ble-exporter in group bluetooth" ct_sh \
 		"id ble-exporter && id -nG ble-exporter | tr ' ' '\n' | grep -qx bluetooth && \
 		 getent passwd ble-exporter | grep -q ':/usr/sbin/nologin$'"
@@ -273,7 +277,14 @@ step_install() {
 		"sed -i -e 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' \
 			-e 's/^scan_interval_seconds: .*/scan_interval_seconds: 6/' -e 's/^scan_duration_seconds: .*/scan_duration_seconds: 2/' $CONF \
 		 && grep -q '# deb-test local edit' $CONF && ble-exporter check-config --config $CONF"
+	# An administrator (the Pi's first user) edits it the way the README says.
+	check "sudoedit by an administrator: edited, still root:ble-exporter 640" ct_sh \
+		"useradd -m -G sudo admin && echo 'admin ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/deb-test && \
+		 runuser -u admin -- env SUDO_EDITOR=/debs/edit-config.sh sudoedit $CONF && \
+		 grep -q '^scan_duration_seconds: 2  # sudoedit' $CONF && test \"\$(stat -c '%U:%G %a' $CONF)\" = 'root:ble-exporter 640'"
 }
+
+config_mode() { test "$(ct stat -c '%U:%G %a' $CONF)" = "$1"; }
 
 # status_shows_error FILE: `systemctl status` (saved in FILE) says failed and shows the daemon's
 # error, as a journal line or as its STATUS= text.
@@ -409,11 +420,17 @@ step_upgrade_purge() {
 			>/tmp/apt-upgrade.log 2>&1 || { tail -n 40 /tmp/apt-upgrade.log; false; }"
 	check "package upgraded to $V2" test "$(ct dpkg-query -W -f '${Version}' ble-exporter)" = "$V2"
 	check "local config edit kept (conffile)" ct grep -q "^listen_port: $PORT  # deb-test local edit" $CONF
+	check "$CONF root:ble-exporter 640 after the upgrade" config_mode "root:ble-exporter 640"
 	check "no .dpkg-new/.dpkg-dist left" ct_sh "! ls /etc/ble-exporter/*.dpkg-* 2>/dev/null"
 	check "service restarted by the upgrade and active" \
 		sh -c "test \"\$(nsenter -t $LEADER -a systemctl show -p ActiveState --value $UNIT)\" = active && \
 		       test \"\$(nsenter -t $LEADER -a systemctl show -p MainPID --value $UNIT)\" != $pid"
 	check "/healthz after the upgrade" wait_for 10 ct_sh "test \"\$(curl -fsS http://127.0.0.1:$PORT/healthz)\" = OK"
+	check "a dpkg-statoverride of $CONF (root:ble-exporter 440) survives a reinstall" ct_sh \
+		"dpkg-statoverride --update --add root ble-exporter 0440 $CONF && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /debs/$(basename "$DEB2") >/tmp/apt-reinstall.log 2>&1 && \
+		 test \"\$(stat -c '%U:%G %a' $CONF)\" = 'root:ble-exporter 440' && dpkg-statoverride --remove $CONF"
+	check "/healthz after the reinstall" wait_for 10 ct_sh "test \"\$(curl -fsS http://127.0.0.1:$PORT/healthz)\" = OK"
 	local t
 	t=$(date +%s.%N)
 	check "clean stop on SIGTERM (exit status 0)" sh -c \
@@ -448,6 +465,7 @@ step_install_emulated() {
 	check "ble-exporter --version (as ble-exporter)" as_user_sh "ble-exporter --version | grep -q '^ble-exporter '"
 	say "       $(as_user ble-exporter --version)"
 	check "check-config of the shipped config (as ble-exporter)" as_user ble-exporter check-config --config "$CONF"
+	check "$CONF root:ble-exporter 640" config_mode "root:ble-exporter 640"
 	check "local config edit: listen_port $PORT; check-config accepts it" ct_sh \
 		"sed -i 's/^listen_port: .*/listen_port: $PORT  # deb-test local edit/' $CONF && ble-exporter check-config --config $CONF"
 }
