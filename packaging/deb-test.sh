@@ -105,7 +105,7 @@ else
 	# The .deb's dependencies by name (alternatives: the first), and what the checks use.
 	DEPS=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g' | grep . | sort | tr '\n' ' ')
 	# shellcheck disable=SC2086
-	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux sudo
+	roots_layer "$RELEASE" "$ARCH" deb-deps $DEPS curl tmux
 fi
 TREE=$ROOTS_TREE
 
@@ -279,7 +279,7 @@ step_install() {
 		 && grep -q '# deb-test local edit' $CONF && ble-exporter check-config --config $CONF"
 	# An administrator (the Pi's first user) edits it the way the README says.
 	check "sudoedit by an administrator: edited, still root:ble-exporter 640" ct_sh \
-		"useradd -m -G sudo admin && echo 'admin ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/deb-test && \
+		"apt-get install -y -q sudo >/tmp/apt-sudo.log 2>&1 && useradd -m -G sudo admin && echo 'admin ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/deb-test && \
 		 runuser -u admin -- env SUDO_EDITOR=/debs/edit-config.sh sudoedit $CONF && \
 		 grep -q '^scan_duration_seconds: 2  # sudoedit' $CONF && test \"\$(stat -c '%U:%G %a' $CONF)\" = 'root:ble-exporter 640'"
 }
@@ -390,6 +390,10 @@ step_simulate() {
 		"logrotate -f /etc/logrotate.d/ble-exporter && test -s /var/log/ble-exporter/ble-exporter.log.1"
 	check "the exporter reopened its log after the rotation (within 15 s)" wait_for 15 ct_sh \
 		"test -s /var/log/ble-exporter/ble-exporter.log && test \"\$(stat -c %U /var/log/ble-exporter/ble-exporter.log)\" = ble-exporter"
+	ct systemctl reload $UNIT
+	check "systemctl reload: the config re-read by the same process (within 10 s)" wait_for 10 ct_sh \
+		"test \"\$(systemctl show -p MainPID --value $UNIT)\" = $pid && \
+		 grep -q 'reload: config' /var/log/ble-exporter/ble-exporter.log"
 	# WatchdogSec=4s in the drop-in: still the same process 6 s after the start means it pings.
 	sleep "$(awk -v e="$(elapsed "$t")" 'BEGIN { r = 6 - e; print (r > 0 ? r : 0) }')"
 	check "watchdog pinged (same MainPID after 6 s with WatchdogSec=4s, no restart)" \
