@@ -244,6 +244,7 @@ class SystemTest:
         self.addresses: dict[str, str] = {}
         self.names = {hci: name for hci, (_, name) in SENSORS.items() if name}
         self.service_started = time.time()
+        self.btvirt_crashed = False
 
     # helpers
     @property
@@ -881,6 +882,7 @@ class SystemTest:
                 "dmesg | grep -E 'btvirt\\[[0-9]+\\]:? (segfault|general protection)' || true", check=False
             )
             if crash.strip():
+                self.btvirt_crashed = True
                 self.summary.rows.append(
                     (
                         "btvirt (test equipment) did not crash",
@@ -970,7 +972,14 @@ def main() -> int:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, on_term)
-    return SystemTest(args).run()
+    test = SystemTest(args)
+    status = test.run()
+    if status and test.btvirt_crashed:
+        # Trixie's btvirt 5.82 crashed in about 1 run of 5 (systemtest/README.md): the equipment failed,
+        # not the exporter, so the whole test runs once more from a fresh boot, and that run decides.
+        log("btvirt (test equipment) crashed: the whole system test runs once more, and that run decides")
+        status = SystemTest(args).run()
+    return status
 
 
 if __name__ == "__main__":
