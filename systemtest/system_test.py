@@ -34,6 +34,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -595,9 +596,19 @@ class SystemTest:
     def step_adapter_reset(self) -> str:
         """Every sensor silent: the watchdog renews the session, then the service (user ble-exporter,
         no capabilities, the hardened unit) power-cycles hci0 through BlueZ, and readings return."""
-        policy = self.g.sh("grep -A3 'group=\"bluetooth\"' /etc/dbus-1/system.d/bluetooth.conf", check=False)
-        if 'send_destination="org.bluez"' not in policy:
-            raise Failed(f"bluez's D-Bus policy does not let group bluetooth talk to org.bluez:\n{policy}")
+        # Debian 12's bluez lets group bluetooth (and root) talk to org.bluez, Debian 13's (5.82, its policy
+        # under /usr/share) lets every local user; the reset below proves the service user may.
+        policy_file = self.g.sh(
+            "ls /etc/dbus-1/system.d/bluetooth.conf /usr/share/dbus-1/system.d/bluetooth.conf", check=False
+        )
+        conf = self.g.sh(f"cat {policy_file.split()[0]}", check=False) if policy_file.strip() else ""
+        allowed_to = [
+            who
+            for who, policy in [("group bluetooth", 'group="bluetooth"'), ("every user", 'context="default"')]
+            if re.search(policy + r'>\s*(<[^>]*>\s*)*?<allow send_destination="org.bluez"/>', conf)
+        ]
+        if not allowed_to:
+            raise Failed(f"bluez's D-Bus policy lets neither group bluetooth nor every user talk to org.bluez:\n{conf}")
         pid = self.unit("MainPID")["MainPID"]
         caps = self.g.sh(f"grep -E '^(CapEff|Groups)' /proc/{pid}/status").split()
         resets = lambda: sum(float(s["value"][1]) for s in self.prom.query("ble_exporter_adapter_resets_total"))  # noqa: E731
@@ -629,7 +640,8 @@ class SystemTest:
         )
         return (
             f"reset {reset_after:.0f}s after all sensors went quiet, by pid {pid} ({' '.join(caps)}); "
-            f"readings back; resets_total {before:.0f} -> {resets():.0f}; policy: group bluetooth may send to org.bluez"
+            f"readings back; resets_total {before:.0f} -> {resets():.0f}; "
+            f"bluez's policy ({policy_file.split()[0]}): {' and '.join(allowed_to)} may send to org.bluez"
         )
 
     def step_tls(self) -> str:
