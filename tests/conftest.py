@@ -72,7 +72,11 @@ class Exporter:
             return int(response.status), response.read().decode()
 
     def stderr(self) -> str:
+        """Its stderr once it has exited; while it runs (reading would block), the end of its log."""
         assert self.process.stderr is not None
+        if self.process.poll() is None:
+            log = self.log_file.read_text() if self.log_file.exists() else ""
+            return f"(still running) log: {log[-3000:]}"
         return self.process.stderr.read()
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
@@ -223,6 +227,14 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
         path.chmod(0o600)
 
+    def key_usage(cert_sign: bool) -> x509.KeyUsage:
+        # The extensions Python 3.13's default client context (VERIFY_X509_STRICT) requires, as real CAs set them.
+        return x509.KeyUsage(
+            digital_signature=not cert_sign, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
+            encipher_only=False, decipher_only=False,
+        )  # fmt: skip
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
@@ -233,6 +245,8 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -250,6 +264,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(key_usage(cert_sign=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM), key

@@ -357,3 +357,11 @@ def test_asyncio_tls_internals_the_guard_builds_on() -> None:
     assert parameters["call_connection_made"].default is True
     if issubclass(asyncio.sslproto.SSLProtocol, asyncio.BufferedProtocol):
         assert callable(asyncio.protocols._feed_data_to_buffered_proto)  # type: ignore[attr-defined]
+        assert asyncio.sslproto.SSLProtocol.max_size == 256 * 1024  # type: ignore[attr-defined]  # the guard's is smaller
+        loop = asyncio.new_event_loop()
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            layer = httpguard._TLSLayer(loop, asyncio.Protocol(), context, loop.create_future(), True)
+            assert len(layer._ssl_buffer) == httpguard.TLS_READ_BUFFER  # type: ignore[attr-defined]
+        finally:
+            loop.close()
