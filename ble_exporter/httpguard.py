@@ -153,10 +153,10 @@ class ConnectionGuard:
     client's first bytes (its ClientHello) arrive, so a connection before and during its handshake holds
     a counted, evictable slot like any other (a silent one is evicted first and costs no TLS buffer), at
     most MAX_HANDSHAKES handshakes run at once, and each ends after TLS_HANDSHAKE_SECONDS. TLS is asyncio's
-    own `sslproto.SSLProtocol`, stacked as `loop.start_tls` and `create_server(ssl=...)` stack it; it is
-    built directly because those wait for the handshake before taking data, and a pre-3.11.3 selector
-    loop may already have delivered the ClientHello to the plain protocol by then. `tls` may change at
-    any time (a reload): new connections use the new one.
+    own `sslproto.SSLProtocol`, stacked as `create_server(ssl=...)` stacks it, and handed the bytes that
+    started it: `loop.start_tls` after those bytes lost the ClientHello on Debian 12's Python 3.11.2
+    (its transport reads on while paused), and every handshake timed out. `tls` may change at any time
+    (a reload): new connections use the new one.
     """
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None) -> None:
