@@ -329,7 +329,8 @@ class SystemTest:
         return monitoring_checks.rules_loaded(self.prom, self.run_dir)
 
     def step_recording(self) -> str:
-        return monitoring_checks.recording_data(self.prom, self.run_dir, set(self.names.values()))
+        sparse = {self.names[h] for h, (fmt, name) in SENSORS.items() if name and fmt.startswith("mijia")}
+        return monitoring_checks.recording_data(self.prom, self.run_dir, set(self.names.values()), sparse)
 
     def step_alert_not_heard(self) -> str:
         # the rule's [2m] window, then a scan and a scrape, with room for a slow guest
