@@ -29,25 +29,19 @@ RESET_WAIT_SECONDS = 10.0  # for the adapter to report each power change of a re
 class BluezScanner:
     """bleak's BlueZ backend, passive where BlueZ offers it (or_patterns on our service UUIDs and Flags).
 
-    `on_error` hears of the failures it survives (the fallback to active scanning), for /status.
+    `on_error` hears of the failures it survives (the fallback to active scanning, a refused reset):
+    the scan cycle points it at the radio's health when it takes the scanner on.
     """
 
-    def __init__(
-        self,
-        adapter: str,
-        scan_mode: ScanMode,
-        sink: AdvertSink,
-        addresses: Sequence[str] = (),
-        on_error: Callable[[str], None] = lambda message: None,
-    ) -> None:
+    def __init__(self, adapter: str, scan_mode: ScanMode, sink: AdvertSink, addresses: Sequence[str] = ()) -> None:
         self.adapter = adapter
         self._path = f"/org/bluez/{adapter}"
         # BlueZ object paths of the configured sensors, forgotten at each scan start (see _forget).
-        self._device_paths = [f"{self._path}/dev_{mac.replace(':', '_')}" for mac in addresses]
+        self._device_paths = self._paths_of(addresses)
         self.scan_mode = scan_mode
         self.mode = ScanMode.ACTIVE if scan_mode == ScanMode.ACTIVE else ScanMode.PASSIVE
         self._sink = sink
-        self._on_error = on_error
+        self.on_error: Callable[[str], None] = lambda message: None
         self._scanner: Any = None
         self._bluez: tuple[Any, dict[str, Any]] | None = None
 
@@ -97,7 +91,7 @@ class BluezScanner:
                 "scanning needs bluetoothd --experimental (Experimental = true in /etc/bluetooth/main.conf)"
             )
             log.warning("%s", message)
-            self._on_error(message)
+            self.on_error(message)
             self.mode = ScanMode.ACTIVE
             self._scanner = self._new_scanner(ScanMode.ACTIVE)
             try:
@@ -121,7 +115,10 @@ class BluezScanner:
         self._scanner = None
 
     def set_devices(self, devices: Sequence[Device]) -> None:
-        self._device_paths = [f"{self._path}/dev_{d.mac.replace(':', '_')}" for d in devices]
+        self._device_paths = self._paths_of([d.mac for d in devices])
+
+    def _paths_of(self, addresses: Sequence[str]) -> list[str]:
+        return [f"{self._path}/dev_{mac.replace(':', '_')}" for mac in addresses]
 
     async def reset(self) -> None:
         """Power the adapter off and on through BlueZ (Adapter1.Powered), as `bluetoothctl power off/on`
@@ -129,38 +126,26 @@ class BluezScanner:
         stopped hearing while it looked fine. Debian's D-Bus policy for bluez lets the `bluetooth` group
         do it; no capability is needed. A refusal is survived (logged); an adapter that stays off is
         the usual powered-off fault."""
-        from dbus_fast import BusType, Message, MessageType, Variant
-        from dbus_fast.aio import MessageBus
-
         self.renew()
         try:
-            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            bus = await _system_bus()
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "reset")) from e
         try:
             for powered in (False, True):
-                reply = await bus.call(
-                    Message(
-                        destination="org.bluez",
-                        path=self._path,
-                        interface="org.freedesktop.DBus.Properties",
-                        member="Set",
-                        signature="ssv",
-                        body=["org.bluez.Adapter1", "Powered", Variant("b", powered)],
-                    )
-                )
-                if reply is not None and reply.message_type == MessageType.ERROR:
-                    message = f"adapter {self.adapter} could not be reset: {reply.error_name} {reply.body}"
+                try:
+                    await _set_powered(bus, self._path, powered)
+                except DBusError as e:
+                    message = f"adapter {self.adapter} could not be reset: {e}"
                     if powered:  # off, and it will not come back on: the powered-off fault
-                        raise ScanError(f"Bluetooth on {self.adapter} failed: {message}; run `bluetoothctl power on`")
+                        raise ScanError(f"{self._failed}: {message}; {POWER_ON}") from None
                     log.warning("%s; scanning on without a reset", message)
-                    self._on_error(message)
+                    self.on_error(message)
                     return
                 if not await self._wait_powered(bus, powered):
                     if powered:
                         raise ScanError(
-                            f"Bluetooth on {self.adapter} failed: adapter {self.adapter} stayed powered off after a "
-                            "reset; run `rfkill unblock bluetooth` and `bluetoothctl power on`"
+                            f"{self._failed}: adapter {self.adapter} stayed powered off after a reset; {POWER_ON}"
                         )
                     log.warning("adapter %s did not report Powered off within %g s", self.adapter, RESET_WAIT_SECONDS)
         finally:
@@ -168,25 +153,18 @@ class BluezScanner:
 
     async def _wait_powered(self, bus: Any, wanted: bool) -> bool:
         """Poll Adapter1.Powered until it is `wanted` (the kernel takes a moment), for RESET_WAIT_SECONDS."""
-        from dbus_fast import Message, MessageType
-
         deadline = time.monotonic() + RESET_WAIT_SECONDS
         while True:
-            reply = await bus.call(
-                Message(
-                    destination="org.bluez",
-                    path=self._path,
-                    interface="org.freedesktop.DBus.Properties",
-                    member="Get",
-                    signature="ss",
-                    body=["org.bluez.Adapter1", "Powered"],
-                )
-            )
-            if reply.message_type != MessageType.ERROR and reply.body and reply.body[0].value is wanted:
-                return True
+            with contextlib.suppress(DBusError):
+                if await _powered(bus, self._path) is wanted:
+                    return True
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.1)
+
+    @property
+    def _failed(self) -> str:
+        return f"Bluetooth on {self.adapter} failed"
 
     async def check(self) -> None:
         """Fail at once when bluetoothd leaves the bus or the adapter is removed or powered off.
@@ -198,25 +176,18 @@ class BluezScanner:
             return
         bus, objects = self._bluez
         try:
-            reply = await bus.call(_bluez_on_bus_query())
+            running = await _bluez_running(bus)
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "check")) from e
-        if reply.body and reply.body[0] is False:
+        if not running:
             raise ScanError(
-                f"Bluetooth on {self.adapter} failed: BlueZ (org.bluez) left the system D-Bus; "
-                "check `systemctl status bluetooth`"
+                f"{self._failed}: BlueZ (org.bluez) left the system D-Bus; check `systemctl status bluetooth`"
             )
-        adapter = objects.get(f"/org/bluez/{self.adapter}", {}).get("org.bluez.Adapter1")
+        adapter = objects.get(self._path, {}).get(ADAPTER_INTERFACE)
         if adapter is None:
-            raise ScanError(
-                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} disappeared; check the adapter "
-                "(USB dongle, `dmesg`) and `bluetoothctl list`"
-            )
+            raise ScanError(f"{self._failed}: {_fix('disappeared', self.adapter)}")
         if adapter.get("Powered") is False:
-            raise ScanError(
-                f"Bluetooth on {self.adapter} failed: adapter {self.adapter} was powered off; run "
-                "`rfkill unblock bluetooth` and `bluetoothctl power on`"
-            )
+            raise ScanError(f"{self._failed}: adapter {self.adapter} was powered off; {POWER_ON}")
 
     async def _forget(self) -> None:
         """Remove the configured sensors from BlueZ's device cache before a scan.
@@ -228,23 +199,12 @@ class BluezScanner:
         """
         if self._bluez is None:
             return
-        from dbus_fast import Message
-
         bus, objects = self._bluez
         for path in self._device_paths:
-            if "org.bluez.Device1" in objects.get(path, {}):
+            if DEVICE_INTERFACE in objects.get(path, {}):
                 # A failure (already gone, bluetoothd busy) only costs this optimisation for one scan.
                 with contextlib.suppress(Exception):
-                    await bus.call(
-                        Message(
-                            destination="org.bluez",
-                            path=f"/org/bluez/{self.adapter}",
-                            interface="org.bluez.Adapter1",
-                            member="RemoveDevice",
-                            signature="o",
-                            body=[path],
-                        )
-                    )
+                    await _remove_device(bus, self._path, path)
 
     async def _require_bluez(self) -> None:
         """Fail at once, before bleak opens a session, when BlueZ or a powered adapter is missing.
@@ -254,12 +214,9 @@ class BluezScanner:
         scan "starts" but BlueZ's monitor registration is left pending in the kernel, and nothing is
         heard even after power comes back (seen with kernel 6.1, see systemtest/README.md).
         """
-        from dbus_fast import BusType, Message, MessageType
-        from dbus_fast.aio import MessageBus
-
         start_failed = f"Bluetooth scan start on {self.adapter} failed"
         try:
-            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            bus = await _system_bus()
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise ScanError(
                 f"{start_failed}: the system D-Bus is not running ({_system_bus_address()}: {e.strerror}); "
@@ -267,40 +224,30 @@ class BluezScanner:
             ) from e
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        powered: bool | DBusError | None = None
         try:
             try:
-                owned = await bus.call(_bluez_on_bus_query())
-                powered = None
-                if owned is not None and owned.body and owned.body[0] is True:
-                    powered = await bus.call(
-                        Message(
-                            destination="org.bluez",
-                            path=f"/org/bluez/{self.adapter}",
-                            interface="org.freedesktop.DBus.Properties",
-                            member="Get",
-                            signature="ss",
-                            body=["org.bluez.Adapter1", "Powered"],
-                        )
-                    )
+                running = await _bluez_running(bus)
+                if running:
+                    try:
+                        powered = await _powered(bus, self._path)
+                    except DBusError as e:
+                        powered = e
             finally:
                 bus.disconnect()
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
-        if powered is None:
+        if not running:
             raise ScanError(
-                f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; bluetoothd is not running: start it "
-                f"with `systemctl start bluetooth`{_no_adapter_note()}"
+                f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; bluetoothd is not running: "
+                f"{START_BLUEZ}{_no_adapter_note()}"
             )
-        if powered.message_type == MessageType.ERROR:
+        if isinstance(powered, DBusError):
             raise ScanError(
-                f"{start_failed}: adapter {self.adapter} not found ({powered.error_name}); adapter "
-                f"{self.adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config"
+                f"{start_failed}: adapter {self.adapter} not found ({powered.name}); {_fix('no adapter', self.adapter)}"
             )
-        if powered.body and getattr(powered.body[0], "value", True) is False:
-            raise ScanError(
-                f"{start_failed}: adapter {self.adapter} is powered off; run `rfkill unblock bluetooth` "
-                "and `bluetoothctl power on`"
-            )
+        if powered is False:
+            raise ScanError(f"{start_failed}: adapter {self.adapter} is powered off; {POWER_ON}")
 
     async def _attach_bluez(self) -> None:
         """Reach bleak's BlueZ manager (its D-Bus connection and object cache) for check()."""
@@ -328,18 +275,92 @@ def _no_adapter_note() -> str:
     return "; and the kernel has no Bluetooth at all (/sys/class/bluetooth is missing): check `dmesg`"
 
 
-def _bluez_on_bus_query() -> Any:
-    """The D-Bus call that says whether bluetoothd (org.bluez) is on the bus right now."""
-    from dbus_fast import Message  # bleak's own D-Bus library, in every version we support
+# --- BlueZ over D-Bus: each name and each call written once (as bleak's backends/bluezdbus/defs.py and
+# utils.assert_reply do), with dbus_fast, bleak's own D-Bus library in every version we support ----------
 
-    return Message(
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-        member="NameHasOwner",
-        signature="s",
-        body=["org.bluez"],
+BLUEZ_SERVICE = "org.bluez"
+ADAPTER_INTERFACE = "org.bluez.Adapter1"
+DEVICE_INTERFACE = "org.bluez.Device1"
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+
+
+class DBusError(Exception):
+    """An ERROR reply: its D-Bus error name and body."""
+
+    def __init__(self, name: str, body: Sequence[Any]) -> None:
+        super().__init__(f"{name} {list(body)}")
+        self.name = name
+
+
+async def _system_bus() -> Any:
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
+    return await MessageBus(bus_type=BusType.SYSTEM).connect()
+
+
+async def _call(
+    bus: Any, destination: str, path: str, interface: str, member: str, *, signature: str = "", body: Sequence[Any] = ()
+) -> list[Any]:
+    """One method call; its reply's body, or DBusError for an ERROR reply."""
+    from dbus_fast import Message, MessageType
+
+    message = Message(
+        destination=destination, path=path, interface=interface, member=member, signature=signature, body=list(body)
     )
+    reply = await bus.call(message)
+    if reply is None:
+        return []
+    if reply.message_type == MessageType.ERROR:
+        raise DBusError(reply.error_name or "?", reply.body)
+    return list(reply.body)
+
+
+async def _bluez_running(bus: Any) -> bool:
+    """Whether bluetoothd (org.bluez) is on the bus right now."""
+    body = await _call(
+        bus,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "NameHasOwner",
+        signature="s",
+        body=[BLUEZ_SERVICE],
+    )
+    return bool(body and body[0] is True)
+
+
+async def _powered(bus: Any, adapter_path: str) -> bool | None:
+    """Adapter1.Powered; DBusError when the adapter does not exist."""
+    body = await _call(
+        bus,
+        BLUEZ_SERVICE,
+        adapter_path,
+        PROPERTIES_INTERFACE,
+        "Get",
+        signature="ss",
+        body=[ADAPTER_INTERFACE, "Powered"],
+    )
+    value = getattr(body[0], "value", None) if body else None
+    return value if isinstance(value, bool) else None
+
+
+async def _set_powered(bus: Any, adapter_path: str, powered: bool) -> None:
+    from dbus_fast import Variant
+
+    await _call(
+        bus,
+        BLUEZ_SERVICE,
+        adapter_path,
+        PROPERTIES_INTERFACE,
+        "Set",
+        signature="ssv",
+        body=[ADAPTER_INTERFACE, "Powered", Variant("b", powered)],
+    )
+
+
+async def _remove_device(bus: Any, adapter_path: str, device_path: str) -> None:
+    await _call(bus, BLUEZ_SERVICE, adapter_path, ADAPTER_INTERFACE, "RemoveDevice", signature="o", body=[device_path])
 
 
 def _bluez_args_take_adapter() -> bool:
@@ -374,16 +395,22 @@ _REASON_KINDS = {
     "DENIED_BY_SYSTEM": "denied",
     "DENIED_BY_UNKNOWN": "denied",
 }
+# What to do about each kind; every message of this module takes its fix from here.
+POWER_ON = "run `rfkill unblock bluetooth` and `bluetoothctl power on`"
+START_BLUEZ = "start it with `systemctl start bluetooth`"
 _FIXES = {
-    "not running": "BlueZ is not running on the system D-Bus; start it with `systemctl start bluetooth`",
+    "not running": f"BlueZ is not running on the system D-Bus; {START_BLUEZ}",
     "no adapter": "adapter {adapter} does not exist; check `bluetoothctl list` and `adapter:` in the config",
-    "powered off": "adapter {adapter} is powered off or blocked; run `rfkill unblock bluetooth` and "
-    "`bluetoothctl power on`",
+    "powered off": f"adapter {{adapter}} is powered off or blocked; {POWER_ON}",
     "disappeared": "adapter {adapter} disappeared; check the adapter (USB dongle, `dmesg`) and `bluetoothctl list`",
     "denied": "not allowed to use BlueZ; the service user must be in the `bluetooth` group",
     "in progress": "BlueZ reports a scan already in progress; restarting usually clears it",
     "other": "check `systemctl status bluetooth` and `journalctl -u bluetooth`",
 }
+
+
+def _fix(kind: str, adapter: str) -> str:
+    return _FIXES[kind].format(adapter=adapter)
 
 
 def _not_available_error() -> type[Exception] | None:
@@ -430,5 +457,5 @@ def describe_failure(e: BaseException, adapter: str, action: str) -> str:
     not_available = _not_available_error()
     plain = not_available is not None and isinstance(e, not_available) and e.args and isinstance(e.args[0], str)
     text = (e.args[0] if plain else str(e)) or type(e).__name__
-    fix = _FIXES[_kind(e, text, adapter)].format(adapter=adapter)
+    fix = _fix(_kind(e, text, adapter), adapter)
     return f"Bluetooth scan {action} on {adapter} failed: {text.strip().splitlines()[0]}; {fix}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ble_exporter.config import Config
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
+from ble_exporter.health import RadioHealth
 from ble_exporter.scanner import ScanError, Scanner
 
 log = logging.getLogger("ble_exporter.scanner")  # the name the log lines have always carried
@@ -57,10 +58,7 @@ def make_scanner(
         return SimulatedScanner(devices, engine.ingest, advert_interval=advert_interval)
     from ble_exporter.bluez import BluezScanner
 
-    def on_error(message: str) -> None:
-        engine.health.note_error(message, time.time())
-
-    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices], on_error)
+    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices])
 
 
 @dataclass(frozen=True)
@@ -129,6 +127,10 @@ class Core:
     @property
     def scanner(self) -> Scanner:
         return self.cycle.scanner
+
+    @property
+    def health(self) -> RadioHealth:
+        return self.cycle.health
 
     def start(self, stop: asyncio.Event) -> None:
         """Start scanning in the running loop until `stop` is set."""
@@ -201,16 +203,29 @@ class ScanCycle:
     """Every `interval` seconds scan for `duration` and publish the snapshot, watching for a radio that
     has gone silent: the scanning session is renewed after `silent_scans_before_restart` scans without
     any advert, and if that does not help, the adapter is power-cycled after `silent_scans_before_reset`
-    more (rate-limited: RESET_BACKOFF_SECONDS, doubling while resets do not help)."""
+    more (rate-limited: RESET_BACKOFF_SECONDS, doubling while resets do not help).
+
+    The cycle is the one writer of the radio's `health`; the radio reports what it survived through its
+    `on_error`, which the cycle points there."""
 
     def __init__(self, engine: ScanEngine, scanner: Scanner, settings: CycleSettings) -> None:
         self.engine = engine
-        self.scanner = scanner
+        self.health = RadioHealth()
+        self.scanner = self._adopt(scanner)
         self.settings = settings
         self._replacement: Scanner | None = None
         self._scanning = False
         self._reset_backoff = RESET_BACKOFF_SECONDS
         self._last_reset: float | None = None
+
+    def _adopt(self, scanner: Scanner) -> Scanner:
+        health = self.health
+
+        def on_error(message: str) -> None:
+            health.note_error(message, time.time())
+
+        scanner.on_error = on_error
+        return scanner
 
     def replace_scanner(self, scanner: Scanner) -> None:
         """Use `scanner` from the next scan on (a reload changed the adapter or the scan mode)."""
@@ -219,7 +234,16 @@ class ScanCycle:
     async def run(
         self, stop: asyncio.Event, *, started: asyncio.Event | None = None, on_scan: Callable[[], None] | None = None
     ) -> None:
-        """Scan until `stop` is set; a ScanError propagates."""
+        """Scan until `stop` is set; a ScanError propagates, recorded as the radio's last error."""
+        try:
+            await self._run(stop, started, on_scan)
+        except ScanError as e:
+            self.health.note_error(str(e), time.time())
+            raise
+
+    async def _run(
+        self, stop: asyncio.Event, started: asyncio.Event | None, on_scan: Callable[[], None] | None
+    ) -> None:
         engine = self.engine
         loop = asyncio.get_running_loop()
         next_start = loop.time()
@@ -233,7 +257,7 @@ class ScanCycle:
                     log.debug("scan: start (%s, %s)", self.scanner.mode, f"{settings.duration:g}s")
                     await self.scanner.start()
                     self._scanning = True
-                    engine.health.mode = self.scanner.mode
+                    self.health.mode = self.scanner.mode
                     if started is not None:
                         started.set()
                 await _sleep_until(stop, loop.time() + settings.duration, self.scanner)
@@ -269,14 +293,14 @@ class ScanCycle:
             await self.scanner.stop()
             self._scanning = False
         assert self._replacement is not None
-        self.scanner, self._replacement = self._replacement, None
+        self.scanner, self._replacement = self._adopt(self._replacement), None
         log.info("scanner: now scanning with %s", getattr(self.scanner, "adapter", "the new scanner"))
 
     async def _watch_silence(self, settings: CycleSettings) -> None:
         """Count scans that heard nothing: renew the session at the first limit, reset the adapter at
         the second (when the rate limit allows)."""
         engine = self.engine
-        health = engine.health
+        health = self.health
         if engine.adverts_in_window:
             if not health.up:
                 log.info("scanner: adverts are arriving again")
@@ -301,7 +325,7 @@ class ScanCycle:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never"
 
     async def _renew(self, silent: int) -> None:
-        health = self.engine.health
+        health = self.health
         health.up = False
         health.restarts += 1
         message = (
@@ -318,7 +342,7 @@ class ScanCycle:
 
     async def _reset(self, silent: int) -> None:
         """Power-cycle the adapter; a radio that comes back powered off is the usual fatal fault."""
-        health = self.engine.health
+        health = self.health
         now = time.time()
         adapter = getattr(self.scanner, "adapter", "-")
         if self._last_reset is not None and now - self._last_reset < self._reset_backoff:
@@ -337,28 +361,10 @@ class ScanCycle:
             await self.scanner.stop()
             self._scanning = False
         await self.scanner.reset()  # raises ScanError when the adapter does not come back on
-        health.adapter_resets += 1
+        health.resets += 1
         if self._last_reset is not None:
             self._reset_backoff = min(RESET_BACKOFF_MAX_SECONDS, self._reset_backoff * 2)
         self._last_reset = now
         log.info("scanner: adapter %s reset; scanning again", adapter)
         await self.scanner.start()
         self._scanning = True
-
-
-async def run_cycles(
-    engine: ScanEngine,
-    scanner: Scanner,
-    interval: float,
-    duration: float,
-    stop: asyncio.Event,
-    *,
-    continuous: bool = False,
-    silent_scans_before_restart: int = 0,
-    silent_scans_before_reset: int = 0,
-    started: asyncio.Event | None = None,
-    on_scan: Callable[[], None] | None = None,
-) -> None:
-    """A ScanCycle with fixed settings, run until `stop` is set."""
-    settings = CycleSettings(interval, duration, silent_scans_before_restart, silent_scans_before_reset, continuous)
-    await ScanCycle(engine, scanner, settings).run(stop, started=started, on_scan=on_scan)

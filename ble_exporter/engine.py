@@ -103,23 +103,6 @@ class Counters:
     scans: int = 0
 
 
-@dataclass(slots=True)
-class ScanHealth:
-    """How the scanner is doing, as the scan cycle sees it (for /metrics, /status and the watch header)."""
-
-    mode: str = "starting"  # a ScanMode once the first scan started
-    up: bool = True  # False after `silent` scans in a row heard no advert at all
-    silent_scans: int = 0
-    restarts: int = 0
-    adapter_resets: int = 0
-    last_error: str | None = None  # the latest scanner error the process survived (or the one it died of)
-    last_error_time: float | None = None
-
-    def note_error(self, message: str, now: float) -> None:
-        self.last_error = message
-        self.last_error_time = now
-
-
 class ScanEngine:
     def __init__(self, devices: Iterable[Device], keep_unknown: bool = False) -> None:
         self.devices = tuple(devices)
@@ -127,7 +110,6 @@ class ScanEngine:
         self.keep_unknown = keep_unknown
         self.live: dict[str, LiveState] = {d.mac: LiveState(d.mac, d.name) for d in self.devices}
         self.counters = Counters()
-        self.health = ScanHealth()
         self.snapshot = Snapshot()
         self.last_advert: float | None = None  # any advert at all, configured or not
         self._window: dict[str, Readings] = {}

@@ -36,6 +36,9 @@ class ScanError(Exception):
 
 class Scanner(Protocol):
     mode: ScanMode  # the mode actually in use, once started
+    # What the radio survived (a fallback, a refused reset), in one line: the scan cycle points this at
+    # the radio's health when it takes the scanner on.
+    on_error: Callable[[str], None]
 
     async def start(self) -> None: ...
 

@@ -18,7 +18,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ble_exporter.devices import Device
@@ -206,6 +206,7 @@ class SimulatedScanner:
         self.resets = 0
         self.silent = False  # True: the radio goes quiet, as BlueZ sometimes does
         self.failure: Exception | None = None  # raised by check(), as when BlueZ goes away
+        self.on_error: Callable[[str], None] = lambda message: None  # the simulated radio survives nothing
 
     async def start(self) -> None:
         if self._task is None:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console, Group, JustifyMethod, RenderableType
@@ -27,6 +27,8 @@ from rich.text import Text
 from ble_exporter.config import Config
 from ble_exporter.core import Core
 from ble_exporter.engine import HISTORY_SECONDS, LiveState, Readings, ScanEngine
+from ble_exporter.exits import Exit
+from ble_exporter.health import RadioHealth
 from ble_exporter.parser import Format
 from ble_exporter.scanner import ScanError, ScanMode
 
@@ -64,6 +66,7 @@ class Header:
     started: float  # time.time() at start, for the uptime
     rate: float | None  # adverts/s from any device; None until there is a measurement
     config_path: str = "config.yaml"
+    health: RadioHealth = field(default_factory=RadioHealth)  # the scan cycle's, read as it changes
 
 
 # --- pure formatting ---------------------------------------------------------------------------------
@@ -128,7 +131,7 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
 
 def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
     """One line: as many of its parts as fit, the least telling left out first, so it is never cut."""
-    health = engine.health
+    health = header.health
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
     radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{header.adapter} {health.mode}"
     if not health.up:
@@ -450,7 +453,7 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
         loop.add_signal_handler(sig, stop.set)
     core = Core(cfg, simulate=simulate, continuous=True, keep_unknown=show_all)
     engine = core.engine
-    header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path)
+    header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path, core.health)
     rate = AdvertRate()
     core.start(stop)
     cycles = core.cycles
@@ -493,7 +496,7 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
                 header = replace(header, rate=rate.update(now, engine.counters.adverts_received))
                 # Redraw when a packet arrived, a second ticked, a key scrolled or the terminal was resized:
                 # an idle view costs next to nothing on a Pi Zero, and an unchanged frame is never rewritten.
-                state = (engine.counters.adverts_received, int(now), engine.health.mode, console.size, scroll)
+                state = (engine.counters.adverts_received, int(now), core.health.mode, console.size, scroll)
                 if state != drawn:
                     if drawn and state[3] != drawn[3]:
                         # Resized: the terminal has re-wrapped what was drawn for the old size, so the
@@ -520,5 +523,5 @@ def run_watch(cfg: Config, simulate: bool = False, show_all: bool = False) -> in
         logging.getLogger().handlers.clear()
         logging.getLogger().addHandler(logging.NullHandler())
         print(f"ble-exporter: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return Exit.BLUETOOTH
+    return Exit.OK

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from ble_exporter.config import parse_config
-from ble_exporter.core import Core, heard_names, run_cycles
+from ble_exporter.core import Core, CycleSettings, ScanCycle, heard_names
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.scanner import ScanError, ScanMode
@@ -19,27 +20,28 @@ from ble_exporter.simulator import DEMO_DEVICES, SimulatedScanner
 DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
 
 
-async def _cycle(engine: ScanEngine, scanner: object, scans: int, **kwargs: object) -> None:
+def _cycle(engine: ScanEngine, scanner: object, scans: int, cycle: ScanCycle | None = None, **kwargs: Any) -> ScanCycle:
+    """Run a cycle of 0.1-s scans every 0.12 s (or `cycle` again) until the engine has counted `scans`."""
+    if cycle is None:
+        cycle = ScanCycle(engine, scanner, CycleSettings(0.12, 0.1, **kwargs))  # type: ignore[arg-type]
     stop = asyncio.Event()
 
     def count() -> None:
         if engine.counters.scans >= scans:
             stop.set()
 
-    await asyncio.wait_for(
-        run_cycles(engine, scanner, 0.12, 0.1, stop, on_scan=count, **kwargs),  # type: ignore[arg-type]
-        timeout=10,
-    )
+    asyncio.run(asyncio.wait_for(cycle.run(stop, on_scan=count), timeout=10))
+    return cycle
 
 
 def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
     engine = ScanEngine(DEVICES)
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 3))
+    cycle = _cycle(engine, scanner, 3)
     assert engine.counters.scans == 3
     assert scanner.sessions == 3  # one scanning session per cycle
     assert {d.device.name for d in engine.snapshot.devices} == {"one", "two"}
-    assert engine.health.mode == "simulated"
+    assert cycle.health.mode == "simulated"
     received = engine.counters.adverts_received
     asyncio.run(asyncio.sleep(0.1))
     assert engine.counters.adverts_received == received  # stopped: nothing arrives after the run
@@ -48,7 +50,7 @@ def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
 def test_continuous_mode_keeps_one_session() -> None:
     engine = ScanEngine(DEVICES)
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 3, continuous=True))
+    _cycle(engine, scanner, 3, continuous=True)
     assert scanner.sessions == 1 and engine.counters.scans == 3
 
 
@@ -56,19 +58,19 @@ def test_silent_scanner_is_renewed_and_recovers() -> None:
     engine = ScanEngine(DEVICES)
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True
-    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
+    cycle = _cycle(engine, scanner, 3, silent_scans_before_restart=3)
     assert scanner.renewals == 1
-    assert engine.health.restarts == 1 and not engine.health.up
+    assert cycle.health.restarts == 1 and not cycle.health.up
     scanner.silent = False
-    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=3))
-    assert engine.health.up and engine.health.restarts == 1
+    _cycle(engine, scanner, 4, cycle)
+    assert cycle.health.up and cycle.health.restarts == 1
 
 
 def test_silence_without_configured_devices_is_not_a_fault() -> None:
     engine = ScanEngine(())
     scanner = SimulatedScanner((), engine.ingest, neighbours=())
-    asyncio.run(_cycle(engine, scanner, 4, silent_scans_before_restart=1))
-    assert scanner.renewals == 0 and engine.health.up
+    cycle = _cycle(engine, scanner, 4, silent_scans_before_restart=1)
+    assert scanner.renewals == 0 and cycle.health.up
 
 
 class FailingScanner:
@@ -77,6 +79,7 @@ class FailingScanner:
     def __init__(self, fail_on: str) -> None:
         self.fail_on = fail_on
         self.stops = 0
+        self.on_error: Callable[[str], None] = lambda message: None
 
     async def start(self) -> None:
         if self.fail_on == "start":
@@ -101,11 +104,13 @@ class FailingScanner:
 
 
 @pytest.mark.parametrize("fail_on", ["start", "stop"])
-def test_scan_errors_propagate(fail_on: str) -> None:
+def test_scan_errors_propagate_recorded_as_the_radios_last_error(fail_on: str) -> None:
     engine = ScanEngine(DEVICES)
+    cycle = ScanCycle(engine, FailingScanner(fail_on), CycleSettings(0.12, 0.1))
     with pytest.raises(ScanError, match=fail_on):
-        asyncio.run(_cycle(engine, FailingScanner(fail_on), 5))
+        _cycle(engine, None, 5, cycle)
     assert engine.counters.scans == 0
+    assert (cycle.health.last_error or "").startswith(f"Bluetooth scan {fail_on} on hci0 failed")
 
 
 def test_cancelling_the_cycle_stops_the_scanner() -> None:
@@ -113,7 +118,7 @@ def test_cancelling_the_cycle_stops_the_scanner() -> None:
     scanner = FailingScanner("never")
 
     async def go() -> None:
-        task = asyncio.ensure_future(run_cycles(engine, scanner, 10, 5, asyncio.Event()))  # type: ignore[arg-type]
+        task = asyncio.ensure_future(ScanCycle(engine, scanner, CycleSettings(10, 5)).run(asyncio.Event()))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -128,7 +133,7 @@ def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
     scanner = SimulatedScanner(DEVICES, engine.ingest, neighbours=())
 
     async def go() -> None:
-        task = asyncio.ensure_future(run_cycles(engine, scanner, 30, 20, asyncio.Event()))
+        task = asyncio.ensure_future(ScanCycle(engine, scanner, CycleSettings(30, 20)).run(asyncio.Event()))
         await asyncio.sleep(0.1)
         scanner.failure = ScanError("Bluetooth on hci0 failed: BlueZ (org.bluez) left the system D-Bus")
         await asyncio.wait_for(task, 2.5)
@@ -144,10 +149,10 @@ def test_a_renewal_is_the_latest_survived_error_with_its_time() -> None:
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True
     before = time.time()
-    asyncio.run(_cycle(engine, scanner, 3, silent_scans_before_restart=3))
-    assert engine.health.last_error is not None
-    assert engine.health.last_error.startswith("scanner: no advert at all in 3 scans on - (simulated mode")
-    assert engine.health.last_error_time is not None and before <= engine.health.last_error_time <= time.time()
+    health = _cycle(engine, scanner, 3, silent_scans_before_restart=3).health
+    assert health.last_error is not None
+    assert health.last_error.startswith("scanner: no advert at all in 3 scans on - (simulated mode")
+    assert health.last_error_time is not None and before <= health.last_error_time <= time.time()
 
 
 def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
@@ -164,7 +169,7 @@ def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
 
     core = asyncio.run(go())
     assert core.demo and core.devices == DEMO_DEVICES and core.engine.devices == DEMO_DEVICES
-    assert core.engine.health.mode == ScanMode.SIMULATED and core.cycles.done()
+    assert core.health.mode == ScanMode.SIMULATED and core.cycles.done()
     real = Core(parse_config('devices:\n  "A4:C1:38:00:00:01": one\n', "c.yaml"), simulate=True)
     assert not real.demo and [d.name for d in real.devices] == ["one"]
 
@@ -193,11 +198,11 @@ def test_a_silent_radio_is_renewed_then_reset_once_and_heard_again(caplog: pytes
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True  # deaf until a reset (SimulatedScanner.reset), as a hung controller
     with caplog.at_level(logging.INFO):
-        asyncio.run(_cycle(engine, scanner, 6, silent_scans_before_restart=2, silent_scans_before_reset=2))
-    assert (scanner.renewals, scanner.resets, engine.health.adapter_resets) == (1, 1, 1)
-    assert engine.health.up and engine.counters.adverts_decoded > 0  # heard again after the reset
+        health = _cycle(engine, scanner, 6, silent_scans_before_restart=2, silent_scans_before_reset=2).health
+    assert (scanner.renewals, scanner.resets, health.resets) == (1, 1, 1)
+    assert health.up and engine.counters.adverts_decoded > 0  # heard again after the reset
     assert "renewing the scanning session did not help" in caplog.text and "reset; scanning again" in caplog.text
-    assert "resetting the adapter" in (engine.health.last_error or "")
+    assert "resetting the adapter" in (health.last_error or "")
 
 
 def test_adapter_resets_are_rate_limited_while_they_do_not_help(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,14 +214,14 @@ def test_adapter_resets_are_rate_limited_while_they_do_not_help(monkeypatch: pyt
 
     monkeypatch.setattr(scanner, "reset", deaf_for_good)
     scanner.silent = True
-    asyncio.run(_cycle(engine, scanner, 14, silent_scans_before_restart=2, silent_scans_before_reset=2))
+    health = _cycle(engine, scanner, 14, silent_scans_before_restart=2, silent_scans_before_reset=2).health
     # Silent scan 2: renew; 4: reset; 6, 8, ...: renew, and a reset only after RESET_BACKOFF_SECONDS.
-    assert scanner.resets == 1 and scanner.renewals == 6 and not engine.health.up
+    assert scanner.resets == 1 and scanner.renewals == 6 and not health.up
 
 
 def test_reset_off_keeps_renewing_as_before() -> None:
     engine = ScanEngine(DEVICES)
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True
-    asyncio.run(_cycle(engine, scanner, 9, silent_scans_before_restart=3, silent_scans_before_reset=0))
+    _cycle(engine, scanner, 9, silent_scans_before_restart=3, silent_scans_before_reset=0)
     assert (scanner.renewals, scanner.resets) == (3, 0)

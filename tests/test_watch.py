@@ -22,6 +22,7 @@ from rich.console import Console
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
 from ble_exporter.engine import Readings, ScanEngine
+from ble_exporter.health import RadioHealth
 from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.watch import (
     SPARKS,
@@ -56,12 +57,13 @@ def show(
     width: int = 80,
     height: int = 24,
     scroll: int = 0,
+    health: RadioHealth | None = None,
 ) -> list[str]:
     """The view as a colourless terminal of `width` columns shows it, one string per line."""
     console = Console(
         file=io.StringIO(), width=width, height=height, color_system=None, force_terminal=False, legacy_windows=False
     )
-    header = Header("hci0", T0 - 125.0, rate, "/etc/ble-exporter/config.yaml")
+    header = Header("hci0", T0 - 125.0, rate, "/etc/ble-exporter/config.yaml", health or RadioHealth())
     console.print(render(engine, now, header, show_all=show_all, width=width, height=height, scroll=scroll))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b" not in text  # no colour or style codes on a terminal without colour
@@ -118,15 +120,15 @@ def test_a_device_quiet_for_longer_than_the_stale_limit_is_marked_without_colour
 
 def test_header_shows_the_scan_mode_in_use_and_a_silent_scanner() -> None:
     engine = ScanEngine(DEVICES)
-    engine.health.mode = "passive"
-    assert "· hci0 passive ·" in show(engine, T0)[0]
-    engine.health.mode = "active"
-    engine.health.up = False
-    assert "hci0 active (silent)" in show(engine, T0, rate=None)[0]
-    assert "– adverts/s" in show(engine, T0, rate=None)[0]
-    engine.health.mode = "simulated"
-    engine.health.up = True
-    assert "· simulated sensors ·" in show(engine, T0)[0]
+    health = RadioHealth(mode="passive")
+    assert "· hci0 passive ·" in show(engine, T0, health=health)[0]
+    health.mode = "active"
+    health.up = False
+    assert "hci0 active (silent)" in show(engine, T0, rate=None, health=health)[0]
+    assert "– adverts/s" in show(engine, T0, rate=None, health=health)[0]
+    health.mode = "simulated"
+    health.up = True
+    assert "· simulated sensors ·" in show(engine, T0, health=health)[0]
 
 
 def test_all_lists_sensors_not_in_the_config_with_the_yaml_to_paste_for_the_strongest() -> None:
