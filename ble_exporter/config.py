@@ -209,6 +209,12 @@ class Config:
         line = self.lines.get(key)
         return f"{self.path}:{line}" if line else self.path
 
+    @property
+    def http_address(self) -> str:
+        """`*:8000`, `127.0.0.1:8000`, `[::]:8000`: as a URL writes it."""
+        host = self.listen_address or "*"
+        return f"[{host}]:{self.listen_port}" if ":" in host else f"{host}:{self.listen_port}"
+
 
 KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in dataclasses.fields(Config) if "key" in f.metadata}
 DEFAULTS = Config()
@@ -222,8 +228,11 @@ def load_config(path: str | Path) -> Config:
     return parse_config(read_text(path), str(path))
 
 
-def read_text(path: str | Path) -> str:
-    """A small UTF-8 text file, or ConfigError saying in one line why not."""
+def read_text(
+    path: str | Path, missing: str = "create it (see /usr/share/doc/ble-exporter) or pass --config PATH"
+) -> str:
+    """A small UTF-8 text file, or ConfigError saying in one line why not (`missing`: the fix when there
+    is no such file)."""
     name = str(path)
     p = Path(path)
     try:
@@ -236,9 +245,7 @@ def read_text(path: str | Path) -> str:
                 os.set_blocking(fd, True)
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(
-            [f"{name}: no such file; create it (see /usr/share/doc/ble-exporter) or pass --config PATH"]
-        ) from None
+        raise ConfigError([f"{name}: no such file; {missing}"]) from None
     except PermissionError:
         sudo = "" if os.geteuid() == 0 else "; run it as root (sudo), or "
         raise ConfigError([f"{name}: cannot be read (Permission denied){sudo or '; '}check its permissions"]) from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import gzip
-import html
 import logging
 import ssl
 import time
@@ -17,20 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 
-from ble_exporter import __version__
 from ble_exporter.auth import BasicAuth
 from ble_exporter.httpguard import MAX_REQUEST_LINE, URI_TOO_LONG_PATH, ClientMistakes, ConnectionGuard
-
-LANDING = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>ble-exporter</title></head>
-<body><h1>ble-exporter {html.escape(__version__)}</h1>
-<p>Prometheus exporter for BLE thermometers.</p>
-<ul><li><a href="metrics">/metrics</a> – Prometheus metrics</li>
-<li><a href="status">/status</a> – scanner status (JSON)</li>
-<li><a href="healthz">/healthz</a> – liveness</li></ul>
-</body></html>
-"""
-
 
 METRICS_MAX_AGE = 1.0
 """Seconds a /metrics rendering is served from cache (besides, a new scan's snapshot renders at once)."""
@@ -69,11 +56,13 @@ def make_app(
     registry: CollectorRegistry,
     status_source: Callable[[], dict[str, Any]],
     *,
+    landing: Callable[[], str] | None = None,
     generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
     auth: BasicAuth | None = None,
 ) -> web.Application:
-    """GET and HEAD on each route; aiohttp answers 404 for other paths and 405 for other methods.
+    """GET and HEAD on each route (`/` where there is a `landing` page); aiohttp answers 404 for other
+    paths and 405 for other methods.
 
     /metrics is rendered at most once per `metrics_max_age` seconds per content type and served from
     cache in between, and at once when `generation()` changes (the daemon passes the engine's snapshot,
@@ -110,8 +99,9 @@ def make_app(
     async def status(request: web.Request) -> web.Response:
         return web.json_response(status_source())
 
-    async def landing(request: web.Request) -> web.Response:
-        return web.Response(text=LANDING, content_type="text/html")
+    async def landing_page(request: web.Request) -> web.Response:
+        assert landing is not None
+        return web.Response(text=landing(), content_type="text/html")
 
     async def uri_too_long(request: web.Request) -> web.Response:
         response = web.Response(status=414, text=f"request line longer than {MAX_REQUEST_LINE} bytes\n")
@@ -119,7 +109,8 @@ def make_app(
         return response
 
     app = web.Application(client_max_size=1024, middlewares=[auth.middleware()] if auth is not None else [])
-    app.router.add_get("/", landing)
+    if landing is not None:
+        app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import logging.handlers
 import os
@@ -27,45 +28,99 @@ class LogFileProblem:
 
 
 def log_file_problem(path: str) -> LogFileProblem | None:
-    """What opening `path` for logging would run into, found without creating anything: so that
-    `check-config` catches what `run` would, and `run` says it in words rather than an OS error."""
-    target = Path(path)
-    for existing in (target, *target.parents):  # the nearest part of the path that exists
+    """What opening `path` for logging runs into, found by doing what `setup_logging` will do (create
+    the missing directories, open the file for append) and undoing it: so `check-config` and a reload
+    find exactly what `run` would, on any filesystem (read-only, /proc), and leave nothing behind."""
+    error = _try_opening(Path(path))
+    if error is None:
+        return None
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return _permission_problem(path) or LogFileProblem(
+            f"log file {path} cannot be written (permission denied); fix its owner or choose another path", True
+        )
+    return _shape_problem(path) or LogFileProblem(
+        f"log file {path} cannot be written ({error.strerror}); choose another path", False
+    )
+
+
+def _try_opening(target: Path) -> OSError | None:
+    made: list[Path] = []
+    created: Path | None = None
+    try:
+        for directory in reversed(target.parents):
+            if not directory.is_dir():
+                directory.mkdir()
+                made.append(directory)
+        if not target.exists():  # (through a symlink, the file it names: the one to remove again)
+            created = Path(os.path.realpath(target))
+        os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS, 0o644))
+    except OSError as e:
+        created = None
+        return e
+    finally:
+        with contextlib.suppress(OSError):
+            if created is not None:
+                created.unlink()
+            for directory in reversed(made):
+                directory.rmdir()
+    return None
+
+
+# Never block on a FIFO nobody reads, nor take a terminal as the controlling one.
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+def _nearest_existing(target: Path) -> tuple[Path, int] | OSError:
+    """The nearest part of the path that exists, with its mode (or the error that stops us looking)."""
+    for existing in (target, *target.parents):
         try:
-            mode = existing.stat().st_mode
+            return existing, existing.stat().st_mode
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as e:
-            return LogFileProblem(
-                f"log file {path} cannot be reached ({str(e.strerror).lower()} on a directory above it); fix "
-                "the directories' permissions or choose another path",
-                True,
-            )
-        break
-    else:
+            return e
+    return target.parents[-1], stat.S_IFDIR
+
+
+def _shape_problem(path: str) -> LogFileProblem | None:
+    """A path that is a directory or lies under a file: in words, with the fix."""
+    target = Path(path)
+    found = _nearest_existing(target)
+    if isinstance(found, OSError):
         return None
-    if existing == target:
-        if stat.S_ISDIR(mode):
-            return LogFileProblem(
-                f"log file {path} is a directory; name a file in it, e.g. {target / 'ble-exporter.log'}", False
-            )
-        if not os.access(target, os.W_OK):
-            return LogFileProblem(
-                f"log file {path} cannot be written (permission denied); fix its owner or choose another path", True
-            )
-        return None
-    if not stat.S_ISDIR(mode):
+    existing, mode = found
+    if existing == target and stat.S_ISDIR(mode):
+        return LogFileProblem(
+            f"log file {path} is a directory; name a file in it, e.g. {target / 'ble-exporter.log'}", False
+        )
+    if existing != target and not stat.S_ISDIR(mode):
         return LogFileProblem(
             f"log file {path} cannot be created: {existing} is a file, not a directory; choose another path", False
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        missing = "" if existing == target.parent else f" (nor {target.parent} made there)"
+    return None
+
+
+def _permission_problem(path: str) -> LogFileProblem | None:
+    """Which permission stops this user: in words, with the fix (another user may well succeed)."""
+    target = Path(path)
+    found = _nearest_existing(target)
+    if isinstance(found, OSError):
         return LogFileProblem(
-            f"log file {path} cannot be created in {existing}{missing} (permission denied); create the directory for "
-            "the user that runs the exporter, or choose another path",
+            f"log file {path} cannot be reached ({str(found.strerror).lower()} on a directory above it); fix "
+            "the directories' permissions or choose another path",
             True,
         )
-    return None
+    existing, _ = found
+    if existing == target:
+        return LogFileProblem(
+            f"log file {path} cannot be written (permission denied); fix its owner or choose another path", True
+        )
+    missing = "" if existing == target.parent else f" (nor {target.parent} made there)"
+    return LogFileProblem(
+        f"log file {path} cannot be created in {existing}{missing} (permission denied); create the directory for "
+        "the user that runs the exporter, or choose another path",
+        True,
+    )
 
 
 class _QuietWatchedFileHandler(logging.handlers.WatchedFileHandler):

@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import pwd
 import sys
 from collections.abc import Callable, Sequence
 
 from ble_exporter import __version__, sdnotify, signals
-from ble_exporter.config import DEFAULT_PATH, Config, ConfigError, load_config, radio_problems
-from ble_exporter.daemon import (
-    EXIT_CONFIG,
-    EXIT_OK,
-    SERVICE_USER,
-    Daemon,
-    http_address,
-    privileged_port,
-    unprivileged_port_start,
-    warnings,
-)
-from ble_exporter.logger import LogFileError, log_file_problem, setup_logging
-from ble_exporter.webconfig import load_web_config
+from ble_exporter.config import DEFAULT_PATH, ConfigError, load_config, radio_problems
+from ble_exporter.daemon import Daemon
+from ble_exporter.exits import Exit
+from ble_exporter.logger import LogFileError, setup_logging
+from ble_exporter.startup import SERVICE_USER, check
 
 log = logging.getLogger("ble_exporter")
 
@@ -67,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         for problem in e.problems:
             print(f"ble-exporter: error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return Exit.CONFIG
     except KeyboardInterrupt:
-        return EXIT_OK
+        return Exit.OK
 
 
 def _log_path(text: str) -> str:
@@ -82,99 +72,41 @@ def _log_path(text: str) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """What `run` checks at start-up, for the service: the config, the scan timing a real adapter needs,
-    the port an unprivileged service can bind, the web config, and the files the service must read or
-    write, as the service's user where possible."""
+    """What `run` checks at start-up (the same check), for the service: also the port an unprivileged
+    service can bind, and the files it opens as the service's user where possible. Problems and warnings
+    go to stderr, the summary to stdout."""
     cfg = load_config(args.config)
-    problems = radio_problems(cfg)
-    if cfg.listen_port < unprivileged_port_start():
-        problems.append(f"{cfg.where('listen_port')}: listen_port {cfg.listen_port}: {privileged_port()}")
-    web = None
-    notes = []
-    if cfg.web_config_file:
-        try:
-            web = load_web_config(cfg.web_config_file)
-        except ConfigError as e:
-            problems += e.problems
-    who, found = _as_service_user(lambda: _service_file_problems(cfg))
-    for where, message, permission in found:
-        if permission and who != SERVICE_USER:
-            notes.append(f"note: as user {who}: {message}")
-        else:
-            problems.append(f"{where}: {message}")
-    if problems:
-        raise ConfigError(problems)
+    found = check(cfg, log_file=cfg.log_file, for_service=True)
+    for warning in found.warnings:
+        print(f"ble-exporter: warning: {warning}", file=sys.stderr)
+    found.or_raise()
+    web = found.web
     keys = sum(d.bindkey is not None for d in cfg.devices)
     scheme = "HTTPS" if web and web.tls else "HTTP"
     users = f" with basic auth ({len(web.users)} users)" if web and web.users else ""
     print(
         f"{cfg.path}: OK: {len(cfg.devices)} devices ({keys} with bindkey), scan {cfg.scan_duration_seconds:g} s "
         f"every {cfg.scan_interval_seconds:g} s on {cfg.adapter} ({cfg.scan_mode}), "
-        f"{scheme} on {http_address(cfg.listen_address, cfg.listen_port)}{users}, log {cfg.log_file}"
+        f"{scheme} on {cfg.http_address}{users}, log {cfg.log_file}"
     )
     checked = "the log file" + (" and the web config's files" if web else "")
-    if who == SERVICE_USER:
+    if found.checked_as == SERVICE_USER:
         print(f"{checked} checked as user {SERVICE_USER}, the service's user")
     else:
-        print(f"{checked} checked as user {who}; the service uses them as {SERVICE_USER} (sudo checks as it)")
-    for line in [*notes, *(f"warning: {w}" for w in warnings(cfg, web))]:
-        print(line)
-    return EXIT_OK
-
-
-def _service_file_problems(cfg: Config) -> list[tuple[str, str, bool]]:
-    """(where, problem, a matter of permission) for the files the service opens: its log, and the web
-    config with the certificate and key it names."""
-    found = []
-    problem = log_file_problem(cfg.log_file)
-    if problem is not None:
-        found.append((cfg.where("log_file"), problem.message, problem.permission))
-    if cfg.web_config_file:
-        try:
-            load_web_config(cfg.web_config_file)
-        except ConfigError as e:  # as root it loaded: what is left is this user's permission
-            found += [(cfg.where("web_config_file"), p, True) for p in e.problems]
-    return found
-
-
-def _as_service_user(check: Callable[[], list[tuple[str, str, bool]]]) -> tuple[str, list[tuple[str, str, bool]]]:
-    """(who checked, what `check` found): as the service's user when we are root and that user exists
-    (a child process that drops to it), else as whoever runs this."""
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    try:
-        service = pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        service = None
-    if os.geteuid() != 0 or service is None:
-        return me, check()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: become the service's user, check, report, exit
-        try:
-            os.close(read_end)
-            os.setgroups(os.getgrouplist(service.pw_name, service.pw_gid))
-            os.setgid(service.pw_gid)
-            os.setuid(service.pw_uid)
-            os.write(write_end, json.dumps(check()).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as report:
-        found = json.loads(report.read() or b"[]")
-    os.waitpid(pid, 0)
-    return SERVICE_USER, [tuple(item) for item in found]  # type: ignore[misc]
+        print(
+            f"{checked} checked as user {found.checked_as}; the service uses them as {SERVICE_USER} (sudo checks as it)"
+        )
+    for note in found.notes:
+        print(f"note: {note}")
+    return Exit.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
-        if not args.simulate and (problems := radio_problems(cfg)):
-            raise ConfigError(problems)
         log_file = args.log_file or cfg.log_file
         where = "--log-file" if args.log_file else cfg.where("log_file")
-        problem = log_file_problem(log_file)
-        if problem is not None:
-            raise ConfigError([f"{where}: {problem.message}"])
+        found = check(cfg, simulate=args.simulate, log_file=log_file, log_where=where).or_raise()
         level = getattr(logging, args.log_level.upper())
         try:
             setup_logging(log_file, level)
@@ -185,15 +117,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "no devices in %s: add your thermometers under `devices:` (find them with `ble-exporter watch --all`)",
                 cfg.path,
             )
-        web = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
-        daemon = Daemon(cfg, simulate=args.simulate, log_file_option=args.log_file, log_level=level, web=web)
+        daemon = Daemon(
+            cfg,
+            simulate=args.simulate,
+            log_file_option=args.log_file,
+            log_level=level,
+            web=found.web,
+            warnings=found.warnings,
+        )
         status = asyncio.run(daemon.run())
     except signals.Stopped:  # SIGTERM or SIGINT before the event loop took them over
         sdnotify.notify("STOPPING=1")
-        status = EXIT_OK
+        status = Exit.OK
     finally:
         signals.take_over(hup_reloads=True)  # the loop gave the signals back to their defaults
-    if status == EXIT_OK:
+    if status == Exit.OK:
         log.info("stopped")
     return status
 

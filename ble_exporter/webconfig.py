@@ -60,7 +60,7 @@ class WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     """Read and check a web configuration file; raises ConfigError (every problem, in line order)."""
-    text = read_text(path)
+    text = read_text(path, missing="create it (README: Securing the endpoints) or change web_config_file")
     root = yaml_root(text, path)
     problems: list[tuple[int, str]] = []
 

@@ -1,4 +1,5 @@
-"""The collector: exactly the spec's series for devices heard in the latest scan, fresh per scrape."""
+"""The HTTP documents: the collector gives exactly the spec's series for devices heard in the latest scan,
+fresh per scrape; /status and the landing page tell the same story from the same view."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter.core import ConfigStatus
 from ble_exporter.devices import Device
+from ble_exporter.documents import Collector, View, build_registry
 from ble_exporter.engine import REJECTION_REASONS, ScanEngine
-from ble_exporter.metrics import EngineCollector, build_registry
 from ble_exporter.parser import uuid128
 
 BTHOME = uuid128(0xFCD2)
@@ -25,7 +26,7 @@ DATA2 = bytes.fromhex("4000b00c200b10001101")
 
 
 def scraped(engine: ScanEngine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(build_registry(engine)).decode()
+    text = generate_latest(build_registry(lambda: View.of_engine(engine))).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -101,7 +102,9 @@ def test_no_devices_still_exposes_the_exporter_series() -> None:
 def test_samples_carry_no_timestamps() -> None:
     engine = ScanEngine((KITCHEN,))
     one_scan(engine, DATA1)
-    families = list(text_string_to_metric_families(generate_latest(build_registry(engine)).decode()))
+    families = list(
+        text_string_to_metric_families(generate_latest(build_registry(lambda: View.of_engine(engine))).decode())
+    )
     samples = [s for family in families for s in family.samples]
     assert samples and all(s.timestamp is None for s in samples)
 
@@ -113,7 +116,7 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     result = subprocess.run(
         ["promtool", "check", "metrics"],
         check=False,
-        input=generate_latest(build_registry(engine)),
+        input=generate_latest(build_registry(lambda: View.of_engine(engine))),
         capture_output=True,
         timeout=30,
     )
@@ -130,7 +133,8 @@ def test_the_whole_exposition_of_a_fixed_scan_is_the_golden_file(update_golden: 
     one_scan(engine, DATA1, DATA2, bytes.fromhex("4002ca"))
     engine.ingest("11:22:33:44:55:66", -90, {}, 1006.0)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine, ConfigStatus(last_reload_success_time=1000.5)))  # type: ignore[arg-type]
+    view = View.of_engine(engine, config=ConfigStatus(last_reload_success_time=1000.5))
+    registry.register(Collector(lambda: view))  # type: ignore[arg-type]
     text = generate_latest(registry).decode().replace(platform.python_version(), "PYTHON_VERSION")
     if update_golden:
         GOLDEN.write_text(text)

@@ -24,6 +24,8 @@ from conftest import ExporterFactory, TlsFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from ble_exporter.documents import View, landing_page
+from ble_exporter.engine import ScanEngine
 from ble_exporter.exporter import make_app
 from ble_exporter.httpguard import MAX_CONNECTIONS
 
@@ -43,7 +45,8 @@ STATUS = {
 def app() -> web.Application:
     registry = CollectorRegistry()
     Gauge("ble_sensor_seen", "seen", ["device"], registry=registry).labels("kitchen").set(1)
-    return make_app(registry, lambda: dict(STATUS))
+    landing = landing_page(View.of_engine(ScanEngine(())))
+    return make_app(registry, lambda: dict(STATUS), landing=lambda: landing)
 
 
 def with_client(test: Callable[[Client], Awaitable[None]]) -> None:
@@ -168,8 +171,7 @@ def test_unknown_path_is_404_and_other_methods_405() -> None:
 
 def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
     from ble_exporter.devices import Device
-    from ble_exporter.engine import ScanEngine
-    from ble_exporter.metrics import build_registry
+    from ble_exporter.documents import build_registry
 
     engine = ScanEngine((Device("A4:C1:38:AA:BB:CC", "kitchen"),))
 
@@ -178,7 +180,14 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
 
     async def go() -> None:
         async with TestClient(
-            TestServer(make_app(build_registry(engine), dict, generation=lambda: engine.snapshot, metrics_max_age=3600))
+            TestServer(
+                make_app(
+                    build_registry(lambda: View.of_engine(engine)),
+                    dict,
+                    generation=lambda: engine.snapshot,
+                    metrics_max_age=3600,
+                )
+            )
         ) as client:
             first = await scrape(client)
             assert "ble_exporter_advertisements_received_total 0.0" in first
@@ -193,7 +202,14 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
             assert 'ble_sensor_temperature_celsius{device="kitchen"} 25.06' in fresh
             assert "ble_exporter_advertisements_received_total 2.0" in fresh
         async with TestClient(
-            TestServer(make_app(build_registry(engine), dict, generation=lambda: engine.snapshot, metrics_max_age=0))
+            TestServer(
+                make_app(
+                    build_registry(lambda: View.of_engine(engine)),
+                    dict,
+                    generation=lambda: engine.snapshot,
+                    metrics_max_age=0,
+                )
+            )
         ) as client:
             engine.ingest("11:22:33:44:55:66", -80, {}, 4.0)
             assert "ble_exporter_advertisements_received_total 3.0" in await scrape(client)

@@ -73,7 +73,7 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-@pytest.mark.parametrize("module", ["parser", "devices", "engine", "config", "scanner", "core"])
+@pytest.mark.parametrize("module", ["parser", "devices", "engine", "config", "scanner", "health", "core"])
 def test_core_imports_no_io_library(module: str) -> None:
     assert loaded_after(f"import ble_exporter.{module}").isdisjoint(HEAVY)
 
@@ -84,10 +84,10 @@ def test_the_engine_does_not_load_yaml() -> None:
 
 def test_the_scan_core_does_not_import_the_http_layer() -> None:
     loaded = loaded_after("import ble_exporter.core, ble_exporter.bluez, ble_exporter.simulator")
-    assert "ble_exporter.exporter" not in loaded and "ble_exporter.metrics" not in loaded
+    assert "ble_exporter.exporter" not in loaded and "ble_exporter.documents" not in loaded
     assert loaded.isdisjoint(HEAVY)  # bleak is imported only when a real scan starts
 
 
 def test_the_daemon_does_not_load_rich() -> None:
-    loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.metrics")
+    loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents")
     assert "rich" not in loaded and "ble_exporter.watch" not in loaded

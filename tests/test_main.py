@@ -499,17 +499,57 @@ def port_is_free(port: int) -> bool:
         ),
         ("listen_port: 80\nlog_file: {tmp}/x.log\n", "{c}:1: listen_port 80: ports below 1024 need privileges"),
         ("scan_duration_seconds: 0.01\nlog_file: {tmp}/x.log\n", "{c}:1: scan_duration_seconds 0.01 is below 1 s"),
+        # /proc looks writable to root, but nothing can be made there: only trying tells
+        (
+            "log_file: /proc/ble-exporter-test/x.log\n",
+            "{c}:1: log file /proc/ble-exporter-test/x.log cannot be written (No such file or directory); "
+            "choose another path",
+        ),
+        (
+            "log_file: {tmp}/ro/logs/x.log\n",
+            "{c}:1: log file {tmp}/ro/logs/x.log cannot be written (Read-only file system); choose another path",
+        ),
+        (
+            "log_file: {tmp}/x.log\nweb_config_file: {tmp}/web.yml\n",
+            "{tmp}/web.yml: no such file; create it (README: Securing the endpoints) or change web_config_file",
+        ),
     ],
 )
 def test_check_config_catches_what_run_would_at_start_up(tmp_path: Path, config: str, expected: str) -> None:
+    """The same broken configs to both commands: the same lines, exit 2 (`run` refuses what the service's
+    check refuses, but a privileged port, which root by hand may bind)."""
     text = config.format(tmp=tmp_path)
-    checked = run_once(tmp_path, text, "check-config")
+    (tmp_path / "ro").mkdir()
+    prefix = read_only_mount(tmp_path / "ro")
+    checked = run_once(tmp_path, text, "check-config", prefix=prefix)
     want = expected.format(tmp=tmp_path, c=tmp_path / "c.yaml")
     assert checked.returncode == 2 and checked.stderr.startswith(f"ble-exporter: error: {want}"), checked.stderr
     assert checked.stderr.count("\n") == 1
     if "listen_port" not in text:  # the service cannot bind it; root by hand can, so `run` is not refused
-        ran = run_once(tmp_path, text, "run")
+        ran = run_once(tmp_path, text, "run", prefix=prefix)
         assert ran.returncode == 2 and ran.stderr == checked.stderr
+
+
+def read_only_mount(directory: Path) -> list[str]:
+    """A command prefix that runs the command with an empty read-only filesystem on `directory` (a tmpfs
+    in a mount namespace of its own; a user namespace makes that possible without root)."""
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", *user, "--mount", "sh", "-c", f'mount -t tmpfs -o ro tmpfs "{directory}" && exec "$@"', "-"]
+
+
+def test_checking_a_log_file_leaves_nothing_behind(tmp_path: Path) -> None:
+    """check-config does what `run` will (makes the directories, opens the file) and undoes it."""
+    ok = run_once(tmp_path, f"log_file: {tmp_path}/new/logs/x.log\n", "check-config")
+    assert ok.returncode == 0, ok.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "x.log").write_text("kept\n")
+    ok = run_once(tmp_path, f"log_file: {tmp_path}/logs/x.log\n", "check-config")
+    assert ok.returncode == 0 and (tmp_path / "logs" / "x.log").read_text() == "kept\n"
+    too_long = "x" * 300  # the directories are made, then the file cannot be
+    failed = run_once(tmp_path, f"log_file: {tmp_path}/a/b/{too_long}\n", "check-config")
+    assert failed.returncode == 2 and "(File name too long)" in failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "logs"]
 
 
 def test_check_config_as_a_user_who_cannot_write_the_log_says_it_is_their_check(tmp_path: Path) -> None:
@@ -584,10 +624,11 @@ def test_a_config_with_bindkeys_readable_by_everyone_is_warned_about(tmp_path: P
     config.chmod(0o644)
     result = run_once(tmp_path, config.read_text(), "check-config")
     assert result.returncode == 0, result.stderr
-    warning = next(line for line in result.stdout.splitlines() if line.startswith("warning: "))
+    assert "warning" not in result.stdout  # on stderr, like the errors: a script keeping stderr sees it
+    (warning,) = result.stderr.splitlines()
     assert warning == (
-        f"warning: {tmp_path}/c.yaml holds bindkeys (with one, anyone can forge that sensor's readings) and every "
-        f"user on this machine can read it; run `sudo chmod 640 {tmp_path}/c.yaml` and "
+        f"ble-exporter: warning: {tmp_path}/c.yaml holds bindkeys (with one, anyone can forge that sensor's "
+        f"readings) and every user on this machine can read it; run `sudo chmod 640 {tmp_path}/c.yaml` and "
         f"`sudo chgrp ble-exporter {tmp_path}/c.yaml`"
     )
     (tmp_path / "c.yaml").chmod(0o640)
@@ -599,7 +640,7 @@ def test_a_config_with_bindkeys_readable_by_everyone_is_warned_about(tmp_path: P
         cwd=REPO,
         check=False,
     )
-    assert quiet.returncode == 0 and "warning" not in quiet.stdout
+    assert quiet.returncode == 0 and "warning" not in quiet.stdout + quiet.stderr
 
 
 def test_a_user_who_cannot_read_the_config_is_told_to_use_sudo(tmp_path: Path) -> None:
