@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ble_exporter.devices import Device
 from ble_exporter.parser import SERVICE_UUIDS, Format, NoReading, NotDecodable, Reading, Reason, parse
+from ble_exporter.reception import Reception
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class ScanEngine:
         self._by_mac: dict[str, Device] = {d.mac: d for d in self.devices}
         self.keep_unknown = keep_unknown
         self.live: dict[str, LiveState] = {d.mac: LiveState(d.mac, d.name) for d in self.devices}
+        self.reception: dict[str, Reception] = {d.mac: Reception() for d in self.devices}
         self.counters = Counters()
         self.snapshot = Snapshot()
         self.last_advert: float | None = None  # any advert at all, configured or not
@@ -121,7 +123,7 @@ class ScanEngine:
     def set_devices(self, devices: Iterable[Device]) -> None:
         """A reloaded config's devices: those that stay keep their live state, counters and place in the
         published snapshot (under their new name); a removed device leaves the snapshot at once; a
-        device whose bindkey changed starts a new encryption counter."""
+        device whose bindkey changed starts a new encryption counter and new reception counters."""
         old = self._by_mac
         self.devices = tuple(devices)
         self._by_mac = {d.mac: d for d in self.devices}
@@ -133,6 +135,8 @@ class ScanEngine:
             if d.mac in old and old[d.mac].bindkey != d.bindkey:
                 self._last_counter.pop(d.mac, None)
                 self._warned = {w for w in self._warned if w[0] != d.mac}
+                self.reception.pop(d.mac, None)
+        self.reception = {d.mac: self.reception.get(d.mac) or Reception() for d in self.devices}
         if self.keep_unknown:
             live.update({mac: s for mac, s in self.live.items() if mac not in old and mac not in live})
         self.live = live
@@ -186,6 +190,15 @@ class ScanEngine:
         mac = device.mac
         self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
         _update_live(self.live[mac], result, rssi, now)
+        # The frame counter: 32 bits where the format's encryption counter is one, else the 8-bit one.
+        if result.encrypted and result.format in COUNTER_FORMATS:
+            number, bits = result.counter, 32
+        else:
+            number, bits = result.packet_id, 8
+        if number is not None:
+            reception = self.reception[mac]
+            if number != reception.last_frame:
+                reception.frame(number, bits, now)
 
     def _ingest_unknown(
         self, mac: str, rssi: int | None, result: Reading | NoReading | NotDecodable, now: float
@@ -242,6 +255,8 @@ class ScanEngine:
         """Publish the open window as the new snapshot, replacing the previous one at once."""
         window = self._window
         devices = tuple(DeviceSnapshot(d, r) for d in self.devices if (r := window.get(d.mac)) is not None)
+        for mac in window:
+            self.reception[mac].scans_heard += 1
         self.snapshot = Snapshot(started=self._window_started, ended=now, devices=devices)
         self.counters.scans += 1
         self._window = {}
