@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ from ble_exporter.parser import SERVICE_UUIDS
 from ble_exporter.scanner import AdvertSink, ScanError, ScanMode
 
 log = logging.getLogger("ble_exporter.scanner")  # one name for the scanning, as the log has always said
-PASSIVE_FLAGS = b"\x06"  # the Flags AD value every firmware of these sensors advertises (see _new_scanner)
+PASSIVE_FLAGS = b"\x06"  # the Flags AD value every firmware of these sensors advertises (see passive_patterns)
+DEFAULT_OUI = "A4:C1:38"  # the LYWSD03MMC's (Telink's) address block
+MAX_PATTERNS = 16  # the kernel's HCI_MAX_ADV_MONITOR_NUM_PATTERNS: a monitor with more is refused
+AD_FLAGS, AD_SERVICE_DATA_UUID16 = 0x01, 0x16  # AD types (Bluetooth Assigned Numbers 2.3)
 RESET_WAIT_SECONDS = 10.0  # for the adapter to report each power change of a reset
 
 
@@ -38,6 +42,8 @@ class BluezScanner:
         self._path = f"/org/bluez/{adapter}"
         # BlueZ object paths of the configured sensors, forgotten at each scan start (see _forget).
         self._device_paths = self._paths_of(addresses)
+        self._patterns = passive_patterns(addresses)
+        self._patterns_changed = False  # by a reload: the next scan start makes a new monitor
         self.scan_mode = scan_mode
         self.mode = ScanMode.ACTIVE if scan_mode == ScanMode.ACTIVE else ScanMode.PASSIVE
         self._sink = sink
@@ -64,19 +70,14 @@ class BluezScanner:
         else:
             kwargs["adapter"] = self.adapter
         if mode == ScanMode.PASSIVE:
-            # BlueZ 5.69 and later (Debian 13's 5.82) match a service-data pattern against the bytes after
-            # the UUID when the controller has no monitor offload (the Pi's has none), so the UUID patterns
-            # match nothing there (bluez#1176); the Flags pattern (LE General Discoverable, no BR/EDR: what
-            # the pvvx, atc1441 and Xiaomi firmwares send) matches on every version. The engine keeps only
-            # the configured addresses either way.
             bluez["or_patterns"] = [
-                OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, uuid16.to_bytes(2, "little"))
-                for uuid16 in sorted(set(SERVICE_UUIDS.values()))
-            ] + [OrPattern(0, AdvertisementDataType.FLAGS, PASSIVE_FLAGS)]
+                OrPattern(start, AdvertisementDataType(ad_type), content) for start, ad_type, content in self._patterns
+            ]
         return BleakScanner(self._on_detect, **kwargs)
 
     async def start(self) -> None:
-        if self._scanner is None:
+        if self._scanner is None or self._patterns_changed:
+            self._patterns_changed = False
             await self._require_bluez()
             self._scanner = self._new_scanner(self.mode)
         await self._forget()
@@ -115,7 +116,11 @@ class BluezScanner:
         self._scanner = None
 
     def set_devices(self, devices: Sequence[Device]) -> None:
-        self._device_paths = self._paths_of([d.mac for d in devices])
+        addresses = [d.mac for d in devices]
+        self._device_paths = self._paths_of(addresses)
+        patterns = passive_patterns(addresses)
+        self._patterns_changed |= patterns != self._patterns
+        self._patterns = patterns
 
     def _paths_of(self, addresses: Sequence[str]) -> list[str]:
         return [f"{self._path}/dev_{mac.replace(':', '_')}" for mac in addresses]
@@ -361,6 +366,39 @@ async def _set_powered(bus: Any, adapter_path: str, powered: bool) -> None:
 
 async def _remove_device(bus: Any, adapter_path: str, device_path: str) -> None:
     await _call(bus, BLUEZ_SERVICE, adapter_path, ADAPTER_INTERFACE, "RemoveDevice", signature="o", body=[device_path])
+
+
+def passive_patterns(addresses: Sequence[str]) -> list[tuple[int, int, bytes]]:
+    """The passive monitor's patterns, (start, AD type, content): an advert matching any is reported.
+
+    Flags (LE General Discoverable, no BR/EDR) is what the pvvx, atc1441 and Xiaomi firmwares send,
+    and matches on every BlueZ. A sensor can send no Flags (MJWSD05MMC ships so, pvvx lets users turn
+    them off); its service data must match then, and BlueZ matches it two ways. Up to 5.68 a
+    service-data pattern is compared with the UUID and the payload after it: the UUID patterns match.
+    From 5.69 (Debian 13's 5.82) it is compared with the payload only when the controller has no
+    monitor offload, as the Pi's has none (bluez #1176 #2110), so the patterns below are on the
+    payload's first bytes: BTHome v2's device-info byte (plain, encrypted), plain BTHome v1's packet
+    id object, MiBeacon's frame control (version 5), and the address pvvx custom (reversed, from its
+    third byte) and atc1441 (in order) start with, by the configured sensors' address blocks (OUIs;
+    as many as the kernel's 16 patterns leave room for). Each is harmless where the other BlueZ
+    compares it, and the engine keeps only the configured addresses. Encrypted pvvx custom, atc1441
+    and BTHome v1 payloads start with a counter or ciphertext: with no Flags those are heard passively
+    only up to BlueZ 5.68 (README)."""
+    service_data = AD_SERVICE_DATA_UUID16
+    patterns = [(0, service_data, uuid16.to_bytes(2, "little")) for uuid16 in sorted(set(SERVICE_UUIDS.values()))]
+    patterns.append((0, AD_FLAGS, PASSIVE_FLAGS))
+    patterns += [
+        (0, service_data, b"\x40"),  # BTHome v2, plain (device info: version 2)
+        (0, service_data, b"\x41"),  # BTHome v2, encrypted
+        (0, service_data, b"\x02\x00"),  # BTHome v1, plain: the packet id object pvvx sends first
+        (1, service_data, b"\x58"),  # MiBeacon v5 (frame control 0x58xx, pvvx and Xiaomi)
+    ]
+    sensors_in = Counter(mac.upper()[:8] for mac in addresses)
+    ouis = [DEFAULT_OUI, *sorted(set(sensors_in) - {DEFAULT_OUI}, key=lambda oui: (-sensors_in[oui], oui))]
+    for oui in ouis[: (MAX_PATTERNS - len(patterns)) // 2]:  # the most used blocks first
+        block = bytes.fromhex(oui.replace(":", ""))
+        patterns += [(3, service_data, block[::-1]), (0, service_data, block)]  # pvvx custom, atc1441
+    return patterns
 
 
 def _bluez_args_take_adapter() -> bool:

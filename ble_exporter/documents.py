@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import html
 import platform
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,7 @@ from ble_exporter.core import ConfigStatus, Core
 from ble_exporter.devices import Device
 from ble_exporter.engine import REJECTION_REASONS, Counters, Readings, ScanEngine, Snapshot
 from ble_exporter.health import RadioHealth
+from ble_exporter.reception import Reception
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class View:
     counters: Counters
     devices: tuple[Device, ...]  # what is scanned: the config's devices, or the demo sensors
     health: RadioHealth
+    reception: Mapping[str, Reception] = field(default_factory=dict)  # by MAC, every device in `devices`
     config: ConfigStatus | None = None  # None: no reloads to tell of (tests of the sensor series)
     cfg: Config = DEFAULTS
     demo: bool = False  # simulated demo sensors stand in for a config without devices
@@ -44,7 +46,7 @@ class View:
 
     @classmethod
     def of_engine(cls, engine: ScanEngine, health: RadioHealth | None = None, **kw: Any) -> View:
-        return cls(engine.snapshot, engine.counters, engine.devices, health or RadioHealth(), **kw)
+        return cls(engine.snapshot, engine.counters, engine.devices, health or RadioHealth(), engine.reception, **kw)
 
 
 class Documents:
@@ -129,6 +131,7 @@ def build_registry(view: Callable[[], View]) -> CollectorRegistry:
 
 def metric_families(view: View) -> Iterator[Metric]:
     yield from _sensor_families(view)
+    yield from _reception_families(view)
     yield from _exporter_families(view)
     if view.config is not None:
         yield from _config_families(view.config)
@@ -148,6 +151,42 @@ def _sensor_families(view: View) -> Iterator[Metric]:
             value = value_of(d.readings)
             if value is not None:
                 family.add_metric([d.device.name], value)
+        yield family
+
+
+# (name, help, value of a sensor's Reception): counters of every configured device from the first scrape,
+# kept while it is not heard, unlike the per-scan gauges above.
+RECEPTION_COUNTERS: tuple[tuple[str, str, Callable[[Reception], int]], ...] = (
+    (
+        "ble_sensor_scans_heard",
+        "Scans in which the device gave a reading; divided by ble_exporter_scans_total, the share heard.",
+        lambda r: r.scans_heard,
+    ),
+    (
+        "ble_sensor_frames",
+        "Distinct frames heard from the device (new values of its frame counter).",
+        lambda r: r.frames,
+    ),
+    (
+        "ble_sensor_frames_sent",
+        "Frames the device sent by its own counter, between the frames heard; an upper bound of its "
+        "measurements (events and battery frames bump the counter too).",
+        lambda r: r.frames_sent,
+    ),
+    (
+        "ble_sensor_restarts",
+        "Times the device's frame counter started again (went back, or jumped further than time allows).",
+        lambda r: r.restarts,
+    ),
+)
+
+
+def _reception_families(view: View) -> Iterator[Metric]:
+    for name, help_text, value_of in RECEPTION_COUNTERS:
+        family = CounterMetricFamily(name, help_text, labels=["device"])
+        for device in view.devices:
+            reception = view.reception.get(device.mac)
+            family.add_metric([device.name], value_of(reception) if reception is not None else 0)
         yield family
 
 
@@ -234,6 +273,7 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
 def status_document(view: View) -> dict[str, Any]:
     """/status: the spec's four keys first, then what helps a user see why readings are missing."""
     cfg, snapshot, health, config = view.cfg, view.snapshot, view.health, view.config or ConfigStatus()
+    heard = {d.device.mac for d in snapshot.devices}
     return {
         "scan_interval_seconds": cfg.scan_interval_seconds,
         "scan_duration_seconds": cfg.scan_duration_seconds,
@@ -267,6 +307,23 @@ def status_document(view: View) -> dict[str, Any]:
             }
             for d in snapshot.devices
         ],
+        "sensors": [_sensor_status(device, view, heard) for device in view.devices],
+    }
+
+
+def _sensor_status(device: Device, view: View, heard: set[str]) -> dict[str, Any]:
+    """Every configured device, heard or not: how well it is heard."""
+    r = view.reception.get(device.mac) or Reception()
+    return {
+        "name": device.name,
+        "mac": device.mac,
+        "heard": device.mac in heard,  # in the latest scan
+        "scans": r.scans,
+        "scans_heard": r.scans_heard,
+        "frames": r.frames,
+        "frames_sent": r.frames_sent,
+        "restarts": r.restarts,
+        "period_seconds": None if r.period is None else round(r.period, 2),
     }
 
 

@@ -255,8 +255,9 @@ class ScanEngine:
         """Publish the open window as the new snapshot, replacing the previous one at once."""
         window = self._window
         devices = tuple(DeviceSnapshot(d, r) for d in self.devices if (r := window.get(d.mac)) is not None)
-        for mac in window:
-            self.reception[mac].scans_heard += 1
+        for mac, reception in self.reception.items():
+            reception.scans += 1
+            reception.scans_heard += mac in window
         self.snapshot = Snapshot(started=self._window_started, ended=now, devices=devices)
         self.counters.scans += 1
         self._window = {}

@@ -30,6 +30,7 @@ PERIOD_AFTER_STEPS = 3  # the period is measured once the counter has moved this
 class Reception:
     """One configured sensor's frame accounting, kept across scans and reloads (new MAC or bindkey: new)."""
 
+    scans: int = 0  # scans since this record began (the sensor configured, or its bindkey changed)
     scans_heard: int = 0  # scans in which the sensor gave a reading
     frames: int = 0  # distinct frames heard
     frames_sent: int = 0  # how far its counter advanced between the frames heard, unwrapped

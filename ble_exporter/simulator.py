@@ -7,6 +7,11 @@ packet id; MiBeacon ("Mijia") sensors send temperature and humidity in three adv
 battery in the fourth, or, encrypted, one value per measurement (temperature, humidity, battery in
 turn), the same frame for all adverts of the measurement (pvvx src/mi_beacon.c).
 
+Frame counters move as the firmware's do: once per measurement, the 8-bit one wrapping at 256, the
+32-bit encryption counter never; plain Mijia bumps it for its battery frame too. Of the demo sensors,
+the balcony's is far away and a third of its adverts are lost, and the bedroom's browns out every few
+minutes and starts counting again, so `make demo` moves every reception series.
+
 Readings behave like a thermometer's in a room over hours and days (SimulatedSensor). A
 couple of unconfigured neighbours advertise too, as they do in a block of flats.
 """
@@ -76,9 +81,12 @@ class SimulatedSensor:
     battery: int = 83
     voltage: float = 2.95
     rssi: int = -70
-    packet_id: int = 0
-    counter: int = 0
+    packet_id: int = 0  # the 8-bit frame counter
+    counter: int = 0  # the 32-bit encryption counter
     measurements: int = 0
+    loss: float = 0.0  # the share of adverts that never arrive
+    restart_every: float | None = None  # seconds between brown-outs: the counters start again
+    restarts: int = 0
     adverts: int = 0
     started: float | None = None
     sent: list[Reading] = field(default_factory=list)  # kept short; tests compare with what arrives
@@ -87,10 +95,16 @@ class SimulatedSensor:
     _noise_h: float = field(default=0.0, init=False, repr=False)
     _noise_rssi: float = field(default=0.0, init=False, repr=False)
     _last_advert: float | None = field(default=None, init=False, repr=False)
+    _booted: float | None = field(default=None, init=False, repr=False)
 
     def measure(self, now: float) -> None:
         if self.started is None:
             self.started = now
+        if self._booted is None or (self.restart_every is not None and now - self._booted >= self.restart_every):
+            if self._booted is not None:  # a brown-out: the firmware counts from 0 again
+                self.packet_id, self.counter = 0, 0
+                self.restarts += 1
+            self._booted = now
         dt = 0.0 if self._last is None else max(0.0, now - self._last)
         self._last = now
         self._noise_t = _wander(self._noise_t, dt, 1800.0, 0.3, self.rng)
@@ -105,7 +119,12 @@ class SimulatedSensor:
         self.voltage = round(volts, 3)
         self.battery = round(100 * min(1.0, (volts - EMPTY_VOLTS) / (FULL_VOLTS - EMPTY_VOLTS)))
         self.packet_id = (self.packet_id + 1) & 0xFF
+        self.counter += 1
         self.measurements += 1
+
+    def arrives(self) -> bool:
+        """Whether the advert just made reaches the receiver (a far sensor's often do not)."""
+        return self.loss == 0.0 or self.rng.random() >= self.loss
 
     def next_payload(self, now: float) -> tuple[str, bytes]:
         """The advert sent at `now`: its (service-data key, payload), alternating pvvx's two BTHome packets."""
@@ -134,7 +153,6 @@ class SimulatedSensor:
                 else Reading(format=self.format, encrypted=encrypted, voltage=self.voltage, packet_id=self.packet_id)
             )
         self.adverts += 1
-        self.counter += 1
         counter = self.counter
         if self.format == Format.MIJIA:
             reading, counter = self._mijia(climate)
@@ -149,6 +167,7 @@ class SimulatedSensor:
         mac = self.device.mac
         if not climate.encrypted:
             if self.adverts % 4 == 0:  # (adverts was counted already) the fourth advert of a measurement
+                self.packet_id = (self.packet_id + 1) & 0xFF  # the battery frame is a frame of its own
                 return Reading(format=Format.MIJIA, battery=self.battery, packet_id=self.packet_id, mac=mac), 0
             return replace(climate, battery=None, voltage=None, mac=mac), 0
         stage = self.measurements % 3
@@ -160,7 +179,7 @@ class SimulatedSensor:
             battery=self.battery if stage == 2 else None,
             mac=mac,
         )
-        return reading, self.measurements
+        return reading, self.counter
 
 
 def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[SimulatedSensor]:
@@ -179,6 +198,11 @@ def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[Sim
         sensor = SimulatedSensor(device, formats[i % len(formats)], random.Random(rng.random()), room)
         sensor.volts_at_start = round(rng.uniform(2.75, 3.05), 3)
         sensor.packet_id = rng.randint(0, 255)
+        sensor.counter = rng.randint(0, 99_999)
+        if device == DEMO_DEVICES[2]:
+            sensor.loss = 1 / 3
+        elif device == DEMO_DEVICES[1]:
+            sensor.restart_every = rng.uniform(240.0, 360.0)
         sensors.append(sensor)
     return sensors
 
@@ -251,6 +275,6 @@ class SimulatedScanner:
             for sensor in sensors:
                 now = time.time()
                 key, payload = sensor.next_payload(now)
-                if not self.silent:
+                if not self.silent and sensor.arrives():
                     self._sink(sensor.device.mac, sensor.rssi, {key: payload}, now)
                 await asyncio.sleep(gap)

@@ -30,6 +30,7 @@ from ble_exporter.engine import HISTORY_SECONDS, LiveState, Readings, ScanEngine
 from ble_exporter.exits import Exit
 from ble_exporter.health import RadioHealth
 from ble_exporter.parser import Format
+from ble_exporter.reception import Reception
 from ble_exporter.scanner import ScanError, ScanMode
 
 # The firmware advertises every 2.5 s by default: a sensor quiet for 30 s has missed a dozen adverts
@@ -186,9 +187,14 @@ _FIGURES: tuple[tuple[str, JustifyMethod, int], ...] = (
     ("dBm", "right", 3),
     ("ago", "right", 4),
     ("pkts", "right", 4),
+    ("heard", "right", 5),
+    ("per", "right", 4),
     ("format", "left", 10),
 )
 DROPPED_FIRST = ("MAC", "trend", "pkts", "V", "dBm")
+# How well a sensor is heard (the share of scans since start, its measured period) is shown only where
+# the columns above and the whole name already fit: the 80-column view stays as it was.
+EXTRAS = ("heard", "per")
 NAME_WIDTH = (6, 32)  # the name column's narrowest and widest
 
 
@@ -204,7 +210,7 @@ class Layout:
 def layout(width: int, names: Sequence[str]) -> Layout:
     """Columns for a terminal `width` columns wide: the trend gets what the name does not need."""
     widths = {title: w for title, _, w in _FIGURES}
-    columns = [title for title, _, _ in _FIGURES]
+    columns = [title for title, _, _ in _FIGURES if title not in EXTRAS]
 
     def needed(cols: list[str]) -> int:
         return NAME_WIDTH[0] + sum(widths[c] + 1 for c in cols)  # one space between columns
@@ -213,9 +219,14 @@ def layout(width: int, names: Sequence[str]) -> Layout:
         if needed(columns) <= width:
             break
         columns.remove(title)
-    spare = max(0, width - needed(columns))
     longest = max((len(n) for n in names), default=NAME_WIDTH[0])
-    name = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest), NAME_WIDTH[0] + spare)
+    whole_name = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest))
+    for title in EXTRAS:
+        if needed([*columns, title]) + whole_name - NAME_WIDTH[0] <= width:
+            columns.append(title)
+    columns = [title for title, _, _ in _FIGURES if title in columns]
+    spare = max(0, width - needed(columns))
+    name = min(whole_name, NAME_WIDTH[0] + spare)
     trend = widths["trend"] + spare - (name - NAME_WIDTH[0]) if "trend" in columns else 0
     return Layout(tuple(columns), name, trend)
 
@@ -235,7 +246,28 @@ def _table(shape: Layout, named: bool) -> Table:
     return table
 
 
-def _cells(state: LiveState, now: float, shape: Layout, named: bool) -> tuple[list[RenderableType], bool]:
+def format_share(reception: Reception) -> str:
+    """The share of scans since start in which the sensor was heard, in whole percent."""
+    return "–" if reception.scans == 0 else f"{100 * reception.scans_heard // reception.scans}%"
+
+
+def format_period(reception: Reception) -> str:
+    """The sensor's measured period: `10s`, `2.5s`; `–` until measured."""
+    period = reception.period
+    if period is None:
+        return "–"
+    return f"{period:.1f}s" if period < 9.95 else format_age(period)
+
+
+def _reception_cells(reception: Reception | None) -> dict[str, RenderableType]:
+    if reception is None:  # an unconfigured sensor (--all): nothing is counted for it
+        return {"heard": "", "per": ""}
+    return {"heard": format_share(reception), "per": format_period(reception)}
+
+
+def _cells(
+    state: LiveState, now: float, shape: Layout, named: bool, reception: Reception | None = None
+) -> tuple[list[RenderableType], bool]:
     """The figures of one row, as `shape` has them, and whether the device is stale."""
     r = state.readings
     age = now - (r.last_seen if r.last_seen is not None else now)
@@ -251,6 +283,7 @@ def _cells(state: LiveState, now: float, shape: Layout, named: bool) -> tuple[li
         "ago": _age(age),
         "pkts": format_count(r.packets),
         "format": format_name(r),
+        **_reception_cells(reception),
     }
     return [cells[c] for c in shape.columns if named or c != "trend"], stale
 
@@ -265,10 +298,18 @@ def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -
         name = Text(device.name, no_wrap=True, overflow="ellipsis")
         if state.readings.last_seen is None:
             # Nothing known yet, the format included: the format column says why the row is empty.
-            waiting = {**_WAITING, "MAC": device.mac, "dBm": "–", "ago": "– ", "pkts": "0", "format": "waiting…"}
+            waiting = {
+                **_WAITING,
+                **_reception_cells(engine.reception.get(device.mac)),
+                "MAC": device.mac,
+                "dBm": "–",
+                "ago": "– ",
+                "pkts": "0",
+                "format": "waiting…",
+            }
             table.add_row(name, *[waiting[c] for c in shape.columns], style="dim")
             continue
-        cells, stale = _cells(state, now, shape, named=True)
+        cells, stale = _cells(state, now, shape, named=True, reception=engine.reception.get(device.mac))
         table.add_row(name, *cells, style="dim" if stale else None)
     return table
 
@@ -289,7 +330,7 @@ def _signal(state: LiveState) -> int:
 
 
 def _unknown_table(states: Sequence[LiveState], now: float, shape: Layout) -> Table:
-    shape = Layout(("MAC", *(c for c in shape.columns if c not in ("MAC", "trend"))), shape.name, 0)
+    shape = Layout(("MAC", *(c for c in shape.columns if c not in ("MAC", "trend", *EXTRAS))), shape.name, 0)
     table = _table(shape, named=False)
     for state in states:
         cells, stale = _cells(state, now, shape, named=False)

@@ -8,15 +8,17 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from bluez_mock import BUS_ENV, BluezMock
 
-from ble_exporter.bluez import BluezScanner, describe_failure
+from ble_exporter.bluez import MAX_PATTERNS, BluezScanner, describe_failure, passive_patterns
 from ble_exporter.devices import Device
+from ble_exporter.encoder import encode
 from ble_exporter.engine import ScanEngine
-from ble_exporter.parser import uuid128
+from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.scanner import ScanError, ScanMode
 
 DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"))
@@ -96,29 +98,63 @@ def test_bluez_passive_mode_where_bluez_offers_it() -> None:
         assert engine.snapshot.devices[0].readings.temperature == 27.01
 
 
-def test_passive_patterns_match_on_bluez_before_and_after_5_69(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BlueZ >= 5.69 without monitor offload matches no service-data UUID pattern (bluez#1176; the
-    trixie system test heard nothing with them alone): a Flags pattern must be there too."""
+def test_the_passive_monitor_gets_the_patterns_and_the_active_scan_none(monkeypatch: pytest.MonkeyPatch) -> None:
     import bleak
     from bleak.assigned_numbers import AdvertisementDataType
 
     made: list[dict[str, Any]] = []
     monkeypatch.setattr(bleak, "BleakScanner", lambda callback, **kwargs: made.append(kwargs))
-    BluezScanner("hci0", ScanMode.PASSIVE, lambda *a: None)._new_scanner(ScanMode.PASSIVE)
+    BluezScanner("hci0", ScanMode.PASSIVE, lambda *a: None, ["E7:2E:00:11:22:33"])._new_scanner(ScanMode.PASSIVE)
     BluezScanner("hci0", ScanMode.ACTIVE, lambda *a: None)._new_scanner(ScanMode.ACTIVE)
     passive, active = made
-    patterns = {
+    patterns = [
         (p.start_position, p.ad_data_type, bytes(p.content_of_pattern)) for p in passive["bluez"]["or_patterns"]
-    }
-    assert patterns == {
-        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("d2fc")),  # BTHome v2
-        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1c18")),  # BTHome v1
-        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1e18")),  # BTHome v1 encrypted
-        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("1a18")),  # pvvx, atc1441
-        (0, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("95fe")),  # Mijia
-        (0, AdvertisementDataType.FLAGS, b"\x06"),  # every version of BlueZ
-    }
+    ]
+    assert patterns == [(start, AdvertisementDataType(t), c) for start, t, c in passive_patterns(["E7:2E:00:11:22:33"])]
+    assert (0, AdvertisementDataType.FLAGS, b"\x06") in patterns  # matches on every BlueZ
+    assert (3, AdvertisementDataType.SERVICE_DATA_UUID16, bytes.fromhex("002ee7")) in patterns
     assert passive["scanning_mode"] == "passive" and "or_patterns" not in active["bluez"]
+
+
+def matched(patterns: list[tuple[int, int, bytes]], ads: list[tuple[int, bytes]], payload_only: bool) -> bool:
+    """Whether BlueZ reports an advert (its AD structures, (type, data)) to a monitor with `patterns`:
+    up to 5.68 a pattern is compared with the AD's data; from 5.69 without monitor offload a
+    service-data pattern is compared with the payload after the UUID (bluez #1176 #2110)."""
+    for start, ad_type, content in patterns:
+        for t, data in ads:
+            compared = data[2:] if payload_only and t == 0x16 else data
+            if t == ad_type and compared[start : start + len(content)] == content:
+                return True
+    return False
+
+
+# What BlueZ >= 5.69 cannot tell from noise without Flags: payloads that start with a counter or ciphertext.
+UNMATCHABLE_WITHOUT_FLAGS = {(Format.PVVX, True), (Format.ATC1441, True), (Format.BTHOME_V1, True)}
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_sensor_without_flags_is_heard_passively_on_both_bluez(fmt: Format, encrypted: bool) -> None:
+    """Every format's advert (the encoder's bytes, as the firmware sends them), with Flags and without,
+    against both BlueZ matchings; two address blocks, as a LYWSD03MMC and an MHO-C401 have."""
+    macs = ["A4:C1:38:12:34:56", "E7:2E:00:AB:CD:EF"]
+    patterns = passive_patterns(macs)
+    assert len(patterns) <= MAX_PATTERNS
+    key = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932") if encrypted else None
+    reading = Reading(
+        format=fmt, encrypted=encrypted, temperature=21.5, humidity=45.0, battery=80, voltage=2.9, packet_id=7
+    )
+    if fmt == Format.MIJIA:
+        reading = replace(reading, voltage=None, battery=None, humidity=None if encrypted else 45.0)
+    if encrypted and fmt in (Format.PVVX, Format.ATC1441):
+        reading = replace(reading, voltage=None)
+    for mac in macs:
+        uuid16, payload = encode(reading, mac, key, 1234)
+        service_data = (0x16, uuid16.to_bytes(2, "little") + payload)
+        for payload_only in (False, True):
+            assert matched(patterns, [(0x01, b"\x06"), service_data], payload_only)  # with Flags: always
+            heard = matched(patterns, [service_data], payload_only)
+            assert heard or (payload_only and (fmt, encrypted) in UNMATCHABLE_WITHOUT_FLAGS), (mac, payload_only)
 
 
 def test_bluez_passive_only_fails_without_experimental(bluez: BluezMock) -> None:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter.core import ConfigStatus
 from ble_exporter.devices import Device
-from ble_exporter.documents import Collector, View, build_registry
+from ble_exporter.documents import RECEPTION_COUNTERS, SENSOR_GAUGES, Collector, View, build_registry, status_document
 from ble_exporter.engine import REJECTION_REASONS, ScanEngine
 from ble_exporter.parser import uuid128
 
@@ -23,6 +23,13 @@ ATTIC = Device("A4:C1:38:00:00:01", "attic")
 # pvvx issue #740: data1 and data2 of one measurement (packet id 176).
 DATA1 = bytes.fromhex("4000b00151028d0a038d11")
 DATA2 = bytes.fromhex("4000b00c200b10001101")
+PER_SCAN = {name for name, _, _ in SENSOR_GAUGES}
+RECEPTION = {f"{name}_total" for name, _, _ in RECEPTION_COUNTERS}
+
+
+def data1(packet_id: int) -> bytes:
+    """DATA1 under another packet id: the next frames of the same sensor."""
+    return DATA1[:2] + bytes((packet_id,)) + DATA1[3:]
 
 
 def scraped(engine: ScanEngine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -35,11 +42,11 @@ def scraped(engine: ScanEngine) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     }
 
 
-def one_scan(engine: ScanEngine, *packets: bytes) -> None:
-    engine.open_window(1000.0)
+def one_scan(engine: ScanEngine, *packets: bytes, start: float = 1000.0) -> None:
+    engine.open_window(start)
     for i, packet in enumerate(packets):
-        engine.ingest(KITCHEN.mac, -67, {BTHOME: packet}, 1001.0 + i)
-    engine.close_window(1005.0)
+        engine.ingest(KITCHEN.mac, -67, {BTHOME: packet}, start + 1.0 + i)
+    engine.close_window(start + 5.0)
 
 
 def test_sensor_series_for_a_device_heard() -> None:
@@ -54,17 +61,55 @@ def test_sensor_series_for_a_device_heard() -> None:
     assert got[("ble_sensor_rssi_dbm", k)] == -67
     assert got[("ble_sensor_last_update_timestamp_seconds", k)] == 1002.0
     assert got[("ble_sensor_seen", k)] == 1
-    sensor_series = {name for name, labels in got if name.startswith("ble_sensor_")}
-    assert len(sensor_series) == 7
-    assert not any(labels == (("device", "attic"),) for name, labels in got if name.startswith("ble_sensor_"))
+    assert {name for name, labels in got if name.startswith("ble_sensor_")} == PER_SCAN | RECEPTION
+    assert not any(labels == (("device", "attic"),) for name, labels in got if name in PER_SCAN)
 
 
-def test_a_device_not_heard_in_the_latest_scan_has_no_sensor_series() -> None:
+def test_a_device_not_heard_in_the_latest_scan_has_no_per_scan_series() -> None:
     engine = ScanEngine((KITCHEN,))
     one_scan(engine, DATA1)
     assert ("ble_sensor_seen", (("device", "kitchen"),)) in scraped(engine)
     one_scan(engine)
-    assert not any(name.startswith("ble_sensor_") for name, _ in scraped(engine))
+    assert not any(name in PER_SCAN for name, _ in scraped(engine))
+
+
+def test_reception_counters_start_at_0_for_every_configured_device_and_stay_while_not_heard() -> None:
+    engine = ScanEngine((KITCHEN, ATTIC))
+    got = scraped(engine)
+    for name in RECEPTION:
+        assert got[(name, (("device", "kitchen"),))] == got[(name, (("device", "attic"),))] == 0
+    one_scan(engine, DATA1, DATA2)  # data1 and data2 of one frame (pvvx #740): one frame
+    one_scan(engine, data1(177), data1(179), start=1010.0)  # 177 was missed at 1011, 178 was not heard
+    one_scan(engine, start=1020.0)  # not heard: the counters stay
+    got = scraped(engine)
+    k = (("device", "kitchen"),)
+    assert got[("ble_exporter_scans_total", ())] == 3
+    assert got[("ble_sensor_scans_heard_total", k)] == 2
+    assert got[("ble_sensor_frames_total", k)] == 3
+    assert got[("ble_sensor_frames_sent_total", k)] == 3  # 176 -> 179
+    assert got[("ble_sensor_restarts_total", k)] == 0
+    assert got[("ble_sensor_scans_heard_total", (("device", "attic"),))] == 0
+
+
+def test_status_tells_every_configured_sensors_reception() -> None:
+    engine = ScanEngine((KITCHEN, ATTIC))
+    one_scan(engine, data1(10))
+    one_scan(engine, data1(11), data1(12), data1(13), data1(14), start=1005.0)
+    status = status_document(View.of_engine(engine))
+    assert [d["name"] for d in status["devices"]] == ["kitchen"]  # heard in the latest scan
+    kitchen, attic = status["sensors"]
+    assert kitchen == {
+        "name": "kitchen",
+        "mac": KITCHEN.mac,
+        "heard": True,
+        "scans": 2,
+        "scans_heard": 2,
+        "frames": 5,
+        "frames_sent": 4,
+        "restarts": 0,
+        "period_seconds": 2.0,  # 4 steps from 1001 to 1009
+    }
+    assert attic["heard"] is False and attic["frames"] == 0 and attic["period_seconds"] is None
 
 
 def test_fields_not_heard_have_no_sample() -> None:

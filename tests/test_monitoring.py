@@ -67,7 +67,7 @@ def test_promtool_checks_the_rules_and_counts_every_rule(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     found = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout)]
     assert found == [len(ALERT_RULES), len(RECORD_RULES)], result.stdout
-    assert len(ALERT_RULES) == 11 and len(RECORD_RULES) == 10
+    assert len(ALERT_RULES) == 13 and len(RECORD_RULES) == 13
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
@@ -266,6 +266,10 @@ def test_the_panels_the_issue_asks_for() -> None:
         "ble_exporter_advertisements_rejected_total",
         "ble_exporter_scanner_up",
         "ble_exporter_scanner_restarts_total",
+        "device:ble_sensor_scans_heard:ratio_1h",
+        "device:ble_sensor_frames_heard_per_sent:ratio_1h",
+        "device:ble_sensor_frame_period_seconds:rate_1h",
+        "ble_sensor_restarts_total",
     ):
         assert metric in exprs, metric
 

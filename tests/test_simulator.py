@@ -65,7 +65,8 @@ def test_the_demo_sensors_include_a_mibeacon_one() -> None:
 
 
 def test_mibeacon_sensors_send_what_pvvx_sends() -> None:
-    """Plain: temperature and humidity in three adverts of four, battery in the fourth. Encrypted: one
+    """Plain: temperature and humidity in three adverts of four, battery in the fourth, a frame of its
+    own (pvvx bumps the frame counter for it). Encrypted: one
     value per measurement, temperature, humidity, battery in turn, the frame (and counter) repeated for
     the measurement's four adverts."""
     plain, secret = (s for s in make_sensors(DEVICES, seed=4) if s.format == "mijia")
@@ -83,7 +84,7 @@ def test_mibeacon_sensors_send_what_pvvx_sends() -> None:
         (True, True, False)
     ] * 3 + [(False, False, True)] + [(True, True, False)] * 3 + [(False, False, True)]
     assert all(r.voltage is None and not r.encrypted for r in got)
-    assert [r.packet_id for r in got] == [first] * 4 + [(first + 1) & 0xFF] * 4
+    assert [r.packet_id for r in got] == [(first + step) & 0xFF for step in (0, 0, 0, 1, 2, 2, 2, 3)]
     readings = [decode(secret, i) for i in range(12)]
     assert all(r.encrypted for r in readings)
     counters = [r.counter or 0 for r in readings]
@@ -163,3 +164,33 @@ def test_a_simulated_week_looks_like_thermometers_in_rooms() -> None:
         assert statistics.fmean(steps) < 2  # it wanders, not jumps
         assert volts == sorted(volts, reverse=True) and batteries == sorted(batteries, reverse=True)
         assert 0.003 < volts[0] - volts[-1] < 0.01  # about 0.3 V a year
+
+
+def test_demo_sensors_move_every_reception_series() -> None:
+    """An hour of the demo sensors through the engine, scanning all the time: the living room's every
+    frame is heard, the balcony loses about a third of its adverts, the bedroom's brown-outs are each
+    counted once as a restart."""
+    sensors = make_sensors(DEMO_DEVICES, seed=5)
+    living, bedroom, balcony = sensors
+    engine = ScanEngine(DEMO_DEVICES)
+    arrived = dict.fromkeys(DEMO_DEVICES, 0)
+    for scan in range(120):  # 30-s windows, back to back
+        engine.open_window(T0 + 30 * scan)
+        for i in range(12):
+            now = T0 + 30 * scan + 2.5 * i
+            for sensor in sensors:
+                key, payload = sensor.next_payload(now)
+                if sensor.arrives():
+                    arrived[sensor.device] += 1
+                    engine.ingest(sensor.device.mac, sensor.rssi, {key: payload}, now)
+        engine.close_window(T0 + 30 * scan + 30)
+    r = {s.device.name: engine.reception[s.device.mac] for s in sensors}
+    assert r["demo_living_room"].frames == living.measurements and r["demo_living_room"].restarts == 0
+    assert r["demo_living_room"].frames_sent == living.measurements - 1
+    assert r["demo_living_room"].period is not None and abs(r["demo_living_room"].period - 10.0) < 0.5
+    assert 0.25 < 1 - arrived[balcony.device] / balcony.adverts < 0.42
+    # Mijia: a measurement's frame is sent in three adverts (1/27 of them lost), the battery frame in one
+    # (1/3 lost): about (26/27 + 2/3) / 2 = 0.82 of the frames are heard.
+    assert balcony.format == Format.MIJIA
+    assert 0.75 < r["demo_balcony"].frames / (r["demo_balcony"].frames_sent + 1) < 0.88
+    assert 9 <= bedroom.restarts <= 15 and r["demo_bedroom"].restarts == bedroom.restarts

@@ -487,3 +487,19 @@ def test_resizing_and_scrolling_in_a_real_terminal(tmux: Tmux, tmp_path: Path) -
         assert "devices 4–" in screen and re.search(r"^room_03 ", screen, re.M)  # the scroll stays
     status, _ = tmux.quit_with("q")
     assert status == 0
+
+
+def test_reception_columns_show_where_the_existing_columns_and_the_whole_name_fit() -> None:
+    engine = ScanEngine(DEVICES)
+    for scan, packet_id in enumerate((10, 11, 12, 13)):  # living_room heard in 4 scans of 5, 10 s apart
+        engine.open_window(T0 + 10 * scan)
+        packet = DATA1[:2] + bytes((packet_id,)) + DATA1[3:]
+        engine.ingest(LIVING, -67, {BTHOME: packet}, T0 + 10 * scan + 1)
+        engine.close_window(T0 + 10 * scan + 5)
+    engine.open_window(T0 + 40)
+    engine.close_window(T0 + 45)
+    assert "heard" not in show(engine, T0 + 46, width=80)[2]  # 80 columns: as before the new columns
+    lines = show(engine, T0 + 46, width=120)
+    assert re.search(r"heard +per ", lines[2])
+    assert re.search(r" 80% +10s ", row(lines, "living_room"))  # 3 steps in 30 s
+    assert re.search(r" 0% +– ", row(lines, "bedroom"))  # never heard: 0 of 5 scans, no period
