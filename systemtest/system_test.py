@@ -55,6 +55,7 @@ from vm import VM, GuestError, accel, free_port  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "tests"))  # tests/dashboard.py, for monitoring_checks
 import monitoring_checks  # noqa: E402
+import reception_checks  # noqa: E402
 
 BINDKEY = "231d39c1d7cc1ab1aee224cd096db932"
 # controller -> (format, name in the config or None for "present on the radio, not configured")
@@ -67,6 +68,11 @@ SENSORS = {
     "hci6": ("mijia-enc", "balcony"),  # encrypted MiBeacon ("Mijia"), reads below zero (issue 16)
 }
 STOPPER = "hci2"  # the sensor that stops advertising for the ble_sensor_seen check
+# Sensors that advertise without Flags (as MJWSD05MMCs ship): on BlueZ >= 5.69 only the patterns on
+# their payload let the passive scan hear them (ble_exporter/bluez.py passive_patterns).
+NO_FLAGS = ("hci3", "hci4", "hci6")
+SKIPPER, SKIP_EVERY = "hci4", 3  # silent for every 3rd measurement: frames sent, not heard
+RESTARTER = "hci6"  # its counters start again once, in the reception step
 CONTROLLERS = 7
 SCAN_INTERVAL = 6
 SCAN_DURATION = 5
@@ -261,7 +267,7 @@ class SystemTest:
         return json.loads(self.g.sh("cat /run/systemtest/vsensors.json"))
 
     def advertised(self, state: dict, hci: str) -> list[dict]:
-        return state["sensors"][hci]["history"]
+        return [m for m in state["sensors"][hci]["history"] if not m.get("silent")]
 
     # steps
     def step_image(self) -> str:
@@ -347,6 +353,7 @@ class SystemTest:
         specs = []
         for hci, (fmt, _) in SENSORS.items():
             specs.append(f"--sensor {hci}:{fmt}" + (f":{BINDKEY}" if fmt.endswith("-enc") else ""))
+        specs += [f"--no-flags {hci}" for hci in NO_FLAGS] + [f"--skip {SKIPPER}:{SKIP_EVERY}"]
         selftest = self.g.sh("python3 /opt/systemtest/vsensor.py selftest", check=False)
         if "FAIL" in selftest or "ok" not in selftest:
             raise Failed(f"the virtual sensors' encoders fail their published vectors:\n{selftest}")
@@ -362,15 +369,25 @@ class SystemTest:
         for hci in SENSORS:
             if st["sensors"][hci]["address"] != self.addresses[hci]:
                 raise Failed(f"{hci}: sensor address {st['sensors'][hci]['address']} != {self.addresses[hci]}")
+
+        def advertising() -> dict | None:
+            sensors = self.vstate()["sensors"]
+            return sensors if all(sensors[h]["last_ad"] for h in SENSORS) else None
+
+        flags = wait_for("every sensor's first advert", advertising, 30)
+        wrong = [h for h in SENSORS if flags[h]["last_ad"].startswith("020106") == (h in NO_FLAGS)]
+        if wrong:
+            raise Failed(f"Flags AD present or absent against NO_FLAGS {NO_FLAGS}: {wrong}")
         return ", ".join(
-            f"{h}={self.addresses[h]} {f}{'' if n else ' (not configured)'}" for h, (f, n) in SENSORS.items()
+            f"{h}={self.addresses[h]} {f}{'' if n else ' (not configured)'}{' no Flags' if h in NO_FLAGS else ''}"
+            for h, (f, n) in SENSORS.items()
         )
 
-    def config_text(self) -> str:
+    def config_text(self, interval: float = SCAN_INTERVAL, duration: float = SCAN_DURATION) -> str:
         lines = [
             "# written by the system test",
-            f"scan_interval_seconds: {SCAN_INTERVAL}",
-            f"scan_duration_seconds: {SCAN_DURATION}",
+            f"scan_interval_seconds: {interval}",
+            f"scan_duration_seconds: {duration}",
             'listen_address: "0.0.0.0"',
             "listen_port: 8000",
             "adapter: hci0",
@@ -565,6 +582,23 @@ class SystemTest:
             0.5,
         )
         return f"{name} gone {gone:.1f}s after it stopped advertising, back {since(t):.1f}s after it resumed"
+
+    def step_reception(self) -> str:
+        def restart(hci: str) -> None:
+            self.g.sh(f"echo '{json.dumps({'paused': [], 'restarts': {hci: 1}})}' > /run/systemtest/vsensors.ctl")
+
+        return reception_checks.continuous(self, SKIPPER, RESTARTER, restart)
+
+    def step_reception_rules(self) -> str:
+        return reception_checks.rules_continuous(self, SKIPPER)
+
+    def step_reception_duty_cycled(self) -> str:
+        def reload(interval: float | None, duration: float | None) -> None:
+            text = self.config_text(interval or SCAN_INTERVAL, duration or SCAN_DURATION)
+            self.g.sh("cat > /etc/ble-exporter/config.yaml", input=text.encode())
+            self.g.sh("systemctl reload ble-exporter", timeout=60)
+
+        return reception_checks.duty_cycled(self, SKIPPER, reload)
 
     def step_reload(self) -> str:
         """`systemctl reload` with the unconfigured sensor added: it reaches Prometheus from the same
@@ -935,10 +969,13 @@ class SystemTest:
             s.run("5 stored values == advertised", self.step_values, fatal=False)
             s.run("5 ble_sensor_seen while advertising", self.step_continuity, fatal=False)
             s.run("5 ble_sensor_seen follows a sensor", self.step_seen, fatal=False)
+            s.run("12 reception counters == what the sensors sent", self.step_reception, fatal=False)
             s.run("8 Prometheus loaded the shipped rules", self.step_rules_loaded, fatal=False)
             s.run("8 recording rules: data, values, Magnus", self.step_recording, fatal=False)
             s.run("8 alert expr: sensor not heard", self.step_alert_not_heard, fatal=False)
             s.run("8 alert expr: encrypted adverts rejected", self.step_alert_rejections, fatal=False)
+            s.run("12 reception rules, 5 s of every 6", self.step_reception_rules, fatal=False)
+            s.run("12 reception at the default duty cycle", self.step_reception_duty_cycled, fatal=False)
             s.run("4 btmon: hci0 scanned passively", self.step_passive_btmon, fatal=False)
             s.run("6 fault: bluetoothd stopped", self.step_fault_bluetoothd, fatal=False)
             s.run("6 fault: bluetoothd held down", self.step_fault_bluetoothd_held, fatal=False)

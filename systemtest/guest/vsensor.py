@@ -14,15 +14,22 @@ used), the way the pvvx firmware does:
               temperature, humidity, battery in turn, the same frame for the measurement's 4 ticks;
               the 32-bit counter is the measurement number (pvvx src/mi_beacon.c)
 
-The advertising data always starts with the flags AD 02 01 06. This encoder is written here from
-the published formats on purpose, independent of the project's own encoder.
+The advertising data starts with the flags AD 02 01 06, except for sensors named by --no-flags (as
+MJWSD05MMCs ship, and pvvx lets users set). This encoder is written here from the published formats
+on purpose, independent of the project's own encoder.
+
+Frame counters move as pvvx's do: once per measurement, the 8-bit packet id and the 32-bit encryption
+counter alike, repeated in every advert of the measurement. --skip hciK:N makes a sensor silent for
+every Nth measurement (its counter still moves: frames sent, not heard; so does a paused sensor's); the control file's
+{"restarts": {"hciK": 1}} makes a sensor start counting again, once (a battery change). The state file
+counts both.
 
 Everything advertised goes to a JSON state file (default /run/systemtest/vsensors.json) that the
 test reads back. A control file (default /run/systemtest/vsensors.ctl, JSON {"paused": ["hci2"]})
-stops and restarts single sensors. SIGTERM/SIGINT remove the advertisements and exit.
+stops and resumes single sensors. SIGTERM/SIGINT remove the advertisements and exit.
 
   vsensor.py run --sensor hci1:bthome --sensor hci2:bthome-enc:KEYHEX --sensor hci3:pvvx
-                 --sensor hci4:mijia-enc:KEYHEX [--duration S]
+                 --sensor hci4:mijia-enc:KEYHEX [--no-flags hci2] [--skip hci3:3] [--duration S]
   vsensor.py raw --hci hci1 --ad HEX | --service-data UUID16:HEX   (one advert, stays on)
   vsensor.py stop --hci hci1
   vsensor.py selftest
@@ -238,14 +245,22 @@ def measurement(index: int, n: int) -> dict:
 
 
 class Sensor:
-    def __init__(self, hci: str, fmt: str, key: bytes | None, address: str) -> None:
+    def __init__(
+        self, hci: str, fmt: str, key: bytes | None, address: str, *, flags: bool = True, skip_every: int = 0
+    ) -> None:
         self.hci = hci
         self.index = hci_index(hci)
         self.fmt = fmt
         self.key = key
         self.address = address
+        self.flags = FLAGS_AD if flags else b""
+        self.skip_every = skip_every  # 0: never; N: silent for every Nth measurement
         self.n = self.index * 50  # measurement number (pid = n & 0xff)
-        self.counter = 0x1000 * self.index + 1  # encryption counter, +1 per packet
+        self.counter = 0x1000 * self.index + 1  # encryption counter, +1 per measurement
+        self.frames_sent = 0  # measurements begun, heard or not
+        self.silent = 0  # measurements not advertised: skipped, or while paused
+        self.restarts = 0
+        self.restart_pending = False
         self.tick = 0
         self.paused = False
         self.history: list[dict] = []
@@ -257,24 +272,35 @@ class Sensor:
     def adv_data(self) -> bytes:
         m = self.history[-1]
         if self.fmt == "pvvx":
-            return FLAGS_AD + service_data_ad(0x181A, pvvx_custom(m, self.address))
+            return self.flags + service_data_ad(0x181A, pvvx_custom(m, self.address))
         if self.fmt == "mijia-enc":
             objects = mijia_object(m, self.n % 3)
-            return FLAGS_AD + service_data_ad(0xFE95, mijia_encrypt(objects, self.address, self.key, self.n))
+            return self.flags + service_data_ad(0xFE95, mijia_encrypt(objects, self.address, self.key, self.n))
         objects = bthome_data1(m) if self.tick % 2 == 0 else bthome_data2(m)
         if self.fmt == "bthome":
-            return FLAGS_AD + service_data_ad(0xFCD2, bthome_plain(objects))
-        self.counter += 1
+            return self.flags + service_data_ad(0xFCD2, bthome_plain(objects))
         objects = objects[2:]  # pvvx's encrypted packets carry no packet id object
-        return FLAGS_AD + service_data_ad(0xFCD2, bthome_encrypt(objects, self.address, self.key, self.counter))
+        return self.flags + service_data_ad(0xFCD2, bthome_encrypt(objects, self.address, self.key, self.counter))
 
     def step(self, mgmt: Mgmt, ticks_per_measurement: int) -> None:
-        if self.paused:
-            return
+        """One tick. A paused sensor goes on measuring, as one out of range does: it is only not heard."""
         if not self.history or self.tick % ticks_per_measurement == 0:
+            if self.restart_pending:  # a battery change: the counters start again
+                self.restart_pending = False
+                self.restarts += 1
+                self.n, self.counter = 0, 0
             self.n += 1
+            self.counter += 1
+            self.frames_sent += 1
             m = measurement(self.index, self.n)
             m["t"] = round(time.time(), 3)
+            m["counter"] = self.counter
+            if self.paused or (self.skip_every and self.frames_sent % self.skip_every == 0):
+                m["silent"] = True  # sent by the counter, never on air
+                self.silent += 1
+                if not self.paused:
+                    with contextlib.suppress(MgmtError, OSError):
+                        mgmt.stop(self.index)
             if self.fmt == "mijia-enc":  # 0.1 °C and 0.1 % on air; one value per measurement
                 m["temperature"] = round(m["temperature"] * 10) / 10
                 m["humidity"] = round(m["humidity"] * 10) / 10
@@ -283,6 +309,8 @@ class Sensor:
             del self.history[:-300]
         ad = self.adv_data()
         self.tick += 1
+        if self.paused or self.history[-1].get("silent"):
+            return
         try:
             mgmt.advertise(self.index, ad)
         except (MgmtError, OSError) as exc:
@@ -299,6 +327,10 @@ class Sensor:
             "hci": self.hci,
             "address": self.address,
             "format": self.fmt,
+            "flags": bool(self.flags),
+            "frames_sent": self.frames_sent,
+            "silent": self.silent,
+            "restarts": self.restarts,
             "advertising": not self.paused,
             "packets": self.packets,
             "errors": self.errors,
@@ -328,7 +360,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = bytes.fromhex(parts[2]) if encrypted and len(parts) > 2 else None
         if encrypted and (key is None or len(key) != 16):
             raise SystemExit(f"{spec!r}: {fmt} needs a 16-byte hex bindkey")
-        sensors.append(Sensor(hci, fmt, key, mgmt.address(hci_index(hci))))
+        skip = dict(item.split(":") for item in args.skip)
+        address = mgmt.address(hci_index(hci))
+        sensor = Sensor(hci, fmt, key, address, flags=hci not in args.no_flags, skip_every=int(skip.get(hci, 0)))
+        sensors.append(sensor)
 
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -340,11 +375,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         while not stopping and (deadline is None or time.monotonic() < deadline):
             paused: set[str] = set()
+            restarts: dict[str, int] = {}
             try:
                 with open(args.control) as f:
-                    paused = set(json.load(f).get("paused", []))
-            except (OSError, ValueError):
+                    control = json.load(f)
+                paused, restarts = set(control.get("paused", [])), dict(control.get("restarts", {}))
+            except (OSError, ValueError, AttributeError):
                 pass
+            for s in sensors:  # {"restarts": {"hci6": 1}}: restarted that many times in all
+                if s.restarts + s.restart_pending < int(restarts.get(s.hci, 0)):
+                    s.restart_pending = True
+                    print(f"vsensor: {s.hci} restarts its counters at its next measurement", flush=True)
             for s in sensors:
                 if (s.hci in paused) != s.paused:
                     s.paused = s.hci in paused
@@ -478,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sensor", action="append", required=True, help="hciK:FORMAT[:BINDKEY]")
     r.add_argument("--tick", type=float, default=2.5, help="seconds between adverts (default 2.5)")
     r.add_argument("--ticks-per-measurement", type=int, default=4)
+    r.add_argument("--no-flags", action="append", default=[], metavar="HCI", help="advertise without the Flags AD")
+    r.add_argument("--skip", action="append", default=[], metavar="HCI:N", help="silent every Nth measurement")
     r.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: on SIGTERM)")
     r.add_argument("--state", default="/run/systemtest/vsensors.json")
     r.add_argument("--control", default="/run/systemtest/vsensors.ctl")
