@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ble_exporter.calibration import QUANTITIES, Calibration, Line, problem_with_offset, problem_with_points
 from ble_exporter.devices import Device, normalise_mac
 from ble_exporter.scanner import ScanMode
 
@@ -40,6 +41,9 @@ _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _BINDKEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 _LEGACY_BINDKEY = re.compile(r"^[0-9A-Fa-f]{24}$")  # MiBeacon v2/v3 (12 bytes): out of scope
 _NULL_TAG = "tag:yaml.org,2002:null"
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+# The keys of a device in the long form.
+DEVICE_KEYS = ("name", "bindkey", *(f"{q}_{how}" for q in QUANTITIES for how in ("offset", "points")))
 
 
 class ConfigError(Exception):
@@ -196,7 +200,9 @@ class Config:
     devices: tuple[Device, ...] = _key(
         (),
         "The sensors to export: a mapping from MAC address to a name, or to a mapping with name and bindkey "
-        "(32 hexadecimal characters) for a sensor that encrypts its advertisements.",
+        "(32 hexadecimal characters) for a sensor that encrypts its advertisements, and its calibration: "
+        "temperature_offset (°C) or temperature_points ([[measured, true], [measured, true]]), and "
+        "humidity_offset (%RH) or humidity_points.",
         (dict,),
         "a mapping of MAC address to name",
         shown_default="none",
@@ -436,7 +442,7 @@ class _Validator:
                 self.fail(key_node, f"device {mac} is listed twice (also on line {macs[mac]}); keep one")
                 continue
             macs[mac] = line
-            name, bindkey = self.device_entry(mac, value_node)
+            name, bindkey, calibration = self.device_entry(mac, value_node)
             if name is None:
                 continue
             if name in names:
@@ -446,27 +452,59 @@ class _Validator:
                 )
                 continue
             names[name] = line
-            devices.append(Device(mac, name, bindkey))
+            devices.append(Device(mac, name, bindkey, calibration))
         return tuple(devices)
 
-    def device_entry(self, mac: str, node: yaml.Node) -> tuple[str | None, bytes | None]:
+    def device_entry(self, mac: str, node: yaml.Node) -> tuple[str | None, bytes | None, Calibration | None]:
         if not isinstance(node, yaml.MappingNode):
-            return self.device_name(mac, node), None
+            return self.device_name(mac, node), None, None
         fields: dict[str, yaml.Node] = {}
         for k, v in node.value:
-            if not isinstance(k, yaml.ScalarNode) or k.value not in ("name", "bindkey"):
+            if not isinstance(k, yaml.ScalarNode) or k.value not in DEVICE_KEYS:
                 key = _shown(k.value) if isinstance(k, yaml.ScalarNode) else "?"
-                self.fail(k, f"device {mac}: unknown key `{key}`; a device takes `name` and `bindkey`")
+                self.fail(
+                    k, f"device {mac}: unknown key `{key}`; a device takes {', '.join(f'`{k}`' for k in DEVICE_KEYS)}"
+                )
             elif k.value in fields:
                 self.fail(k, f"device {mac}: `{k.value}` is given twice; keep one")
             else:
                 fields[k.value] = v
         if "name" not in fields:
             self.fail(node, f"device {mac} has no `name`; add `name: <a name>`")
-            return None, None
+            return None, None, None
         name = self.device_name(mac, fields["name"])
         bindkey = self.bindkey(mac, fields["bindkey"]) if "bindkey" in fields else None
-        return name, bindkey
+        lines = {q: line for q in QUANTITIES if (line := self.calibration_line(mac, q, fields)) is not None}
+        return name, bindkey, Calibration(**lines) if lines else None
+
+    def calibration_line(self, mac: str, quantity: str, fields: dict[str, yaml.Node]) -> Line | None:
+        """`<quantity>_offset: 0.5` or `<quantity>_points: [[measured, true], [measured, true]]`."""
+        offset_key, points_key = f"{quantity}_offset", f"{quantity}_points"
+        offset, points = fields.get(offset_key), fields.get(points_key)
+        if offset is not None and points is not None:
+            self.fail(
+                points, f"device {mac}: `{offset_key}` and `{points_key}` both calibrate the {quantity}; keep one"
+            )
+            return None
+        if offset is not None:
+            value = _number(offset)
+            problem = "must be a number" if value is None else problem_with_offset(quantity, value)
+            if problem or value is None:
+                example = "-0.4" if quantity == "temperature" else "3.5"
+                self.fail(offset, f"device {mac}: `{offset_key}` {problem}; for example `{offset_key}: {example}`")
+                return None
+            return Line(offset=value)
+        if points is not None:
+            pairs = _pairs(points)
+            problem = "must be two [measured, true] pairs" if pairs is None else problem_with_points(quantity, pairs)
+            if problem or pairs is None:
+                example = (
+                    "[[20.0, 20.4], [30.0, 30.9]]" if quantity == "temperature" else "[[33.0, 33.1], [72.0, 75.3]]"
+                )
+                self.fail(points, f"device {mac}: `{points_key}` {problem}; for example `{points_key}: {example}`")
+                return None
+            return Line.through((pairs[0][0], pairs[1][0]), (pairs[0][1], pairs[1][1]))
+        return None
 
     def device_name(self, mac: str, node: yaml.Node) -> str | None:
         if not isinstance(node, yaml.ScalarNode):
@@ -503,6 +541,28 @@ class _Validator:
             )
             return None
         return bytes.fromhex(text)
+
+
+def _number(node: yaml.Node) -> float | None:
+    """A YAML int or float (not a bool, not text), as a float."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT_TAG, _FLOAT_TAG):
+        return None
+    value = yaml.safe_load(node.value)  # the plain scalar alone: YAML's own int/float rules (.inf, 1_000)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _pairs(node: yaml.Node) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    if not isinstance(node, yaml.SequenceNode) or len(node.value) != 2:
+        return None
+    pairs = []
+    for pair in node.value:
+        if not isinstance(pair, yaml.SequenceNode) or len(pair.value) != 2:
+            return None
+        measured, true = (_number(v) for v in pair.value)
+        if measured is None or true is None:
+            return None
+        pairs.append((measured, true))
+    return pairs[0], pairs[1]
 
 
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder text where shown

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ble_exporter.calibration import Calibration
+
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
 
 
@@ -16,6 +18,7 @@ class Device:
     mac: str  # upper case, ':'-separated
     name: str
     bindkey: bytes | None = field(default=None, repr=False)  # never in a repr, log or error
+    calibration: Calibration | None = None  # None: the values as the sensor sends them
 
 
 def normalise_mac(text: str) -> str | None:

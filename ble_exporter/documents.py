@@ -23,7 +23,7 @@ from ble_exporter import __version__
 from ble_exporter.config import DEFAULTS, Config
 from ble_exporter.core import ConfigStatus, Core
 from ble_exporter.devices import Device
-from ble_exporter.engine import REJECTION_REASONS, Counters, Readings, ScanEngine, Snapshot
+from ble_exporter.engine import REJECTION_REASONS, Counters, DeviceSnapshot, Readings, ScanEngine, Snapshot
 from ble_exporter.health import RadioHealth
 from ble_exporter.reception import Reception
 
@@ -188,6 +188,15 @@ def _reception_families(view: View) -> Iterator[Metric]:
             reception = view.reception.get(device.mac)
             family.add_metric([device.name], value_of(reception) if reception is not None else 0)
         yield family
+    calibrated = GaugeMetricFamily(
+        "ble_sensor_calibrated",
+        "1 for each quantity the config calibrates on the device (its values are exported calibrated).",
+        labels=["device", "quantity"],
+    )
+    for device in view.devices:
+        for quantity in device.calibration.quantities() if device.calibration else ():
+            calibrated.add_metric([device.name, quantity], 1)
+    yield calibrated
 
 
 def _exporter_families(view: View) -> Iterator[Metric]:
@@ -304,11 +313,21 @@ def status_document(view: View) -> dict[str, Any]:
                 "mac": d.device.mac,
                 "last_seen_timestamp": int(d.readings.last_seen or 0),
                 "format": d.readings.format,
+                "temperature": d.readings.temperature,
+                "humidity": d.readings.humidity,
+                **_raw(d),
             }
             for d in snapshot.devices
         ],
         "sensors": [_sensor_status(device, view, heard) for device in view.devices],
     }
+
+
+def _raw(d: DeviceSnapshot) -> dict[str, Any]:
+    """A calibrated device's values as the sensor sent them."""
+    if d.raw is None:
+        return {}
+    return {"raw": {"temperature": d.raw.temperature, "humidity": d.raw.humidity}}
 
 
 def _sensor_status(device: Device, view: View, heard: set[str]) -> dict[str, Any]:
@@ -324,6 +343,7 @@ def _sensor_status(device: Device, view: View, heard: set[str]) -> dict[str, Any
         "frames_sent": r.frames_sent,
         "restarts": r.restarts,
         "period_seconds": None if r.period is None else round(r.period, 2),
+        "calibrated": list(device.calibration.quantities()) if device.calibration else [],
     }
 
 

@@ -84,7 +84,8 @@ class DeviceSnapshot:
     """One configured device's readings merged over one scan."""
 
     device: Device
-    readings: Readings
+    readings: Readings  # calibrated, where the device is
+    raw: Readings | None = None  # as the sensor sent them, where the device is calibrated
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class ScanEngine:
         self.snapshot = Snapshot()
         self.last_advert: float | None = None  # any advert at all, configured or not
         self._window: dict[str, Readings] = {}
+        self._raw_window: dict[str, Readings] = {}  # calibrated devices' readings as sent
         self._window_started: float | None = None
         self._adverts_in_window = 0
         self._last_counter: dict[str, tuple[int, float]] = {}  # mac -> (counter, time accepted)
@@ -141,9 +143,10 @@ class ScanEngine:
             live.update({mac: s for mac, s in self.live.items() if mac not in old and mac not in live})
         self.live = live
         self._window = {mac: r for mac, r in self._window.items() if mac in self._by_mac}
+        self._raw_window = {mac: r for mac, r in self._raw_window.items() if mac in self._by_mac}
         published = self.snapshot
-        kept = {d.device.mac: d.readings for d in published.devices}
-        heard = tuple(DeviceSnapshot(d, kept[d.mac]) for d in self.devices if d.mac in kept)
+        kept = {d.device.mac: d for d in published.devices}
+        heard = tuple(DeviceSnapshot(d, kept[d.mac].readings, kept[d.mac].raw) for d in self.devices if d.mac in kept)
         self.snapshot = Snapshot(published.started, published.ended, heard)
 
     # -- the hot path -------------------------------------------------------------------------------
@@ -188,8 +191,15 @@ class ScanEngine:
                 return
         self.counters.adverts_decoded += 1
         mac = device.mac
-        self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
-        _update_live(self.live[mac], result, rssi, now)
+        calibration = device.calibration
+        if calibration is None:
+            self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
+            _update_live(self.live[mac], result, rssi, now)
+        else:
+            self._raw_window[mac] = self._raw_window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
+            calibrated = calibration.apply(result)
+            self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(calibrated, rssi, now)
+            _update_live(self.live[mac], calibrated, rssi, now)
         # The frame counter: 32 bits where the format's encryption counter is one, else the 8-bit one.
         if result.encrypted and result.format in COUNTER_FORMATS:
             number, bits = result.counter, 32
@@ -247,20 +257,23 @@ class ScanEngine:
     # -- scan windows --------------------------------------------------------------------------------
 
     def open_window(self, now: float) -> None:
-        self._window = {}
+        self._window, self._raw_window = {}, {}
         self._window_started = now
         self._adverts_in_window = 0
 
     def close_window(self, now: float) -> Snapshot:
         """Publish the open window as the new snapshot, replacing the previous one at once."""
         window = self._window
-        devices = tuple(DeviceSnapshot(d, r) for d in self.devices if (r := window.get(d.mac)) is not None)
+        raw = self._raw_window
+        devices = tuple(
+            DeviceSnapshot(d, r, raw.get(d.mac)) for d in self.devices if (r := window.get(d.mac)) is not None
+        )
         for mac, reception in self.reception.items():
             reception.scans += 1
             reception.scans_heard += mac in window
         self.snapshot = Snapshot(started=self._window_started, ended=now, devices=devices)
         self.counters.scans += 1
-        self._window = {}
+        self._window, self._raw_window = {}, {}
         self._window_started = None
         return self.snapshot
 

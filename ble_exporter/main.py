@@ -96,6 +96,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(
             f"{checked} checked as user {found.checked_as}; the service uses them as {SERVICE_USER} (sudo checks as it)"
         )
+    for device in cfg.devices:
+        if device.calibration is not None:
+            print(f"calibrated: {device.name} ({device.calibration.describe()})")
     for note in found.notes:
         print(f"note: {note}")
     return Exit.OK

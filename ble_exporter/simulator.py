@@ -253,13 +253,16 @@ class SimulatedScanner:
         self.silent = False
 
     def set_devices(self, devices: Sequence[Device]) -> None:
-        """Keep the sensors of devices that stay (a changed bindkey makes a new one), add the new ones."""
+        """Keep the sensors of devices that stay, renamed or recalibrated as the config says (a changed
+        bindkey makes a new one), add the new ones."""
         by_mac = {s.device.mac: s for s in self.sensors}
         new = make_sensors([*devices, *self.neighbours], seed=len(self.sensors))
-        self.sensors = [
-            by_mac[s.device.mac] if s.device.mac in by_mac and by_mac[s.device.mac].device == s.device else s
-            for s in new
-        ]
+        for i, sensor in enumerate(new):
+            old = by_mac.get(sensor.device.mac)
+            if old is not None and old.device.bindkey == sensor.device.bindkey:
+                old.device = sensor.device
+                new[i] = old
+        self.sensors = new
 
     async def check(self) -> None:
         if self.failure is not None:

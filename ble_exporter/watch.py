@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ble_exporter.calibration import Calibration
 from ble_exporter.config import Config
 from ble_exporter.core import Core
 from ble_exporter.engine import HISTORY_SECONDS, LiveState, Readings, ScanEngine
@@ -196,6 +197,9 @@ DROPPED_FIRST = ("MAC", "trend", "pkts", "V", "dBm")
 # the columns above and the whole name already fit: the 80-column view stays as it was.
 EXTRAS = ("heard", "per")
 NAME_WIDTH = (6, 32)  # the name column's narrowest and widest
+# A calibrated value carries a mark (visible without colour); its column is one wider when any has one.
+CALIBRATION_MARK = "~"
+MARKABLE = {"°C": "temperature", "RH%": "humidity"}
 
 
 @dataclass(frozen=True)
@@ -205,11 +209,12 @@ class Layout:
     columns: tuple[str, ...]
     name: int
     trend: int
+    marked: bool = False  # the °C and RH% columns have room for the calibration mark
 
 
-def layout(width: int, names: Sequence[str]) -> Layout:
+def layout(width: int, names: Sequence[str], marked: bool = False) -> Layout:
     """Columns for a terminal `width` columns wide: the trend gets what the name does not need."""
-    widths = {title: w for title, _, w in _FIGURES}
+    widths = {title: w + (marked and title in MARKABLE) for title, _, w in _FIGURES}
     columns = [title for title, _, _ in _FIGURES if title not in EXTRAS]
 
     def needed(cols: list[str]) -> int:
@@ -228,7 +233,7 @@ def layout(width: int, names: Sequence[str]) -> Layout:
     spare = max(0, width - needed(columns))
     name = min(whole_name, NAME_WIDTH[0] + spare)
     trend = widths["trend"] + spare - (name - NAME_WIDTH[0]) if "trend" in columns else 0
-    return Layout(tuple(columns), name, trend)
+    return Layout(tuple(columns), name, trend, marked)
 
 
 def _table(shape: Layout, named: bool) -> Table:
@@ -242,7 +247,8 @@ def _table(shape: Layout, named: bool) -> Table:
         if title == "trend":
             table.add_column(title, width=shape.trend, no_wrap=True)
         else:
-            table.add_column(title, justify=justify, min_width=width, no_wrap=True)
+            marked = shape.marked and title in MARKABLE
+            table.add_column(title, justify=justify, min_width=width + marked, no_wrap=True)
     return table
 
 
@@ -265,8 +271,20 @@ def _reception_cells(reception: Reception | None) -> dict[str, RenderableType]:
     return {"heard": format_share(reception), "per": format_period(reception)}
 
 
+def _marked(value: str, calibrated: bool, shape: Layout) -> str:
+    if not shape.marked:
+        return value
+    return value + (CALIBRATION_MARK if calibrated else " ")
+
+
 def _cells(
-    state: LiveState, now: float, shape: Layout, named: bool, reception: Reception | None = None
+    state: LiveState,
+    now: float,
+    shape: Layout,
+    named: bool,
+    *,
+    reception: Reception | None = None,
+    calibration: Calibration | None = None,
 ) -> tuple[list[RenderableType], bool]:
     """The figures of one row, as `shape` has them, and whether the device is stale."""
     r = state.readings
@@ -274,9 +292,9 @@ def _cells(
     stale = age > STALE_SECONDS
     cells: dict[str, RenderableType] = {
         "MAC": state.mac,
-        "°C": _value(r.temperature, ".2f"),
+        "°C": _marked(_value(r.temperature, ".2f"), bool(calibration and calibration.temperature), shape),
         "trend": Text(sparkline(state.history, now, shape.trend), style="" if stale else "cyan"),
-        "RH%": _value(r.humidity, ".0f"),
+        "RH%": _marked(_value(r.humidity, ".0f"), bool(calibration and calibration.humidity), shape),
         "bat": _value(r.battery, "d") + ("%" if r.battery is not None else ""),
         "V": _value(r.voltage, ".2f"),
         "dBm": _value(r.rssi, "d"),
@@ -309,7 +327,8 @@ def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -
             }
             table.add_row(name, *[waiting[c] for c in shape.columns], style="dim")
             continue
-        cells, stale = _cells(state, now, shape, named=True, reception=engine.reception.get(device.mac))
+        reception = engine.reception.get(device.mac)
+        cells, stale = _cells(state, now, shape, True, reception=reception, calibration=device.calibration)
         table.add_row(name, *cells, style="dim" if stale else None)
     return table
 
@@ -356,7 +375,8 @@ def render(
     """
     lines = height - 1  # a line spare for the cursor
     free = lines - 4  # the header, the footer and a blank line after each
-    shape = layout(width, [d.name for d in engine.devices])
+    calibrated = any(d.calibration for d in engine.devices)
+    shape = layout(width, [d.name for d in engine.devices], calibrated)
     states = unknown_sensors(engine, now) if show_all else []
     # The --all section needs a blank line and its title, then one line, or the table's header, one
     # sensor, a line saying how many more, and the hint.
@@ -407,6 +427,8 @@ def render(
     footer.append(f" · ! not heard for {STALE_SECONDS:.0f} s")
     if any(s.readings.encrypted for s in engine.live.values()):
         footer.append(" · * encrypted")
+    if calibrated:
+        footer.append(f" · {CALIBRATION_MARK} calibrated")
     footer.append(f" · trend: last {TREND_SECONDS / 60:.0f} min")
     return Group(_header(engine, now, header, width), Text(), *body, Text(), footer)
 

@@ -391,3 +391,39 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(
         process.terminate()
         process.wait(15)
     assert exporter.stop() == 0
+
+
+# ---- calibration, end to end: the real bleak, a mock BlueZ, the exporter's /metrics and /status ----
+
+
+def test_calibration_is_applied_exactly_and_a_reload_changes_it_without_resetting_a_counter(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    """The sensor advertises 27.01 °C and 44.93 %RH (pvvx #740's data1); the config takes 0.51 °C off
+    and maps humidity through (40, 42) and (50, 53): 1.1 * 44.93 - 2 = 47.423 %RH."""
+    calibrated = (
+        f'devices:\n  "{KITCHEN}":\n    name: kitchen\n    temperature_offset: -0.51\n'
+        "    humidity_points: [[40, 42], [50, 53]]\n"
+    )
+    exporter = exporter_factory(FAST + calibrated, env=bluez.env())
+    exporter.wait_healthy()
+    data = {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4000b00151028d0a038d11")}
+
+    def reading_is(temperature: float) -> bool:
+        bluez.advertise(KITCHEN, data, rssi=-58)
+        got = series(exporter).get(("ble_sensor_temperature_celsius", "kitchen"))
+        return got is not None and abs(got - temperature) < 1e-9
+
+    wait_until("the calibrated temperature", lambda: reading_is(26.5), exporter)
+    got = series(exporter)
+    assert got[("ble_sensor_humidity_percent", "kitchen")] == pytest.approx(47.423, abs=1e-9)
+    assert got[("ble_sensor_calibrated", "kitchen")] == 1
+    (device,) = json.loads(exporter.get("/status")[1])["devices"]
+    assert device["raw"] == {"temperature": 27.01, "humidity": 44.93}
+    scans, frames = got[("ble_exporter_scans_total", "")], got[("ble_sensor_frames_total", "kitchen")]
+    rewrite(exporter, FAST + calibrated.replace("temperature_offset: -0.51", "temperature_offset: 0.49"))
+    exporter.process.send_signal(signal.SIGHUP)
+    wait_until("the new offset", lambda: reading_is(27.5), exporter)
+    got = series(exporter)
+    assert got[("ble_exporter_scans_total", "")] > scans and got[("ble_sensor_frames_total", "kitchen")] >= frames
+    assert got[RELOADED] == 1 and exporter.stop() == 0

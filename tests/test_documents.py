@@ -11,6 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ble_exporter.calibration import Calibration, Line
 from ble_exporter.core import ConfigStatus
 from ble_exporter.devices import Device
 from ble_exporter.documents import RECEPTION_COUNTERS, SENSOR_GAUGES, Collector, View, build_registry, status_document
@@ -25,6 +26,8 @@ DATA1 = bytes.fromhex("4000b00151028d0a038d11")
 DATA2 = bytes.fromhex("4000b00c200b10001101")
 PER_SCAN = {name for name, _, _ in SENSOR_GAUGES}
 RECEPTION = {f"{name}_total" for name, _, _ in RECEPTION_COUNTERS}
+# From the config, not the scan: present for calibrated devices whether heard or not.
+CALIBRATED = "ble_sensor_calibrated"
 
 
 def data1(packet_id: int) -> bytes:
@@ -61,7 +64,7 @@ def test_sensor_series_for_a_device_heard() -> None:
     assert got[("ble_sensor_rssi_dbm", k)] == -67
     assert got[("ble_sensor_last_update_timestamp_seconds", k)] == 1002.0
     assert got[("ble_sensor_seen", k)] == 1
-    assert {name for name, labels in got if name.startswith("ble_sensor_")} == PER_SCAN | RECEPTION
+    assert {name for name, labels in got if name.startswith("ble_sensor_")} == PER_SCAN | RECEPTION  # none calibrated
     assert not any(labels == (("device", "attic"),) for name, labels in got if name in PER_SCAN)
 
 
@@ -108,6 +111,7 @@ def test_status_tells_every_configured_sensors_reception() -> None:
         "frames_sent": 4,
         "restarts": 0,
         "period_seconds": 2.0,  # 4 steps from 1001 to 1009
+        "calibrated": [],
     }
     assert attic["heard"] is False and attic["frames"] == 0 and attic["period_seconds"] is None
 
@@ -174,7 +178,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "metrics.txt"
 def test_the_whole_exposition_of_a_fixed_scan_is_the_golden_file(update_golden: bool) -> None:
     """Every family, HELP text, label and value, byte for byte (process_* aside: they depend on the
     process). After a deliberate change: pytest --update-golden, then review the diff of the file."""
-    engine = ScanEngine((KITCHEN, ATTIC))
+    engine = ScanEngine((KITCHEN, Device(ATTIC.mac, ATTIC.name, calibration=Calibration(humidity=Line(offset=2.0)))))
     one_scan(engine, DATA1, DATA2, bytes.fromhex("4002ca"))
     engine.ingest("11:22:33:44:55:66", -90, {}, 1006.0)
     registry = CollectorRegistry(auto_describe=False)
@@ -191,3 +195,31 @@ def test_every_rejection_reason_is_exported_at_0_from_start_up() -> None:
     reasons = {labels[0][1] for name, labels in got if name == "ble_exporter_advertisements_rejected_total"}
     assert reasons == {r.value for r in REJECTION_REASONS} and "unknown_uuid" not in reasons
     assert all(v == 0 for (name, _), v in got.items() if name == "ble_exporter_advertisements_rejected_total")
+
+
+def test_calibrated_quantities_are_marked_and_status_gives_raw_and_calibrated_values() -> None:
+    line = Line.through((40.0, 50.0), (42.0, 53.0))
+    kitchen = Device(KITCHEN.mac, "kitchen", calibration=Calibration(temperature=Line(offset=-0.51), humidity=line))
+    attic = Device(ATTIC.mac, "attic", calibration=Calibration(humidity=Line(offset=2.0)))
+    engine = ScanEngine((kitchen, attic))
+    one_scan(engine, DATA1)
+    got = scraped(engine)
+    marked = {labels for name, labels in got if name == CALIBRATED}
+    assert marked == {
+        (("device", "kitchen"), ("quantity", "temperature")),
+        (("device", "kitchen"), ("quantity", "humidity")),
+        (("device", "attic"), ("quantity", "humidity")),  # not heard: the mark is the config's
+    }
+    assert got[("ble_sensor_temperature_celsius", (("device", "kitchen"),))] == 27.01 - 0.51
+    (heard,) = status_document(View.of_engine(engine))["devices"]
+    assert heard["raw"] == {"temperature": 27.01, "humidity": 44.93}
+    assert heard["temperature"] == 27.01 - 0.51 and heard["humidity"] == line(44.93)
+    sensors = {s["name"]: s["calibrated"] for s in status_document(View.of_engine(engine))["sensors"]}
+    assert sensors == {"kitchen": ["temperature", "humidity"], "attic": ["humidity"]}
+
+
+def test_an_uncalibrated_device_has_no_raw_values_in_status() -> None:
+    engine = ScanEngine((KITCHEN,))
+    one_scan(engine, DATA1)
+    (heard,) = status_document(View.of_engine(engine))["devices"]
+    assert "raw" not in heard and heard["temperature"] == 27.01

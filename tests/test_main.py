@@ -56,6 +56,21 @@ def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert checked.startswith("the log file checked as user ")  # which checks depend on who runs it
 
 
+def test_check_config_says_which_sensors_are_calibrated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"log_file: {tmp_path}/x.log\ndevices:\n"
+        '  "A4:C1:38:00:00:01":\n    name: kitchen\n    temperature_offset: -0.4\n'
+        "    humidity_points: [[33, 33.1], [72, 75.3]]\n"
+        '  "A4:C1:38:00:00:02": attic\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("calibrated:")] == [
+        "calibrated: kitchen (temperature -0.4 °C, humidity × 1.082 -2.608 %RH (two points))"
+    ]
+
+
 def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("listen_port: 0\nscan_mode: loud\n")

@@ -19,6 +19,7 @@ import pytest
 from bluez_mock import BluezMock
 from rich.console import Console
 
+from ble_exporter.calibration import Calibration, Line
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
 from ble_exporter.engine import Readings, ScanEngine
@@ -503,3 +504,15 @@ def test_reception_columns_show_where_the_existing_columns_and_the_whole_name_fi
     assert re.search(r"heard +per ", lines[2])
     assert re.search(r" 80% +10s ", row(lines, "living_room"))  # 3 steps in 30 s
     assert re.search(r" 0% +– ", row(lines, "bedroom"))  # never heard: 0 of 5 scans, no period
+
+
+def test_calibrated_values_carry_a_mark_visible_without_colour() -> None:
+    kitchen = Device(LIVING, "living_room", calibration=Calibration(temperature=Line(offset=-0.51)))
+    engine = ScanEngine((kitchen, DEVICES[1]))
+    heard(engine)
+    heard(engine, "A4:C1:38:00:00:02")
+    lines = show(engine, T0 + 1)
+    assert re.search(r" 26\.50~ .* 45  ", row(lines, LIVING))  # humidity not calibrated: no mark
+    assert re.search(r" 27\.01  .* 45  ", row(lines, "bedroom"))
+    assert "~ calibrated" in lines[-1] and max(len(line) for line in lines) <= 80
+    assert "~" not in "\n".join(show(ScanEngine(DEVICES), T0 + 1))  # no calibration, no mark, no legend
