@@ -21,8 +21,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 from bluez_mock import BluezMock
-from conftest import Exporter, ExporterFactory, Listener, TlsFiles, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support import Exporter, ExporterFactory, Listener, TlsFiles, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = "scan_interval_seconds: 1\nscan_duration_seconds: 1\n"

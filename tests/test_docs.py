@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from support import free_port
 
 from ble_exporter.config import KEYS
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import ExporterFactory, TlsFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
+from support import ExporterFactory, TlsFiles
 
 from ble_exporter.documents import View, landing_page
 from ble_exporter.engine import ScanEngine

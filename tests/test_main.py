@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from bluez_mock import BluezMock
-from conftest import Exporter, ExporterFactory, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support import Exporter, ExporterFactory, free_port
 
 from ble_exporter import __version__
 from ble_exporter.main import main

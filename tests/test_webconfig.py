@@ -10,7 +10,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import TlsFiles
+from support import TlsFiles
 
 from ble_exporter.config import ConfigError
 from ble_exporter.webconfig import load_web_config
