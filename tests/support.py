@@ -1,28 +1,151 @@
-"""Helpers the tests share, one copy of each: the exporter as a process on a free port, systemd's
+"""Helpers the tests share, one copy of each: a free port, the command line as a subprocess, the exporter
+as a process, /metrics parsed into samples, waiting for something to happen, a scraping client, systemd's
 notify socket and TLS files. Fixtures stay in conftest.py; this is plain Python (no pytest), so
-tests/soak.py can use it outside pytest too."""
+tests/soak.py uses it outside pytest too."""
 
 from __future__ import annotations
 
-import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-# ---- the exporter as a process: `ble-exporter run` on a free loopback port ----
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
+    """A loopback TCP port nothing listens on now: each test's exporter gets its own, so tests never
+    wait for each other's ports (another process may take it meanwhile, which no test has seen happen)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def proc_status(pid: int, field: str, default: int | None = None) -> int:
+    """A number of /proc/PID/status (VmRSS: KiB), or `default` where the process has none (a zombie has
+    no VmRSS); without a default, a missing field fails the test."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    if default is None:
+        raise AssertionError(f"no {field} for {pid}")
+    return default
+
+
+# ---- waiting: processes and threads do things in their own time; a test polls, with a deadline ----
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], T],
+    timeout: float,
+    *,
+    interval: float = 0.1,
+    process: subprocess.Popen[Any] | None = None,
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Call `check` every `interval` s until it returns something true, and return that. Fails naming
+    `what` after `timeout` s, with `details()` (a log's end, a screen), or as soon as `process` (the one
+    that should make it happen) has exited, with its stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr is not None else ""
+            raise AssertionError(f"the process exited with {process.returncode} before {what}: {stderr}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {timeout:g} s" + (f"\n{details()}" if details else ""))
+        time.sleep(interval)
+
+
+# ---- /metrics: the text format parsed into samples ----
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labelled_samples(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of a text exposition: {(name, its labels sorted): value}, parsed by
+    prometheus_client's own parser, so what a test reads is what Prometheus would."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def samples(text: str) -> dict[tuple[str, str], float]:
+    """{(name, its device or reason label, or ""): value}: the one label the exporter's series vary by,
+    which is how the process tests name what they check."""
+    return {
+        (name, dict(labels).get("device", dict(labels).get("reason", ""))): value
+        for (name, labels), value in labelled_samples(text).items()
+    }
+
+
+# ---- the command line as a subprocess ----
+
+CLI = (sys.executable, "-m", "ble_exporter")  # from this checkout, with the tests' interpreter
+
+
+def run_cli(
+    *args: str,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
+    stdin: int | None = None,
+    errors: str | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
+    """`ble-exporter ARGS` run to its end, stdout and stderr captured as text; `prefix` runs it under
+    another command (setpriv, unshare). A failing status does not raise: the tests assert on it."""
+    return subprocess.run(
+        [*prefix, *CLI, *args],
+        capture_output=True,
+        text=True,
+        errors=errors,
+        timeout=timeout,
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=stdin,
+        check=False,
+    )
+
+
+def start_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
+    stdin: int | None = None,
+    stdout: int | None = subprocess.PIPE,
+    python: str = sys.executable,
+) -> subprocess.Popen[str]:
+    """`ble-exporter ARGS` started and left running (the caller stops it); stderr is piped, to be read
+    once it has exited (a running process's pipe would block the reader)."""
+    return subprocess.Popen(
+        [python, "-m", "ble_exporter", *args],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+    )
+
+
+# ---- the exporter as a process: `ble-exporter run` on a free loopback port ----
 
 
 @dataclass
@@ -38,6 +161,10 @@ class Exporter:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
             return int(response.status), response.read().decode()
 
+    def samples(self) -> dict[tuple[str, str], float]:
+        """Its /metrics now, as `samples` reads it."""
+        return samples(self.get("/metrics")[1])
+
     def stderr(self) -> str:
         """Its stderr once it has exited; while it runs (reading would block), the end of its log."""
         assert self.process.stderr is not None
@@ -46,17 +173,18 @@ class Exporter:
             return f"(still running) log: {log[-3000:]}"
         return self.process.stderr.read()
 
+    def wait_until(self, what: str, check: Callable[[], T], timeout: float = 20, interval: float = 0.1) -> T:
+        """`wait_until` on this exporter: failing at once if it exits, and with its log's end if it runs on."""
+        return wait_until(what, check, timeout, interval=interval, process=self.process, details=self.stderr)
+
+    def healthy(self) -> bool:
+        try:
+            return self.get("/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
     def wait_healthy(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"exporter exited with {self.process.returncode}: {self.stderr()}")  # type: ignore[union-attr]
-            try:
-                if self.get("/healthz", timeout=1)[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("exporter did not answer /healthz in time")
+        self.wait_until("an answer on /healthz", self.healthy, timeout, interval=0.05)
 
     def stop(self, timeout: float = 5.0) -> int:
         if self.process.poll() is None:
@@ -83,18 +211,65 @@ def start_exporter(
     """Start `python -m ble_exporter run --config <tmp config> ARGS`; the caller stops it."""
     port = port or free_port()
     config, log_file = write_config(tmp_path, body, port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ble_exporter", "run", "--config", str(config), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(env if env is not None else os.environ),
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    process = start_cli("run", "--config", str(config), *args, env=env)
     return Exporter(process, port, config, log_file)
 
 
 ExporterFactory = Callable[..., Exporter]
+
+
+# ---- a scraping client, running while a test does something else to the exporter ----
+
+
+class Scraper(threading.Thread):
+    """Prometheus as far as a test needs it: GET /metrics every `every` s until `done` is set, each answer
+    recorded as (its status, or the repr of what went wrong, and the seconds it took). An answer whose
+    body does not parse as the text format is a failed one (`check`); with `pid`, the peak RSS (KiB)
+    of that process is sampled after each scrape."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        tls: TlsFiles | None = None,
+        pid: int | None = None,
+        every: float = 0.05,
+        timeout: float = 2.0,
+        done: threading.Event | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/metrics"
+        self.context = ssl.create_default_context(cafile=str(tls.ca)) if tls else None
+        self.pid, self.every, self.timeout = pid, every, timeout
+        self.done = done or threading.Event()
+        self.results: list[tuple[int | str, float]] = []
+        self.max_rss = 0
+
+    @property
+    def statuses(self) -> list[int | str]:
+        return [status for status, _ in self.results]
+
+    def check(self, body: str) -> None:
+        """Each answer's body; raising counts the answer as failed."""
+        list(text_string_to_metric_families(body))
+
+    def record(self, status: int | str, seconds: float) -> None:
+        self.results.append((status, seconds))
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout, context=self.context) as response:
+                    status: int | str = response.status
+                    self.check(response.read().decode())
+            except Exception as e:
+                status = repr(e)
+            self.record(status, time.monotonic() - began)
+            if self.pid is not None:
+                self.max_rss = max(self.max_rss, proc_status(self.pid, "VmRSS"))
+            self.done.wait(self.every)
 
 
 # ---- systemd's end of the notify protocol ----
