@@ -5,6 +5,7 @@ tests/soak.py uses it outside pytest too."""
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
 import subprocess
@@ -41,6 +42,33 @@ def proc_status(pid: int, field: str, default: int | None = None) -> int:
     if default is None:
         raise AssertionError(f"no {field} for {pid}")
     return default
+
+
+# ---- the parser's fuzzers: captures bent out of shape ----
+
+
+def mutate(rng: random.Random, data: bytes, others: Sequence[bytes]) -> bytes:
+    """`data` with 1 to 8 random edits: a byte set, a bit flipped, a byte inserted or deleted, the end cut,
+    or the end of one of `others` spliced on. The parser's fuzzers (test_parser.py, fuzz_parser.py) bend
+    real captures with it, which reaches deeper into the decoders than random bytes do."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        op = rng.randrange(6)
+        if op == 0 and buf:
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        elif op == 1 and buf:
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+        elif op == 2:
+            buf.insert(rng.randint(0, len(buf)), rng.randrange(256))
+        elif op == 3 and buf:
+            del buf[rng.randrange(len(buf))]
+        elif op == 4 or not others:
+            buf = buf[: rng.randint(0, len(buf))]
+        else:
+            other = rng.choice(others)
+            cut = rng.randint(0, len(other))
+            buf = buf[: rng.randint(0, len(buf))] + other[cut:]
+    return bytes(buf)
 
 
 # ---- waiting: processes and threads do things in their own time; a test polls, with a deadline ----
