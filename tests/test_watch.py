@@ -4,6 +4,7 @@ real terminal (tmux): readings appear, q and Ctrl-C quit with status 0 and the t
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import shlex
@@ -427,17 +428,15 @@ def test_watch_through_bleak_and_bluez_shows_the_mode_in_use_and_warnings_above_
     config.write_text('devices:\n  "A4:C1:38:AA:BB:CC": kitchen\n')
     tmux.start_watch("--config", str(config), env=bluez.env())
     tmux.wait_for(lambda s: "hci0 active" in s, 10, "the scan starting")
-    packets = (DATA1, DATA2)
-    deadline = time.monotonic() + 10
-    i = 0
-    while True:
-        bluez.advertise(LIVING, {BTHOME: packets[i % 2]}, rssi=-58)
-        i += 1
+    packets = itertools.cycle((DATA1, DATA2))
+    reading = re.compile(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", re.M)
+
+    def reading_shown() -> str:
+        bluez.advertise(LIVING, {BTHOME: next(packets)}, rssi=-58)
         screen = tmux.screen()
-        if re.search(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", screen, re.M):
-            break
-        assert time.monotonic() < deadline, f"no reading on screen:\n{screen}"
-        time.sleep(0.1)
+        return screen if reading.search(screen) else ""
+
+    screen = wait_until("a reading on screen", reading_shown, 10, details=tmux.shown)
     lines = screen.splitlines()
     warning = next(i for i, line in enumerate(lines) if "passive scanning is not available" in line)
     assert warning < next(i for i, line in enumerate(lines) if line.startswith("ble-exporter watch · hci0 active"))
