@@ -57,7 +57,7 @@ def wait(url: str, context: ssl.SSLContext | None) -> None:
 
 def measure(tmp: Path, secured: bool) -> dict[str, tuple[float, float]]:
     import bcrypt
-    from conftest import make_tls_files
+    from support import make_tls_files
 
     port = free_port()
     devices = [(f"A4:C1:38:30:00:{i:02X}", f"room_{i}", None) for i in range(DEVICES)]

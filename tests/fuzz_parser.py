@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from support import mutate
 from test_parser import VECTORS
 
 from ble_exporter.encoder import seal_bthome_v1, seal_bthome_v2, seal_mijia, seal_pvvx
@@ -36,6 +37,7 @@ MI_IDS = (0x1004, 0x1006, 0x100A, 0x100D, 0x4C01, 0x4C02, 0x4C08, 0x1001, 0x0000
 MI_CONTROLS = (0x5850, 0x5858, 0x5840, 0x5848, 0x5870, 0x5878, 0x5830, 0x3050, 0x2050, 0x3058)
 KNOWN_IDS = sorted(OBJECT_TYPES)
 SEEDS = [(p.values[0], p.values[1], p.values[2], p.values[3]) for p in VECTORS]
+PAYLOADS = [payload for _, payload, _, _ in SEEDS]
 Case = tuple[int, bytes, str, "bytes | None"]
 
 
@@ -51,32 +53,11 @@ def _random(rng: random.Random) -> Case:
     return uuid16, data, mac, key
 
 
-def _mutate(rng: random.Random, data: bytes) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        op = rng.randrange(6)
-        if op == 0 and buf:
-            buf[rng.randrange(len(buf))] = rng.randrange(256)
-        elif op == 1 and buf:
-            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-        elif op == 2:
-            buf.insert(rng.randint(0, len(buf)), rng.randrange(256))
-        elif op == 3 and buf:
-            del buf[rng.randrange(len(buf))]
-        elif op == 4:
-            buf = buf[: rng.randint(0, len(buf))]
-        else:
-            other = rng.choice(SEEDS)[1]
-            cut = rng.randint(0, len(other))
-            buf = buf[: rng.randint(0, len(buf))] + other[cut:]
-    return bytes(buf)
-
-
 def _mutated(rng: random.Random) -> Case:
     uuid16, payload, mac, key = rng.choice(SEEDS)
     if rng.random() < 0.05:
         uuid16 = rng.choice(UUIDS)
-    return uuid16, _mutate(rng, payload), mac, key
+    return uuid16, mutate(rng, payload, PAYLOADS), mac, key
 
 
 def _soup_v2(rng: random.Random) -> bytes:

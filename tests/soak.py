@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO, Exporter, Scraper, free_port, proc_status, start_cli
 
-REPO = Path(__file__).resolve().parent.parent
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
 MIB = 1024.0
 
@@ -93,16 +92,7 @@ class Report:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return proc_status(pid, "VmRSS", default=0)
 
 
 def config_text(devices: int, interval: float, duration: float, port: int, log_file: Path) -> str:
@@ -123,45 +113,42 @@ def config_text(devices: int, interval: float, duration: float, port: int, log_f
     return "\n".join(lines) + "\n"
 
 
-class Scraper(threading.Thread):
+class SoakScraper(Scraper):
+    """/metrics back to back (and /status every 50th time), into the shared report: a scrape fails when
+    it does not parse or when ble_exporter_scans_total went down."""
+
     def __init__(self, port: int, report: Report, lock: threading.Lock, done: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.port, self.report, self.lock, self.done = port, report, lock, done
+        super().__init__(port, every=0, timeout=5, done=done)
+        self.report, self.lock = report, lock
         self.scans = 0.0
+        self.heard = 0
+        self.n = 0
 
-    def scrape(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-            if response.status != 200:
-                raise RuntimeError(f"{path}: HTTP {response.status}")
-            return str(response.read().decode())
+    def check(self, body: str) -> None:
+        if self.n % 50 == 49:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as response:
+                json.loads(response.read().decode())
+        scans = heard = None
+        for family in text_string_to_metric_families(body):
+            if family.name == "ble_exporter_scans":
+                scans = family.samples[0].value
+            elif family.name == "ble_sensor_seen":
+                heard = len(family.samples)
+        if scans is None or scans < self.scans:
+            raise RuntimeError(f"ble_exporter_scans_total went from {self.scans} to {scans}")
+        self.scans, self.heard = scans, heard or 0
 
-    def run(self) -> None:
-        n = 0
-        while not self.done.is_set():
-            began = time.monotonic()
-            try:
-                if n % 50 == 49:
-                    json.loads(self.scrape("/status"))
-                text = self.scrape("/metrics")
-                scans = heard = None
-                for family in text_string_to_metric_families(text):
-                    if family.name == "ble_exporter_scans":
-                        scans = family.samples[0].value
-                    elif family.name == "ble_sensor_seen":
-                        heard = len(family.samples)
-                if scans is None or scans < self.scans:
-                    raise RuntimeError(f"ble_exporter_scans_total went from {self.scans} to {scans}")
-                self.scans = scans
-                with self.lock:
-                    self.report.scrapes += 1
-                    self.report.heard.append(heard or 0)
-                    self.report.max_scrape_seconds = max(self.report.max_scrape_seconds, time.monotonic() - began)
-            except Exception as e:
-                with self.lock:
-                    self.report.failed_scrapes += 1
-                    if len(self.report.scrape_failures) < 10:
-                        self.report.scrape_failures.append(repr(e))
-            n += 1
+    def record(self, status: int | str, seconds: float) -> None:
+        self.n += 1
+        with self.lock:
+            if status == 200:
+                self.report.scrapes += 1
+                self.report.heard.append(self.heard)
+                self.report.max_scrape_seconds = max(self.report.max_scrape_seconds, seconds)
+            else:
+                self.report.failed_scrapes += 1
+                if len(self.report.scrape_failures) < 10:
+                    self.report.scrape_failures.append(str(status))
 
 
 def run_soak(
@@ -181,28 +168,14 @@ def run_soak(
         config = Path(tmp) / "config.yaml"
         config.write_text(config_text(devices, interval, duration, port, log_file))
         began = time.monotonic()
-        process = subprocess.Popen(
-            [python, "-m", "ble_exporter", "run", "--simulate", "--config", str(config)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_cli("run", "--simulate", "--config", str(config), stdout=subprocess.DEVNULL, python=python)
         done = threading.Event()
         lock = threading.Lock()
-        threads: list[Scraper] = []
+        threads: list[SoakScraper] = []
         try:
-            deadline = time.monotonic() + 30
-            while True:  # until /healthz answers
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the exporter did not start: {process.communicate()[1]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.05)
+            Exporter(process, port, config, log_file).wait_healthy(30)
             report.rss_start_kib = report.rss_max_kib = rss_kib(process.pid)
-            threads = [Scraper(port, report, lock, done) for _ in range(scrapers)]
+            threads = [SoakScraper(port, report, lock, done) for _ in range(scrapers)]
             for thread in threads:
                 thread.start()
             last_print = time.monotonic()

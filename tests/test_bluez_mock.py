@@ -122,6 +122,32 @@ def passive_bluez(monkeypatch: pytest.MonkeyPatch) -> Iterator[BluezMock]:
         yield mock
 
 
+async def fault_mid_scan(bluez: BluezMock, adverts: Adverts, fault: Callable[[], None]) -> BleakDBusError:
+    """A scanner hears an advert, then `fault` strikes: bleak notices nothing (no exception, no callback,
+    just silence), and stopping the scanner raises; returns what it raised."""
+    scanner = make_scanner(adverts)
+    await scanner.start()
+    bluez.advertise(ADDRESS, {XIAOMI_UUID: FIRST})
+    await adverts.next()
+    fault()
+    assert await adverts.none_within(0.3)
+    with pytest.raises(BleakDBusError) as caught:
+        await scanner.stop()
+    return caught.value
+
+
+async def scan_hears(bluez: BluezMock, adverts: Adverts, payload: bytes) -> None:
+    """A new scanner hears `payload` advertised, and stops: scanning works (again, after a fault)."""
+    scanner = make_scanner(adverts)
+    await scanner.start()
+    try:
+        bluez.advertise(ADDRESS, {XIAOMI_UUID: payload})
+        _, adv = await adverts.next()
+        assert adv.service_data == {XIAOMI_UUID: payload}
+    finally:
+        await scanner.stop()
+
+
 def error_text(exc: BaseException) -> str:
     """The message, also for 3.x's BleakBluetoothNotAvailableError(message, reason)."""
     return str(exc.args[0])
@@ -245,32 +271,15 @@ def test_no_bluetoothd_at_start(mock_without_adapter: BluezMock) -> None:
 def test_bluetoothd_killed_mid_scan_then_stop_raises(bluez: BluezMock) -> None:
     async def scenario() -> None:
         adverts = Adverts()
-        scanner = make_scanner(adverts)
-        await scanner.start()
-        bluez.advertise(ADDRESS, {XIAOMI_UUID: FIRST})
-        await adverts.next()
-
-        bluez.kill_bluetoothd()
-        # bleak notices nothing: no exception, no callback, just silence
-        assert await adverts.none_within(0.3)
-
-        with pytest.raises(BleakDBusError) as caught:
-            await scanner.stop()
-        assert caught.value.dbus_error == "org.freedesktop.DBus.Error.ServiceUnknown"
+        stopping = await fault_mid_scan(bluez, adverts, bluez.kill_bluetoothd)
+        assert stopping.dbus_error == "org.freedesktop.DBus.Error.ServiceUnknown"
 
         # bluetoothd comes back (with hci0, as after a restart): the same bleak manager and bus
         # connection pick it up again, a new scan works
         bluez.start_bluetoothd()
         assert bluez.discovery_starts() == 0
-        again = make_scanner(adverts)
-        await again.start()
-        try:
-            assert bluez.discovery_starts() == 1
-            bluez.advertise(ADDRESS, {XIAOMI_UUID: SECOND})
-            _, adv = await adverts.next()
-            assert adv.service_data == {XIAOMI_UUID: SECOND}
-        finally:
-            await again.stop()
+        await scan_hears(bluez, adverts, SECOND)
+        assert bluez.discovery_starts() == 1
 
     run(scenario())
 
@@ -278,17 +287,8 @@ def test_bluetoothd_killed_mid_scan_then_stop_raises(bluez: BluezMock) -> None:
 def test_adapter_removed_mid_scan_then_stop_raises(bluez: BluezMock) -> None:
     async def scenario() -> None:
         adverts = Adverts()
-        scanner = make_scanner(adverts)
-        await scanner.start()
-        bluez.advertise(ADDRESS, {XIAOMI_UUID: FIRST})
-        await adverts.next()
-
-        bluez.remove_adapter("hci0")
-        assert await adverts.none_within(0.3)
-
-        with pytest.raises(BleakDBusError) as caught:
-            await scanner.stop()
-        assert caught.value.dbus_error == "org.freedesktop.DBus.Error.UnknownObject"
+        stopping = await fault_mid_scan(bluez, adverts, lambda: bluez.remove_adapter("hci0"))
+        assert stopping.dbus_error == "org.freedesktop.DBus.Error.UnknownObject"
 
         with pytest.raises(BleakError) as restart:
             await make_scanner().start()
@@ -302,14 +302,7 @@ def test_adapter_removed_mid_scan_then_stop_raises(bluez: BluezMock) -> None:
         # reads only when the event loop runs
         bluez.add_adapter("hci0")
         await asyncio.sleep(0.1)
-        scanner = make_scanner(adverts)
-        await scanner.start()
-        try:
-            bluez.advertise(ADDRESS, {XIAOMI_UUID: SECOND})
-            _, adv = await adverts.next()
-            assert adv.service_data == {XIAOMI_UUID: SECOND}
-        finally:
-            await scanner.stop()
+        await scan_hears(bluez, adverts, SECOND)
 
     run(scenario())
 
@@ -333,13 +326,7 @@ def test_adapter_powered_off(bluez: BluezMock) -> None:
         assert error_text(default.value).startswith("No powered Bluetooth adapters found.")
 
         bluez.power_on("hci0")
-        scanner = make_scanner(adverts)
-        await scanner.start()
-        try:
-            bluez.advertise(ADDRESS, {XIAOMI_UUID: FIRST})
-            await adverts.next()
-        finally:
-            await scanner.stop()
+        await scan_hears(bluez, adverts, FIRST)
 
     run(scenario())
 

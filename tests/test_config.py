@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import random
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from support import REPO, run_cli
 
 from ble_exporter.config import KEYS, Config, ConfigError, load_config, parse_config, radio_problems
 from ble_exporter.devices import Device, normalise_mac
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "ble-exporter" / "config.yaml"
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
 
@@ -290,24 +288,17 @@ BROKEN: dict[str, tuple[bytes, str]] = {  # id -> (file content, a part of the e
 LINE = re.compile(r"^ble-exporter: error: (?P<path>[^:]+)(:\d+)?: \S.*$")
 
 
-def run_cli(*args: str, prefix: Sequence[str] = ()) -> tuple[int, str, str, float]:
+def timed_cli(*args: str, prefix: Sequence[str] = ()) -> tuple[int, str, str, float]:
+    """`run_cli`, with the seconds it took; a broken file's bytes come back as replacement characters."""
     began = time.monotonic()
-    result = subprocess.run(
-        [*prefix, sys.executable, "-m", "ble_exporter", *args],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=30,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_cli(*args, prefix=prefix, errors="replace")
     return result.returncode, result.stdout, result.stderr, time.monotonic() - began
 
 
 def assert_rejected(
     path: Path, expected: str, *args: str, prefix: Sequence[str] = (), command: str = "check-config"
 ) -> None:
-    status, out, err, seconds = run_cli(command, "--config", str(path), *args, prefix=prefix)
+    status, out, err, seconds = timed_cli(command, "--config", str(path), *args, prefix=prefix)
     assert (status, out) == (2, ""), err
     lines = err.splitlines()
     assert lines and "Traceback" not in err
@@ -335,7 +326,7 @@ def test_a_directory_instead_of_the_file(tmp_path: Path) -> None:
 def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
-    status, out, err, seconds = run_cli("check-config", "--config", str(fifo))
+    status, out, err, seconds = timed_cli("check-config", "--config", str(fifo))
     assert (status, err) == (0, "") and "OK: 0 devices" in out and seconds < 20.0  # read as empty: the defaults
 
 

@@ -10,21 +10,17 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
 from bluez_mock import BluezMock
-from conftest import Exporter, ExporterFactory, Listener, TlsFiles, free_port
-from prometheus_client.parser import text_string_to_metric_families
+from support import Exporter, ExporterFactory, Listener, Scraper, TlsFiles, free_port, start_cli, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 FAST = "scan_interval_seconds: 1\nscan_duration_seconds: 1\n"
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
 RELOADED = ("ble_exporter_config_last_reload_successful", "")
@@ -51,58 +47,21 @@ def signals_taken(process: subprocess.Popen[str], timeout: float = 10) -> None:
         time.sleep(0.002)
 
 
-def series(exporter: Exporter) -> dict[tuple[str, str], float]:
-    text = exporter.get("/metrics")[1]
-    return {
-        (s.name, s.labels.get("device", s.labels.get("reason", ""))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def wait_until(what: str, check: Callable[[], bool], exporter: Exporter, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert exporter.process.poll() is None, f"the exporter exited: {exporter.stderr()}"
-        assert time.monotonic() < deadline, f"{what} did not happen; log:\n{exporter.log_file.read_text()[-3000:]}"
-        time.sleep(0.1)
-
-
 def rewrite(exporter: Exporter, body: str) -> None:
     """The config as a user leaves it after `sudoedit`: the fixture's head (port, log) plus `body`."""
     head = "".join(line + "\n" for line in exporter.config.read_text().splitlines()[:3])
     exporter.config.write_text(head + body)
 
 
-class Scraper(threading.Thread):
-    """Prometheus, as far as reloads go: GET /metrics every 50 ms, every answer recorded."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.statuses: list[int | str] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response:
-                    response.read()
-                    self.statuses.append(response.status)
-            except Exception as e:
-                self.statuses.append(repr(e))
-            self.done.wait(0.05)
-
-
 def test_a_valid_reload_takes_effect_without_a_restart(exporter_factory: ExporterFactory) -> None:
     exporter = exporter_factory(FAST + devices(one=ONE, two=TWO), "--simulate")
     exporter.wait_healthy()
     both = {("ble_sensor_seen", "one"), ("ble_sensor_seen", "two")}
-    wait_until("both sensors", lambda: both <= series(exporter).keys(), exporter)
+    exporter.wait_until("both sensors", lambda: both <= exporter.samples().keys())
     scraper = Scraper(exporter.port)
     scraper.start()
-    scans_before = series(exporter)[("ble_exporter_scans_total", "")]
-    loaded_before = series(exporter)[("ble_exporter_config_last_reload_success_timestamp_seconds", "")]
+    scans_before = exporter.samples()[("ble_exporter_scans_total", "")]
+    loaded_before = exporter.samples()[("ble_exporter_config_last_reload_success_timestamp_seconds", "")]
     time.sleep(1.1)
     # one renamed, two removed, three added (with a bindkey), scans every 2 s
     rewrite(
@@ -112,8 +71,8 @@ def test_a_valid_reload_takes_effect_without_a_restart(exporter_factory: Exporte
         + f'  "{THREE}": {{name: three, bindkey: "{KEY}"}}\n',
     )
     exporter.process.send_signal(signal.SIGHUP)
-    wait_until("the new sensor", lambda: ("ble_sensor_seen", "three") in series(exporter), exporter)
-    got = series(exporter)
+    exporter.wait_until("the new sensor", lambda: ("ble_sensor_seen", "three") in exporter.samples())
+    got = exporter.samples()
     assert ("ble_sensor_seen", "two") not in got and ("ble_exporter_device_info", "two") not in got
     assert ("ble_exporter_device_info", "uno") in got and ("ble_exporter_device_info", "one") not in got
     assert got[("ble_exporter_scans_total", "")] > scans_before  # counters go on
@@ -135,10 +94,10 @@ def test_a_valid_reload_takes_effect_without_a_restart(exporter_factory: Exporte
 def test_an_invalid_reload_leaves_the_running_config_alone(exporter_factory: ExporterFactory) -> None:
     exporter = exporter_factory(FAST + devices(one=ONE), "--simulate")
     exporter.wait_healthy()
-    wait_until("a reading", lambda: ("ble_sensor_seen", "one") in series(exporter), exporter)
+    exporter.wait_until("a reading", lambda: ("ble_sensor_seen", "one") in exporter.samples())
     rewrite(exporter, FAST + "listen_port: 0\nscan_mode: loud\n" + devices(one=ONE))
     exporter.process.send_signal(signal.SIGHUP)
-    wait_until("the rejection", lambda: series(exporter)[RELOADED] == 0, exporter)
+    exporter.wait_until("the rejection", lambda: exporter.samples()[RELOADED] == 0)
     log = exporter.log_file.read_text()
     rejected = [line.split(" ERROR ble_exporter: ", 1)[1] for line in log.splitlines() if "reload rejected" in line]
     assert rejected == [
@@ -148,11 +107,11 @@ def test_an_invalid_reload_leaves_the_running_config_alone(exporter_factory: Exp
     ]
     status = json.loads(exporter.get("/status")[1])
     assert status["config"]["last_reload_successful"] is False and len(status["config"]["problems"]) == 2
-    scans = series(exporter)[("ble_exporter_scans_total", "")]
-    wait_until("scans going on", lambda: series(exporter)[("ble_exporter_scans_total", "")] > scans + 1, exporter)
+    scans = exporter.samples()[("ble_exporter_scans_total", "")]
+    exporter.wait_until("scans going on", lambda: exporter.samples()[("ble_exporter_scans_total", "")] > scans + 1)
     rewrite(exporter, FAST + devices(one=ONE))  # fixed: the next reload takes it
     exporter.process.send_signal(signal.SIGHUP)
-    wait_until("a good reload", lambda: series(exporter)[RELOADED] == 1, exporter)
+    exporter.wait_until("a good reload", lambda: exporter.samples()[RELOADED] == 1)
     assert json.loads(exporter.get("/status")[1])["config"]["problems"] == []
     assert exporter.stop() == 0
 
@@ -163,32 +122,21 @@ def test_a_new_listen_port_is_bound_before_the_old_one_closes(exporter_factory: 
     old, new = exporter.port, free_port()
     exporter.config.write_text(exporter.config.read_text().replace(f"listen_port: {old}", f"listen_port: {new}"))
     exporter.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{new}/healthz", timeout=1) as response:
-                assert response.status == 200
-                break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    exporter.port = new
+    exporter.wait_healthy(10)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{old}/healthz", timeout=1)
-    exporter.port = new
     assert "HTTP 127.0.0.1:" in exporter.log_file.read_text()
     assert exporter.stop() == 0
 
 
 def test_reload_speaks_the_notify_protocol(listener: Listener, exporter_factory: ExporterFactory) -> None:
     exporter = exporter_factory(FAST + devices(one=ONE), "--simulate")
-    deadline = time.monotonic() + 15
-    while not listener.times("READY=1"):
-        assert time.monotonic() < deadline and exporter.process.poll() is None
-        time.sleep(0.05)
+    exporter.wait_until("READY=1", lambda: listener.times("READY=1"), 15, interval=0.05)
     exporter.process.send_signal(signal.SIGHUP)
-    while not any(m.startswith("READY=1\n") for _, m in listener.messages):
-        assert time.monotonic() < deadline + 10
-        time.sleep(0.05)
+    exporter.wait_until(
+        "READY=1 after the reload", lambda: any(m.startswith("READY=1\n") for _, m in listener.messages), 20, 0.05
+    )
     messages = [m for _, m in listener.messages if "WATCHDOG" not in m]
     reloading = next(m for m in messages if m.startswith("RELOADING=1"))
     assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
@@ -217,21 +165,14 @@ def test_a_sighup_during_start_up_does_not_stop_the_service(exporter_factory: Ex
     time.sleep(delay)
     exporter.process.send_signal(signal.SIGHUP)
     exporter.wait_healthy()
-    wait_until("the reload it asked for", lambda: "reload: config" in exporter.log_file.read_text(), exporter)
+    exporter.wait_until("the reload it asked for", lambda: "reload: config" in exporter.log_file.read_text())
     assert exporter.stop() == 0
 
 
 def test_watch_still_quits_on_sighup(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(devices(one=ONE))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ble_exporter", "watch", "--simulate", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    process = start_cli("watch", "--simulate", "--config", str(config), stdin=subprocess.DEVNULL)
     time.sleep(1.5)
     process.send_signal(signal.SIGHUP)
     assert process.wait(10) == 0
@@ -252,13 +193,13 @@ def test_a_deaf_adapter_is_reset_once_and_readings_come_back(
 
     def advertised_and_seen() -> bool:
         bluez.advertise(KITCHEN, data, rssi=-58)
-        return ("ble_sensor_seen", "kitchen") in series(exporter)
+        return ("ble_sensor_seen", "kitchen") in exporter.samples()
 
-    wait_until("a reading", advertised_and_seen, exporter)
+    exporter.wait_until("a reading", advertised_and_seen)
     bluez.make_deaf()
-    wait_until("the reset", lambda: not advertised_and_seen() and bluez.power_cycles() == 1, exporter, timeout=30)
-    wait_until("readings again", advertised_and_seen, exporter)
-    got = series(exporter)
+    exporter.wait_until("the reset", lambda: not advertised_and_seen() and bluez.power_cycles() == 1, timeout=30)
+    exporter.wait_until("readings again", advertised_and_seen)
+    got = exporter.samples()
     assert got[("ble_exporter_adapter_resets_total", "")] == 1 and bluez.power_cycles() == 1
     assert got[("ble_exporter_scanner_restarts_total", "")] >= 1 and got[("ble_exporter_scanner_up", "")] == 1
     assert exporter.stop() == 0
@@ -327,13 +268,12 @@ def test_credentials_over_tls(tmp_path: Path, tls_files: TlsFiles, exporter_fact
         for path in ("/metrics", "/status", "/"):
             status, headers, _ = https(exporter.port, path, tls_files, credentials)
             assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm="), (credentials, path)
-    wait_until(  # /metrics renders counters at most once a second
+    exporter.wait_until(  # /metrics renders counters at most once a second
         "the refusals counted",
         lambda: (
             "ble_exporter_http_auth_failures_total 9.0"
             in https(exporter.port, "/metrics", tls_files, ("prometheus", SCRAPE_PASSWORD))[2]
         ),
-        exporter,
         timeout=5,
     )
     with pytest.raises(OSError):  # plain HTTP on the TLS port: no answer
@@ -373,18 +313,18 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def both_scraped() -> dict[str, Any]:
+        """Prometheus's targets by job once it has scraped both, else none."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2) as response:
+                targets = {t["labels"]["job"]: t for t in json.load(response)["data"]["activeTargets"]}
+        except (OSError, ValueError, KeyError):
+            return {}
+        return targets if {t["health"] for t in targets.values()} >= {"up", "down"} else {}
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2) as response:
-                    targets = {t["labels"]["job"]: t for t in json.load(response)["data"]["activeTargets"]}
-                if {t["health"] for t in targets.values()} >= {"up", "down"}:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "Prometheus never scraped both jobs"
-            time.sleep(0.5)
+        targets = wait_until("Prometheus scraping both jobs", both_scraped, 60, interval=0.5, process=process)
         assert targets["ble-exporter"]["health"] == "up" and targets["ble-exporter"]["scrapeUrl"].startswith("https://")
         assert targets["wrong-password"]["health"] == "down" and "401" in targets["wrong-password"]["lastError"]
     finally:

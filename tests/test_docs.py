@@ -7,16 +7,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from support import REPO, free_port, run_cli
 
 from ble_exporter.config import KEYS
 
-REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 MAN = (REPO / "debian" / "ble-exporter.1").read_text().replace("\\-", "-")
 PACKAGED_CONFIG = "/etc/ble-exporter/config.yaml"
@@ -52,15 +49,7 @@ def fault_line(text: str) -> str:
 def run(config: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
     path = tmp_path / "c.yaml"
     path.write_text(config)
-    result = subprocess.run(
-        [*args, sys.executable, "-m", "ble_exporter", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
+    result = run_cli("run", "--config", str(path), prefix=args, env=env)
     assert result.stderr.count("\n") == 1, result.stderr
     return result.stderr.strip().removeprefix("ble-exporter: error: ").replace(str(path), PACKAGED_CONFIG)
 

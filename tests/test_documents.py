@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import Labels, labelled_samples
 
 from ble_exporter.calibration import Calibration, Line
 from ble_exporter.core import ConfigStatus
@@ -35,14 +36,9 @@ def data1(packet_id: int) -> bytes:
     return DATA1[:2] + bytes((packet_id,)) + DATA1[3:]
 
 
-def scraped(engine: ScanEngine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scraped(engine: ScanEngine) -> dict[tuple[str, Labels], float]:
     text = generate_latest(build_registry(lambda: View.of_engine(engine))).decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if not s.name.startswith("process_")
-    }
+    return {key: value for key, value in labelled_samples(text).items() if not key[0].startswith("process_")}
 
 
 def one_scan(engine: ScanEngine, *packets: bytes, start: float = 1000.0) -> None:

@@ -10,9 +10,7 @@ import os
 import re
 import socket
 import ssl
-import threading
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import ExporterFactory, TlsFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
+from support import ExporterFactory, Scraper, TlsFiles, proc_status
 
 from ble_exporter.documents import View, landing_page
 from ble_exporter.engine import ScanEngine
@@ -248,13 +246,6 @@ MALFORMED = {
 }
 
 
-def proc_status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} for {pid}")
-
-
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -288,35 +279,6 @@ def first_line(connect: Connect, data: bytes, timeout: float = 1.0) -> bytes:
         return got.split(b"\r\n", 1)[0]
 
 
-class Scraper(threading.Thread):
-    """A well-behaved client: GET /metrics every 50 ms, recording each answer and how long it took;
-    also samples the exporter's RSS."""
-
-    def __init__(self, port: int, pid: int, tls: TlsFiles | None = None) -> None:
-        super().__init__(daemon=True)
-        self.port, self.pid = port, pid
-        self.scheme = "https" if tls else "http"
-        self.context = ssl.create_default_context(cafile=str(tls.ca)) if tls else None
-        self.results: list[tuple[int | str, float]] = []
-        self.max_rss = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            began = time.monotonic()
-            try:
-                url = f"{self.scheme}://127.0.0.1:{self.port}/metrics"
-                with urllib.request.urlopen(url, timeout=2, context=self.context) as response:
-                    body = response.read().decode()
-                    status: int | str = response.status
-                    list(text_string_to_metric_families(body))
-            except Exception as e:
-                status = repr(e)
-            self.results.append((status, time.monotonic() - began))
-            self.max_rss = max(self.max_rss, proc_status(self.pid, "VmRSS"))
-            self.done.wait(0.05)
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_http_abuse_leaves_metrics_served_and_the_process_bounded(
     exporter_factory: ExporterFactory, tmp_path: Path, tls_files: TlsFiles, tls: bool
@@ -329,7 +291,7 @@ def test_http_abuse_leaves_metrics_served_and_the_process_bounded(
     exporter = exporter_factory(body, "--simulate")
     connect = connector(exporter.port, tls_files if tls else None)
     pid, port = exporter.process.pid, exporter.port
-    scraper = Scraper(port, pid, tls_files if tls else None)
+    scraper = Scraper(port, pid=pid, tls=tls_files if tls else None)
     deadline = time.monotonic() + 15
     while True:  # the TLS port answers only TLS: wait for it as a client would
         try:

@@ -17,8 +17,8 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import TlsFiles
 from prometheus_client import CollectorRegistry
+from support import TlsFiles, free_port
 
 from ble_exporter import httpguard
 from ble_exporter.exporter import make_app, serve
@@ -37,12 +37,6 @@ REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
 def app() -> web.Application:
     return make_app(CollectorRegistry(), dict)
-
-
-async def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -77,7 +71,7 @@ def test_a_pipelining_flood_is_parsed_a_few_requests_at_a_time() -> None:
     held: list[int] = []
 
     async def scenario() -> None:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port)
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -126,7 +120,7 @@ def test_connection_cap_and_lifetime_in_process(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(httpguard, "CONNECTION_LIFETIME_SECONDS", 0.5)
 
     async def scenario() -> None:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port)
         try:
             talker = await asyncio.open_connection("127.0.0.1", port)
@@ -158,7 +152,7 @@ def test_a_request_not_yet_read_counts_as_spoken_when_a_burst_wants_its_slot(
     monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
 
     async def scenario() -> tuple[bytes, int]:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port)
         try:
             # Without yielding to the loop: a scraper connects and sends its request, then a burst of six
@@ -184,7 +178,7 @@ def test_closed_connections_are_released_at_once() -> None:
     # The lifetime timer of a connection must not keep it (transport, aiohttp's handler, buffers)
     # alive for 30 s after it closed: at a scrape per few ms that was megabytes.
     async def scenario() -> None:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port)
         try:
             for _ in range(100):
@@ -204,7 +198,7 @@ def test_closed_connections_are_released_at_once() -> None:
 
 def test_an_over_long_request_line_gets_a_short_414_without_its_url() -> None:
     async def scenario() -> tuple[bytes, bytes]:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -256,7 +250,7 @@ def server_context(tls_files: TlsFiles) -> ssl.SSLContext:
 
 def test_https_through_the_guard_and_plain_http_on_the_tls_port(tls_files: TlsFiles) -> None:
     async def scenario() -> tuple[bytes, bytes, bytes]:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(tls_files))
@@ -287,7 +281,7 @@ def test_a_handshake_that_never_finishes_holds_a_slot_for_a_bounded_time(
     monkeypatch.setattr(httpguard, "MAX_CONNECTIONS", 4)
 
     async def scenario() -> tuple[int, list[bytes], int, int, bytes]:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
         try:
             # Two clients begin a handshake (the first bytes of a ClientHello) and stall.
@@ -325,7 +319,7 @@ def test_handshakes_under_way_are_capped_oldest_dropped_first(
     monkeypatch.setattr(httpguard, "MAX_HANDSHAKES", 2)
 
     async def scenario() -> tuple[bytes, int, bytes]:
-        port = await free_port()
+        port = free_port()
         server = await serve(app(), "127.0.0.1", port, server_context(tls_files))
         try:
             stalled = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -10,22 +11,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from bluez_mock import BluezMock
-from conftest import Exporter, ExporterFactory, free_port
-from prometheus_client.parser import text_string_to_metric_families
+from support import REPO, Exporter, ExporterFactory, free_port, run_cli, samples, start_cli, wait_until
 
 from ble_exporter import __version__
 from ble_exporter.main import main
 
-REPO = Path(__file__).resolve().parent.parent
 FAST = "scan_interval_seconds: 1\nscan_duration_seconds: 1\n"  # the shortest a real scan may be
 DEVICES = """devices:
   "A4:C1:38:00:00:01": one
@@ -82,24 +80,15 @@ def test_check_config_problems_exit_2_one_line_each(tmp_path: Path, capsys: pyte
     ]
 
 
-def samples(text: str) -> dict[tuple[str, str], float]:
-    return {
-        (s.name, s.labels.get("device", "")): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def test_run_simulated_end_to_end(exporter_factory: ExporterFactory) -> None:
     exporter = exporter_factory(FAST + DEVICES, "--simulate")
     exporter.wait_healthy()
-    deadline = time.monotonic() + 20
-    got: dict[tuple[str, str], float] = {}
-    while time.monotonic() < deadline:
-        got = samples(exporter.get("/metrics")[1])
-        if all(("ble_sensor_seen", d) in got for d in ("one", "two", "three")):
-            break
-        time.sleep(0.2)
+
+    def all_three() -> dict[tuple[str, str], float]:
+        got = exporter.samples()
+        return got if all(("ble_sensor_seen", d) in got for d in ("one", "two", "three")) else {}
+
+    got = exporter.wait_until("readings of all three sensors", all_three, 20, interval=0.2)
     for device in ("one", "two", "three"):
         assert got[("ble_sensor_seen", device)] == 1
         assert abs(got[("ble_sensor_last_update_timestamp_seconds", device)] - time.time()) < 30
@@ -130,9 +119,7 @@ def test_run_simulated_end_to_end(exporter_factory: ExporterFactory) -> None:
 def test_run_simulated_with_no_devices_invents_demo_sensors(exporter_factory: ExporterFactory) -> None:
     exporter = exporter_factory(FAST + "devices: {}\n", "--simulate")
     exporter.wait_healthy()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and 'ble_sensor_seen{device="demo_' not in exporter.get("/metrics")[1]:
-        time.sleep(0.2)
+    exporter.wait_until("demo sensors", lambda: 'ble_sensor_seen{device="demo_' in exporter.get("/metrics")[1], 15, 0.2)
     assert 'ble_sensor_seen{device="demo_' in exporter.get("/metrics")[1]
     document = json.loads(exporter.get("/status")[1])
     assert (document["devices_configured"], document["demo_devices"], document["adapter"]) == (0, 3, "simulated")
@@ -204,17 +191,15 @@ PVVX = {  # pvvx issue #740: data1 and data2 under the same packet id 176
 
 def advertise_until(bluez: BluezMock, exporter: Exporter, wanted: str, timeout: float = 20) -> str:
     """Advertise the pvvx pair over and over until /metrics shows `wanted`; return the scrape."""
-    deadline = time.monotonic() + timeout
-    i = 0
-    while time.monotonic() < deadline:
-        key, packets = next(iter(PVVX.items()))
-        bluez.advertise("A4:C1:38:AA:BB:CC", {key: packets[i % 2]}, rssi=-58)
-        i += 1
+    key, packets = next(iter(PVVX.items()))
+    sent = itertools.count()
+
+    def advertised_and_shown() -> str:
+        bluez.advertise("A4:C1:38:AA:BB:CC", {key: packets[next(sent) % 2]}, rssi=-58)
         text = exporter.get("/metrics")[1]
-        if wanted in text:
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"{wanted} never appeared; log:\n{exporter.log_file.read_text()}")
+        return text if wanted in text else ""
+
+    return exporter.wait_until(f"{wanted} in /metrics", advertised_and_shown, timeout)
 
 
 def test_run_with_bleak_exports_what_bluez_reports(bluez: BluezMock, exporter_factory: ExporterFactory) -> None:
@@ -280,20 +265,12 @@ RESTART_LINE = re.compile(
 
 def scanner_state(exporter: Exporter) -> tuple[float, float, float]:
     """(ble_exporter_scanner_up, ble_exporter_scanner_restarts_total, ble_exporter_scans_total)."""
-    got = samples(exporter.get("/metrics")[1])
+    got = exporter.samples()
     return (
         got[("ble_exporter_scanner_up", "")],
         got[("ble_exporter_scanner_restarts_total", "")],
         got[("ble_exporter_scans_total", "")],
     )
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_silent_scanner_is_restarted_in_process_and_recovers(
@@ -304,7 +281,7 @@ def test_silent_scanner_is_restarted_in_process_and_recovers(
     advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
     assert scanner_state(exporter)[:2] == (1, 0)
     # Silence: after three scans without any advert the scanner is renewed, and scanner_up drops.
-    wait_for(lambda: scanner_state(exporter)[1] >= 1, 10, "a scanner restart")
+    exporter.wait_until("a scanner restart", lambda: scanner_state(exporter)[1] >= 1, 10)
     up, _restarts, _scans = scanner_state(exporter)
     assert up == 0
     status = json.loads(exporter.get("/status")[1])
@@ -313,11 +290,11 @@ def test_silent_scanner_is_restarted_in_process_and_recovers(
     assert 'ble_sensor_temperature_celsius{device="kitchen"}' not in exporter.get("/metrics")[1]
     # The renewed scanner keeps opening discovery sessions while nothing is heard, and renews again.
     starts = bluez.discovery_starts()
-    wait_for(lambda: bluez.discovery_starts() >= starts + 2, 5, "new discovery sessions")
-    wait_for(lambda: scanner_state(exporter)[1] >= 2, 10, "a second restart")
+    exporter.wait_until("new discovery sessions", lambda: bluez.discovery_starts() >= starts + 2, 5)
+    exporter.wait_until("a second restart", lambda: scanner_state(exporter)[1] >= 2, 10)
     # Adverts again: readings come back and the scanner is up.
     advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
-    wait_for(lambda: scanner_state(exporter)[0] == 1, 5, "scanner_up 1")
+    exporter.wait_until("scanner_up 1", lambda: scanner_state(exporter)[0] == 1, 5)
     assert json.loads(exporter.get("/status")[1])["scanner"]["up"] is True
     assert exporter.process.poll() is None  # silence alone never ends the process
     assert exporter.stop() == 0
@@ -331,7 +308,7 @@ def test_watchdog_silent_scans_0_never_restarts(bluez: BluezMock, exporter_facto
     exporter.wait_healthy()
     advertise_until(bluez, exporter, 'ble_sensor_temperature_celsius{device="kitchen"}')
     scans = scanner_state(exporter)[2]
-    wait_for(lambda: scanner_state(exporter)[2] >= scans + 6, 10, "six silent scans")
+    exporter.wait_until("six silent scans", lambda: scanner_state(exporter)[2] >= scans + 6, 10)
     assert scanner_state(exporter)[:2] == (1, 0)
     assert exporter.process.poll() is None
     assert "restarting the scanner" not in exporter.log_file.read_text()
@@ -341,18 +318,18 @@ def test_watchdog_silent_scans_0_never_restarts(bluez: BluezMock, exporter_facto
 
 
 def scans(exporter: Exporter) -> float:
-    return samples(exporter.get("/metrics")[1])[("ble_exporter_scans_total", "")]
+    return exporter.samples()[("ble_exporter_scans_total", "")]
 
 
 def wait_for_line(path: Path, text: str, timeout: float = 5) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def content() -> str:
         with contextlib.suppress(FileNotFoundError):
             content = path.read_text()
             if text in content:
                 return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in {path}")
+        return ""
+
+    return wait_until(f"{text!r} in {path}", content, timeout, interval=0.05)
 
 
 def test_log_file_deleted_rotated_or_its_directory_removed_while_running(exporter_factory: ExporterFactory) -> None:
@@ -367,11 +344,11 @@ def test_log_file_deleted_rotated_or_its_directory_removed_while_running(exporte
     wait_for_line(log, "scan: end")
     size = rotated.stat().st_size
     before = scans(exporter)
-    wait_for(lambda: scans(exporter) >= before + 2, 5, "two more scans")
+    exporter.wait_until("two more scans", lambda: scans(exporter) >= before + 2, 5)
     assert rotated.stat().st_size == size  # nothing more goes to the rotated file
     shutil.rmtree(log.parent)  # the whole directory: records are dropped, scanning goes on
     before = scans(exporter)
-    wait_for(lambda: scans(exporter) >= before + 3, 5, "three scans without a log directory")
+    exporter.wait_until("three scans without a log directory", lambda: scans(exporter) >= before + 3, 5)
     log.parent.mkdir()
     wait_for_line(log, "scan: end")
     assert exporter.stop() == 0
@@ -395,7 +372,7 @@ def test_full_disk_under_the_log_file_does_not_stop_scanning_or_serving(
     swap.symlink_to("/dev/full")
     swap.replace(link)
     before = scans(exporter)
-    wait_for(lambda: scans(exporter) >= before + 3, 8, "three scans with a full disk")
+    exporter.wait_until("three scans with a full disk", lambda: scans(exporter) >= before + 3, 8)
     for _ in range(10):
         assert exporter.get("/metrics")[0] == 200 and exporter.get("/status")[0] == 200
     assert exporter.process.poll() is None
@@ -418,7 +395,7 @@ def test_sigterm_mid_scan_stops_discovery_within_2_s_despite_clients(
         "scan_interval_seconds: 60\nscan_duration_seconds: 50\n" + MOCK_DEVICES, env=bluez.env()
     )
     exporter.wait_healthy()
-    wait_for(bluez.is_discovering, 10, "the scan to start")
+    exporter.wait_until("the scan to start", bluez.is_discovering, 10)
     advertise_until(bluez, exporter, "ble_exporter_advertisements_received_total 1.0", timeout=10)
     request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
     clients = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(20)]  # idle
@@ -449,13 +426,7 @@ def start(tmp_path: Path, config: str, *args: str) -> subprocess.Popen[str]:
     """`ble-exporter run --config` on exactly `config` (the fixture's own head sets listen_address)."""
     path = tmp_path / "own.yaml"
     path.write_text(config)
-    return subprocess.Popen(
-        [sys.executable, "-m", "ble_exporter", "run", "--config", str(path), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    return start_cli("run", "--config", str(path), *args)
 
 
 def get(url: str) -> int:
@@ -468,10 +439,9 @@ def test_listen_address_all_is_dual_stack_and_logged_with_brackets(tmp_path: Pat
     log_file = tmp_path / "x.log"
     process = start(tmp_path, f'listen_address: "::"\nlisten_port: {port}\nlog_file: {log_file}\n', "--simulate")
     try:
-        deadline = time.monotonic() + 15
-        while "ready" not in (log_file.read_text() if log_file.exists() else ""):
-            assert time.monotonic() < deadline and process.poll() is None, process.stderr and process.stderr.read()
-            time.sleep(0.1)
+        wait_until(
+            "ready in the log", lambda: log_file.exists() and "ready" in log_file.read_text(), 15, process=process
+        )
         assert get(f"http://127.0.0.1:{port}/healthz") == 200  # IPv4 too, as `::` promises
         assert get(f"http://[::1]:{port}/healthz") == 200
         assert f"ready: HTTP on [::]:{port}, scanning" in log_file.read_text()
@@ -599,18 +569,12 @@ def test_a_relative_log_file_option_is_taken_from_the_current_directory(tmp_path
     config = tmp_path / "c.yaml"
     port = free_port()
     config.write_text(f"listen_port: {port}\nlisten_address: 127.0.0.1\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ble_exporter", "run", "--simulate", "--config", str(config), "--log-file", "rel/x.log"],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(
+        "run", "--simulate", "--config", str(config), "--log-file", "rel/x.log",
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=None,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 15
-        while not (tmp_path / "rel" / "x.log").exists():
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.1)
+        wait_until("rel/x.log", (tmp_path / "rel" / "x.log").exists, 15, process=process)
     finally:
         process.terminate()
         process.wait(5)
@@ -619,14 +583,7 @@ def test_a_relative_log_file_option_is_taken_from_the_current_directory(tmp_path
 def run_once(tmp_path: Path, config: str, *args: str, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "c.yaml"
     path.write_text(config)
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "ble_exporter", *args[:1], "--config", str(path), *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        check=False,
-    )
+    return run_cli(*args[:1], "--config", str(path), *args[1:], prefix=prefix)
 
 
 # ---- secrets: bindkeys readable by every user are warned about ----
@@ -647,14 +604,7 @@ def test_a_config_with_bindkeys_readable_by_everyone_is_warned_about(tmp_path: P
         f"`sudo chgrp ble-exporter {tmp_path}/c.yaml`"
     )
     (tmp_path / "c.yaml").chmod(0o640)
-    quiet = subprocess.run(
-        [sys.executable, "-m", "ble_exporter", "check-config", "--config", str(tmp_path / "c.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        check=False,
-    )
+    quiet = run_cli("check-config", "--config", str(tmp_path / "c.yaml"))
     assert quiet.returncode == 0 and "warning" not in quiet.stdout + quiet.stderr
 
 
@@ -666,14 +616,7 @@ def test_a_user_who_cannot_read_the_config_is_told_to_use_sudo(tmp_path: Path) -
     config.chmod(0o600)  # as root:root would be without the package's group
     prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] if os.geteuid() == 0 else []
     try:
-        result = subprocess.run(
-            [*prefix, sys.executable, "-m", "ble_exporter", "check-config", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=REPO,
-            check=False,
-        )
+        result = run_cli("check-config", "--config", str(config), prefix=prefix)
     finally:
         shutil.rmtree(shared)
     assert result.returncode == 2 and result.stderr == (

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import mutate
 
 from ble_exporter.parser import (
     MAX_PAYLOAD,
@@ -666,24 +667,12 @@ def test_mibeacon_object_soup_never_raises(
     assert isinstance(result, (Reading, NoReading, NotDecodable))
 
 
-def _mutate(rng: random.Random, payload: bytes) -> bytes:
-    data = bytearray(payload)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and data:
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op == 1:
-            data.insert(rng.randint(0, len(data)), rng.randrange(256))
-        elif op == 2 and data:
-            del data[rng.randrange(len(data))]
-        else:
-            data = data[: rng.randint(0, len(data))]
-    return bytes(data)
+PAYLOADS = [p.values[1] for p in VECTORS]  # what mutate splices in
 
 
 @FUZZ
 @given(index=st.integers(0, len(VECTORS) - 1), seed=st.integers(0, 2**32 - 1))
 def test_mutated_vectors_never_raise(index: int, seed: int) -> None:
     uuid16, payload, mac, key, _ = VECTORS[index].values
-    result = parse(uuid16, _mutate(random.Random(seed), payload), mac, key)
+    result = parse(uuid16, mutate(random.Random(seed), payload, PAYLOADS), mac, key)
     assert isinstance(result, (Reading, NoReading, NotDecodable))

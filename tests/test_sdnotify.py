@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ExporterFactory, Listener, free_port
+from support import ExporterFactory, Listener, free_port
 
 from ble_exporter import sdnotify
 from ble_exporter.daemon import _ping_watchdog

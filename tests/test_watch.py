@@ -4,12 +4,12 @@ real terminal (tmux): readings appear, q and Ctrl-C quit with status 0 and the t
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from bluez_mock import BluezMock
 from rich.console import Console
+from support import CLI, REPO, run_cli, start_cli, wait_until
 
 from ble_exporter.calibration import Calibration, Line
 from ble_exporter.devices import Device
@@ -37,7 +38,6 @@ from ble_exporter.watch import (
     unknown_sensors,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 BTHOME = uuid128(0xFCD2)
 # pvvx/ATC_MiThermometer issue #740, BTHome v2 from the pvvx firmware: data1 = battery 81 %,
 # 27.01 °C, 44.93 % RH; data2 = 2.848 V (the firmware alternates the two under one packet id).
@@ -295,16 +295,7 @@ def test_unknown_sensors_forget_the_ones_that_walked_away() -> None:
 
 
 def run_watch_process(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ble_exporter", "watch", "--config", str(config)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("watch", "--config", str(config), env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
 def test_without_bluetooth_watch_exits_1_with_one_line(tmp_path: Path) -> None:
@@ -330,14 +321,7 @@ def test_a_bad_config_exits_2(tmp_path: Path) -> None:
 def test_sigterm_stops_watch_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("devices: {}\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ble_exporter", "watch", "--simulate", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    process = start_cli("watch", "--simulate", "--config", str(config), stdin=subprocess.DEVNULL)
     try:
         time.sleep(2.0)
         process.send_signal(signal.SIGTERM)
@@ -367,7 +351,7 @@ class Tmux:
         return result.stdout
 
     def start_watch(self, *args: str, env: Mapping[str, str] | None = None) -> None:
-        command = shlex.join([sys.executable, "-m", "ble_exporter", "watch", *args])
+        command = shlex.join([*CLI, "watch", *args])
         # Ctrl-C reaches the whole foreground group: the shell traps it to outlive watch (a trapped
         # signal is default again in the child, so watch gets a plain SIGINT).
         self.script.write_text(
@@ -380,23 +364,25 @@ class Tmux:
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "watch")
 
+    def shown(self) -> str:
+        return f"the screen:\n{self.screen()}"
+
     def wait_for(self, ready: Callable[[str], bool], timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        def ready_screen() -> str:
             screen = self.screen()
-            if ready(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not happen in {timeout:g} s; the screen:\n{screen}")
-            time.sleep(0.1)
+            return screen if ready(screen) else ""
+
+        return wait_until(what, ready_screen, timeout, details=self.shown)
 
     def quit_with(self, key: str, timeout: float = 8) -> tuple[int, list[str]]:
         """Press `key`; return watch's exit status and the terminal's modes once the shell has them."""
         self("send-keys", "-t", "watch", key)
-        deadline = time.monotonic() + timeout
-        while not (self.stty.exists() and self.stty.read_text()):
-            assert time.monotonic() < deadline, f"watch did not quit on {key}; the screen:\n{self.screen()}"
-            time.sleep(0.1)
+        wait_until(
+            f"watch quitting on {key}",
+            lambda: self.stty.exists() and self.stty.read_text(),
+            timeout,
+            details=self.shown,
+        )
         return int(self.status.read_text()), self.stty.read_text().split()
 
 
@@ -443,17 +429,15 @@ def test_watch_through_bleak_and_bluez_shows_the_mode_in_use_and_warnings_above_
     config.write_text('devices:\n  "A4:C1:38:AA:BB:CC": kitchen\n')
     tmux.start_watch("--config", str(config), env=bluez.env())
     tmux.wait_for(lambda s: "hci0 active" in s, 10, "the scan starting")
-    packets = (DATA1, DATA2)
-    deadline = time.monotonic() + 10
-    i = 0
-    while True:
-        bluez.advertise(LIVING, {BTHOME: packets[i % 2]}, rssi=-58)
-        i += 1
+    packets = itertools.cycle((DATA1, DATA2))
+    reading = re.compile(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", re.M)
+
+    def reading_shown() -> str:
+        bluez.advertise(LIVING, {BTHOME: next(packets)}, rssi=-58)
         screen = tmux.screen()
-        if re.search(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", screen, re.M):
-            break
-        assert time.monotonic() < deadline, f"no reading on screen:\n{screen}"
-        time.sleep(0.1)
+        return screen if reading.search(screen) else ""
+
+    screen = wait_until("a reading on screen", reading_shown, 10, details=tmux.shown)
     lines = screen.splitlines()
     warning = next(i for i, line in enumerate(lines) if "passive scanning is not available" in line)
     assert warning < next(i for i, line in enumerate(lines) if line.startswith("ble-exporter watch · hci0 active"))

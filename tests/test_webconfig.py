@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import TlsFiles
+from support import TlsFiles, run_cli
 
 from ble_exporter.config import ConfigError
 from ble_exporter.webconfig import load_web_config
@@ -117,14 +115,7 @@ def test_an_unreadable_key(tmp_path: Path, tls_files: TlsFiles) -> None:
     prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"] if os.geteuid() == 0 else []
     main_config = tmp_path / "c.yaml"
     main_config.write_text(f"web_config_file: {config}\nlog_file: {tmp_path}/x.log\n")
-    result = subprocess.run(
-        [*prefix, sys.executable, "-m", "ble_exporter", "check-config", "--config", str(main_config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    result = run_cli("check-config", "--config", str(main_config), prefix=prefix)
     assert result.returncode == 2, result
     assert result.stderr == (
         f"ble-exporter: error: {config}:3: {key} cannot be read (permission denied); let the service's group read it: "
