@@ -351,11 +351,11 @@ def test_calibration_is_applied_exactly_and_a_reload_changes_it_without_resettin
 
     def reading_is(temperature: float) -> bool:
         bluez.advertise(KITCHEN, data, rssi=-58)
-        got = series(exporter).get(("ble_sensor_temperature_celsius", "kitchen"))
+        got = exporter.samples().get(("ble_sensor_temperature_celsius", "kitchen"))
         return got is not None and abs(got - temperature) < 1e-9
 
-    wait_until("the calibrated temperature", lambda: reading_is(26.5), exporter)
-    got = series(exporter)
+    exporter.wait_until("the calibrated temperature", lambda: reading_is(26.5))
+    got = exporter.samples()
     assert got[("ble_sensor_humidity_percent", "kitchen")] == pytest.approx(47.423, abs=1e-9)
     assert got[("ble_sensor_calibrated", "kitchen")] == 1
     (device,) = json.loads(exporter.get("/status")[1])["devices"]
@@ -363,7 +363,7 @@ def test_calibration_is_applied_exactly_and_a_reload_changes_it_without_resettin
     scans, frames = got[("ble_exporter_scans_total", "")], got[("ble_sensor_frames_total", "kitchen")]
     rewrite(exporter, FAST + calibrated.replace("temperature_offset: -0.51", "temperature_offset: 0.49"))
     exporter.process.send_signal(signal.SIGHUP)
-    wait_until("the new offset", lambda: reading_is(27.5), exporter)
-    got = series(exporter)
+    exporter.wait_until("the new offset", lambda: reading_is(27.5))
+    got = exporter.samples()
     assert got[("ble_exporter_scans_total", "")] > scans and got[("ble_sensor_frames_total", "kitchen")] >= frames
     assert got[RELOADED] == 1 and exporter.stop() == 0
