@@ -25,7 +25,11 @@ from ble_exporter.scanner import AdvertSink, ScanError, ScanMode
 log = logging.getLogger("ble_exporter.scanner")  # one name for the scanning, as the log has always said
 PASSIVE_FLAGS = b"\x06"  # the Flags AD value every firmware of these sensors advertises (see passive_patterns)
 DEFAULT_OUI = "A4:C1:38"  # the LYWSD03MMC's (Telink's) address block
-MAX_PATTERNS = 16  # the kernel's HCI_MAX_ADV_MONITOR_NUM_PATTERNS: a monitor with more is refused
+# Patterns per advertisement monitor. BlueZ says 16 (the kernel's HCI_MAX_ADV_MONITOR_NUM_PATTERNS), but on
+# Debian 12 (kernel 6.1, BlueZ 5.66) a monitor of 8 is refused (MGMT status 0x0d) and bluetoothd then
+# aborts in its clean-up (a double free): measured in the system-test guest, so never more than 7.
+MAX_PATTERNS = 7
+MAX_MONITORS = 3
 AD_FLAGS, AD_SERVICE_DATA_UUID16 = 0x01, 0x16  # AD types (Bluetooth Assigned Numbers 2.3)
 RESET_WAIT_SECONDS = 10.0  # for the adapter to report each power change of a reset
 
@@ -55,6 +59,17 @@ class BluezScanner:
         self._sink(device.address, adv.rssi, adv.service_data, time.time())
 
     def _new_scanner(self, mode: ScanMode) -> Any:
+        """Active: one BleakScanner. Passive: one per advertisement monitor (passive_patterns); BlueZ
+        reports every device of the adapter to each scanner, so only the first feeds the sink."""
+        if mode == ScanMode.ACTIVE:
+            return self._bleak_scanner(mode, None, self._on_detect)
+        first, *more = self._patterns
+        return _Together(
+            [self._bleak_scanner(mode, first, self._on_detect)]
+            + [self._bleak_scanner(mode, patterns, None) for patterns in more]
+        )
+
+    def _bleak_scanner(self, mode: ScanMode, patterns: Patterns | None, callback: Any) -> Any:
         from bleak import BleakScanner
 
         try:  # bleak >= 1.0 (PyPI)
@@ -69,11 +84,11 @@ class BluezScanner:
             bluez["adapter"] = self.adapter
         else:
             kwargs["adapter"] = self.adapter
-        if mode == ScanMode.PASSIVE:
+        if patterns is not None:
             bluez["or_patterns"] = [
-                OrPattern(start, AdvertisementDataType(ad_type), content) for start, ad_type, content in self._patterns
+                OrPattern(start, AdvertisementDataType(ad_type), content) for start, ad_type, content in patterns
             ]
-        return BleakScanner(self._on_detect, **kwargs)
+        return BleakScanner(callback, **kwargs)
 
     async def start(self) -> None:
         if self._scanner is None or self._patterns_changed:
@@ -368,8 +383,35 @@ async def _remove_device(bus: Any, adapter_path: str, device_path: str) -> None:
     await _call(bus, BLUEZ_SERVICE, adapter_path, ADAPTER_INTERFACE, "RemoveDevice", signature="o", body=[device_path])
 
 
-def passive_patterns(addresses: Sequence[str]) -> list[tuple[int, int, bytes]]:
-    """The passive monitor's patterns, (start, AD type, content): an advert matching any is reported.
+Patterns = list[tuple[int, int, bytes]]  # (start, AD type, content): an advert matching any is reported
+
+
+class _Together:
+    """Several BleakScanners of one adapter started and stopped as one (the first last stopped)."""
+
+    def __init__(self, scanners: list[Any]) -> None:
+        self.scanners = scanners
+
+    async def start(self) -> None:
+        started: list[Any] = []
+        try:
+            for scanner in self.scanners:
+                await scanner.start()
+                started.append(scanner)
+        except Exception:
+            for scanner in reversed(started):
+                with contextlib.suppress(Exception):
+                    await scanner.stop()
+            raise
+
+    async def stop(self) -> None:
+        for scanner in reversed(self.scanners):
+            await scanner.stop()
+
+
+def passive_patterns(addresses: Sequence[str]) -> list[Patterns]:
+    """The passive advertisement monitors' patterns, at most MAX_PATTERNS each: the first monitor's are the
+    ones every version needs (and all that was registered before sensors without Flags were).
 
     Flags (LE General Discoverable, no BR/EDR) is what the pvvx, atc1441 and Xiaomi firmwares send,
     and matches on every BlueZ. A sensor can send no Flags (MJWSD05MMC ships so, pvvx lets users turn
@@ -385,20 +427,26 @@ def passive_patterns(addresses: Sequence[str]) -> list[tuple[int, int, bytes]]:
     and BTHome v1 payloads start with a counter or ciphertext: with no Flags those are heard passively
     only up to BlueZ 5.68 (README)."""
     service_data = AD_SERVICE_DATA_UUID16
-    patterns = [(0, service_data, uuid16.to_bytes(2, "little")) for uuid16 in sorted(set(SERVICE_UUIDS.values()))]
-    patterns.append((0, AD_FLAGS, PASSIVE_FLAGS))
-    patterns += [
+    first = [(0, service_data, uuid16.to_bytes(2, "little")) for uuid16 in sorted(set(SERVICE_UUIDS.values()))]
+    first.append((0, AD_FLAGS, PASSIVE_FLAGS))
+    payload = [
         (0, service_data, b"\x40"),  # BTHome v2, plain (device info: version 2)
         (0, service_data, b"\x41"),  # BTHome v2, encrypted
         (0, service_data, b"\x02\x00"),  # BTHome v1, plain: the packet id object pvvx sends first
         (1, service_data, b"\x58"),  # MiBeacon v5 (frame control 0x58xx, pvvx and Xiaomi)
     ]
     sensors_in = Counter(mac.upper()[:8] for mac in addresses)
-    ouis = [DEFAULT_OUI, *sorted(set(sensors_in) - {DEFAULT_OUI}, key=lambda oui: (-sensors_in[oui], oui))]
-    for oui in ouis[: (MAX_PATTERNS - len(patterns)) // 2]:  # the most used blocks first
+    ouis = sorted(sensors_in, key=lambda oui: (-sensors_in[oui], oui)) or [DEFAULT_OUI]  # the most used first
+    room = MAX_PATTERNS * (MAX_MONITORS - 1) - len(payload)
+    for oui in ouis[: room // 2]:
         block = bytes.fromhex(oui.replace(":", ""))
-        patterns += [(3, service_data, block[::-1]), (0, service_data, block)]  # pvvx custom, atc1441
-    return patterns
+        payload += [(3, service_data, block[::-1]), (0, service_data, block)]  # pvvx custom, atc1441
+    monitors = [first]
+    for pattern in payload:
+        if len(monitors[-1]) == MAX_PATTERNS or monitors[-1] is first:
+            monitors.append([])
+        monitors[-1].append(pattern)
+    return monitors
 
 
 def _bluez_args_take_adapter() -> bool:

@@ -73,7 +73,9 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-@pytest.mark.parametrize("module", ["parser", "devices", "calibration", "engine", "reception", "config", "scanner", "health", "core"])
+@pytest.mark.parametrize(
+    "module", ["parser", "devices", "calibration", "engine", "reception", "config", "scanner", "health", "core"]
+)
 def test_core_imports_no_io_library(module: str) -> None:
     assert loaded_after(f"import ble_exporter.{module}").isdisjoint(HEAVY)
 
