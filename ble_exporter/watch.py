@@ -27,10 +27,10 @@ from rich.text import Text
 from ble_exporter.calibration import Calibration
 from ble_exporter.config import Config
 from ble_exporter.core import Core
-from ble_exporter.engine import HISTORY_SECONDS, LiveState, Readings, ScanEngine
+from ble_exporter.engine import HISTORY_SECONDS, LiveState, ScanEngine
 from ble_exporter.exits import Exit
+from ble_exporter.formatting import format_age, format_name, format_period, format_share, format_uptime
 from ble_exporter.health import RadioHealth
-from ble_exporter.parser import Format
 from ble_exporter.reception import Reception
 from ble_exporter.scanner import ScanError, ScanMode
 
@@ -51,14 +51,6 @@ RATE_WINDOW_SECONDS = 5.0  # adverts/s is averaged over this long
 SPARKS = "▁▂▃▄▅▆▇█"
 MIN_SPARK_RANGE = 1.0  # °C: a full-height trend means at least a degree; noise stays low
 
-FORMAT_NAMES = {
-    Format.BTHOME_V2: "BTHome v2",
-    Format.BTHOME_V1: "BTHome v1",
-    Format.PVVX: "pvvx",
-    Format.ATC1441: "atc1441",
-    Format.MIJIA: "Mijia",
-}
-
 
 @dataclass(frozen=True)
 class Header:
@@ -72,30 +64,6 @@ class Header:
 
 
 # --- pure formatting ---------------------------------------------------------------------------------
-
-
-def format_name(readings: Readings) -> str:
-    if readings.format is None:
-        return "–"
-    name = FORMAT_NAMES.get(readings.format, readings.format)
-    return f"{name}*" if readings.encrypted else name  # one character: 80 columns are tight
-
-
-def format_age(seconds: float) -> str:
-    """`4s`, `12m`, `3h`: whole units that keep the column narrow."""
-    seconds = max(0.0, seconds)
-    if seconds < 100:
-        return f"{seconds:.0f}s"
-    if seconds < 100 * 60:
-        return f"{seconds // 60:.0f}m"
-    return f"{seconds // 3600:.0f}h"
-
-
-def format_uptime(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    days, s = divmod(s, 86400)
-    text = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{days}d {text}" if days else text
 
 
 def format_count(n: int) -> str:
@@ -250,19 +218,6 @@ def _table(shape: Layout, named: bool) -> Table:
             marked = shape.marked and title in MARKABLE
             table.add_column(title, justify=justify, min_width=width + marked, no_wrap=True)
     return table
-
-
-def format_share(reception: Reception) -> str:
-    """The share of scans since start in which the sensor was heard, in whole percent."""
-    return "–" if reception.scans == 0 else f"{100 * reception.scans_heard // reception.scans}%"
-
-
-def format_period(reception: Reception) -> str:
-    """The sensor's measured period: `10s`, `2.5s`; `–` until measured."""
-    period = reception.period
-    if period is None:
-        return "–"
-    return f"{period:.1f}s" if period < 9.95 else format_age(period)
 
 
 def _reception_cells(reception: Reception | None) -> dict[str, RenderableType]:

@@ -23,7 +23,7 @@ from support import CLI, REPO, run_cli, start_cli, wait_until
 from ble_exporter.calibration import Calibration, Line
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
-from ble_exporter.engine import Readings, ScanEngine
+from ble_exporter.engine import ScanEngine
 from ble_exporter.health import RadioHealth
 from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.watch import (
@@ -31,8 +31,6 @@ from ble_exporter.watch import (
     STALE_SECONDS,
     AdvertRate,
     Header,
-    format_age,
-    format_name,
     render,
     sparkline,
     unknown_sensors,
@@ -222,20 +220,6 @@ def test_a_wide_terminal_gives_the_trend_the_width() -> None:
     assert all(len(line) <= width for width, line in header.items())
 
 
-def test_formats_read_as_people_name_them() -> None:
-    def state(fmt: str | None, encrypted: bool = False) -> Readings:
-        return Readings(format=Format(fmt) if fmt else None, encrypted=encrypted)
-
-    assert [format_name(state(f)) for f in ("bthome_v2", "bthome_v1", "pvvx", "atc1441", None)] == [
-        "BTHome v2",
-        "BTHome v1",
-        "pvvx",
-        "atc1441",
-        "–",
-    ]
-    assert format_name(state("bthome_v2", encrypted=True)) == "BTHome v2*"
-
-
 def test_an_encrypted_sensor_shows_as_encrypted() -> None:
     device = Device(LIVING, "living_room", bindkey=KEY)
     engine = ScanEngine([device])
@@ -273,9 +257,7 @@ def test_a_rising_temperature_shows_in_the_row_trend() -> None:
     assert lines[-1].endswith("trend: last 5 min")
 
 
-def test_ages_and_rates() -> None:
-    ages = (0.4, 9, 99, 100, 5999, 6000, 7 * 3600)
-    assert [format_age(s) for s in ages] == ["0s", "9s", "99s", "1m", "99m", "1h", "7h"]
+def test_adverts_per_second() -> None:
     rate = AdvertRate(window=5.0)
     assert rate.update(0.0, 0) is None  # not measured yet
     assert rate.update(2.0, 10) == 5.0
