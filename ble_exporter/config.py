@@ -197,6 +197,14 @@ class Config:
         ),
         shown_default="none (plain HTTP)",
     )
+    live_page: bool = _key(
+        True,
+        "Serve the live page at /: every sensor's readings and reception and the scanner's state, refreshed "
+        "every scan; false serves a page of links to the endpoints instead.",
+        (bool,),
+        "true or false",
+        shown_default="true",
+    )
     devices: tuple[Device, ...] = _key(
         (),
         "The sensors to export: a mapping from MAC address to a name, or to a mapping with name and bindkey "
@@ -406,7 +414,7 @@ class _Validator:
         if key in ("listen_address", "web_config_file") and value is None:
             return None
         spec = KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, spec.types):
+        if (isinstance(value, bool) and bool not in spec.types) or not isinstance(value, spec.types):
             self.fail(node, f"`{key}` must be {spec.described}, not `{_shown(node.value)}`{_type_hint(node, spec)}")
             return _INVALID
         if key.endswith("_seconds") and not _finite(value):
@@ -577,7 +585,7 @@ def _type_hint(node: yaml.ScalarNode, spec: Key) -> str:
             unquoted = yaml.safe_load(node.value)
         except yaml.YAMLError:
             unquoted = None
-        if not isinstance(unquoted, bool) and isinstance(unquoted, spec.types):
+        if (bool in spec.types or not isinstance(unquoted, bool)) and isinstance(unquoted, spec.types):
             return "; remove the quotes"
     if _SCIENTIFIC.match(node.value):
         return f"; YAML 1.1 reads `{_shown(node.value)}` as text (it would need `1.0e+3`): write the plain number"

@@ -60,6 +60,7 @@ def config_changes(old: Config, new: Config) -> str:
         "adapter",
         "scan_mode",
         "log_file",
+        "live_page",
     ):
         if getattr(old, key) != getattr(new, key):
             parts.append(f"{key} {getattr(old, key)} -> {getattr(new, key)}")
@@ -95,15 +96,22 @@ class Daemon:
         self.http: Any = None
 
     def _app(self) -> Any:
-        from ble_exporter.documents import Documents, build_registry, landing_page, status_document
+        from ble_exporter.documents import Documents, build_registry, status_document
         from ble_exporter.exporter import make_app
+        from ble_exporter.page import HEADERS, front_page
 
         auth = self.auth
         documents = Documents(self.core, self.started_at, auth_failures=lambda: auth.failures)
+
+        def page() -> str:
+            now = time.time()
+            return front_page(documents.view(now), now)
+
         return make_app(
             build_registry(lambda: documents.view(time.time())),
             lambda: status_document(documents.view(time.time())),
-            landing=lambda: landing_page(documents.view(time.time())),
+            landing=page,
+            landing_headers=HEADERS,
             generation=documents.generation,
             auth=auth,
         )

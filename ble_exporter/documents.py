@@ -23,7 +23,15 @@ from ble_exporter import __version__
 from ble_exporter.config import DEFAULTS, Config
 from ble_exporter.core import ConfigStatus, Core
 from ble_exporter.devices import Device
-from ble_exporter.engine import REJECTION_REASONS, Counters, DeviceSnapshot, Readings, ScanEngine, Snapshot
+from ble_exporter.engine import (
+    REJECTION_REASONS,
+    Counters,
+    DeviceSnapshot,
+    LiveState,
+    Readings,
+    ScanEngine,
+    Snapshot,
+)
 from ble_exporter.health import RadioHealth
 from ble_exporter.reception import Reception
 
@@ -43,10 +51,19 @@ class View:
     simulated: bool = False
     uptime: float = 0.0
     auth_failures: int | None = None  # None: the daemon counts none (no web config)
+    live: Mapping[str, LiveState] = field(default_factory=dict)  # by MAC: each device's last known readings
 
     @classmethod
     def of_engine(cls, engine: ScanEngine, health: RadioHealth | None = None, **kw: Any) -> View:
-        return cls(engine.snapshot, engine.counters, engine.devices, health or RadioHealth(), engine.reception, **kw)
+        return cls(
+            engine.snapshot,
+            engine.counters,
+            engine.devices,
+            health or RadioHealth(),
+            engine.reception,
+            live=engine.live,
+            **kw,
+        )
 
 
 class Documents:

@@ -8,7 +8,7 @@ import gzip
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,11 +20,11 @@ from ble_exporter.auth import BasicAuth
 from ble_exporter.httpguard import MAX_REQUEST_LINE, URI_TOO_LONG_PATH, ClientMistakes, ConnectionGuard
 
 METRICS_MAX_AGE = 1.0
-"""Seconds a /metrics rendering is served from cache (besides, a new scan's snapshot renders at once)."""
+"""Seconds a rendering of /metrics or / is served from cache (besides, a new scan's snapshot renders at once)."""
 
 
 class _Rendering:
-    """One /metrics body, and its gzip form once a client asked for it."""
+    """One body (/metrics, /), and its gzip form once a client asked for it."""
 
     def __init__(self, rendered_at: float, generation: object, body: bytes) -> None:
         self.rendered_at, self.generation, self.body = rendered_at, generation, body
@@ -57,6 +57,7 @@ def make_app(
     status_source: Callable[[], dict[str, Any]],
     *,
     landing: Callable[[], str] | None = None,
+    landing_headers: Mapping[str, str] | None = None,
     generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
     auth: BasicAuth | None = None,
@@ -69,8 +70,24 @@ def make_app(
     replaced whenever a scan ends). So sensor series are never stale, and counters and process_* lag
     by less than `metrics_max_age`. It is gzipped for clients that accept it (Prometheus always does),
     and `name[]=` parameters pick series, as prometheus_client's own handlers do (those are not cached).
+    The `landing` page is cached and gzipped the same way, and served with `landing_headers`.
     """
-    cache: dict[str, _Rendering] = {}  # by content type
+    cache: dict[str, _Rendering] = {}  # by content type (/metrics), "/" for the landing page
+
+    def cached(key: str, render: Callable[[], bytes]) -> _Rendering:
+        now = time.monotonic()
+        current = generation()
+        rendering = cache.get(key)
+        if rendering is None or rendering.generation is not current or now - rendering.rendered_at >= metrics_max_age:
+            rendering = cache[key] = _Rendering(now, current, render())
+        return rendering
+
+    def respond(request: web.Request, rendering: _Rendering, headers: dict[str, str]) -> web.Response:
+        headers["Vary"] = "Accept-Encoding"
+        if gzip_accepted(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=rendering.gzipped(), headers=headers)
+        return web.Response(body=rendering.body, headers=headers)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -78,20 +95,8 @@ def make_app(
         if names:
             rendering = _Rendering(0.0, None, encoder(_Only(registry, set(names))))  # type: ignore[arg-type]
         else:
-            now = time.monotonic()
-            current = generation()
-            rendering = cache.get(content_type)  # type: ignore[assignment]
-            if (
-                rendering is None
-                or rendering.generation is not current
-                or now - rendering.rendered_at >= metrics_max_age
-            ):
-                rendering = cache[content_type] = _Rendering(now, current, encoder(registry))
-        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
-        if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=rendering.gzipped(), headers=headers)
-        return web.Response(body=rendering.body, headers=headers)
+            rendering = cached(content_type, lambda: encoder(registry))
+        return respond(request, rendering, {"Content-Type": content_type})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -101,7 +106,8 @@ def make_app(
 
     async def landing_page(request: web.Request) -> web.Response:
         assert landing is not None
-        return web.Response(text=landing(), content_type="text/html")
+        rendering = cached("/", lambda: landing().encode())
+        return respond(request, rendering, {"Content-Type": "text/html; charset=utf-8", **(landing_headers or {})})
 
     async def uri_too_long(request: web.Request) -> web.Response:
         response = web.Response(status=414, text=f"request line longer than {MAX_REQUEST_LINE} bytes\n")

@@ -84,6 +84,12 @@ def test_device_with_bindkey() -> None:
     assert KEY not in repr(cfg) and KEY.upper() not in repr(cfg)
 
 
+def test_the_live_page_is_on_unless_turned_off() -> None:
+    assert Config().live_page is True
+    assert parse_config("live_page: false\n").live_page is False
+    assert parse_config("live_page: true\n").live_page is True
+
+
 def test_empty_devices_is_valid() -> None:
     assert parse_config("devices: {}\n").devices == ()
     assert parse_config("devices:\n").devices == ()
@@ -143,6 +149,9 @@ def test_empty_devices_is_valid() -> None:
         ("devices:\n  A4:C1:38:AA:BB:CC: [a]\n", "the name must be text"),
         ("listen_port: 1\nlisten_port: 2\n", "c.yaml:2: `listen_port` is given twice"),
         ('listen_port: "8000"\n', "c.yaml:1: `listen_port` must be a whole number, not `8000`; remove the quotes"),
+        ("live_page: 0\n", "c.yaml:1: `live_page` must be true or false, not `0`"),
+        ("live_page: off please\n", "`live_page` must be true or false, not `off please`"),
+        ('live_page: "false"\n', "c.yaml:1: `live_page` must be true or false, not `false`; remove the quotes"),
         ("scan_interval_seconds: 1e3\n", "YAML 1.1 reads `1e3` as text (it would need `1.0e+3`)"),
         ("listen_port 8000\nadapter: hci0\n", "c.yaml:2: not valid YAML: a `: ` where no value can start"),
         ("scan_mode: auto\nlisten_port 8000\nadapter: hci0\n", "c.yaml:2: not valid YAML: no colon after the key"),
@@ -417,6 +426,7 @@ def test_every_key_has_a_type_help_and_a_valid_default() -> None:
         "watchdog_silent_scans",
         "adapter_reset_after_silent_scans",
         "web_config_file",
+        "live_page",
         "devices",
     ]
     for name, key in KEYS.items():

@@ -215,6 +215,83 @@ def test_metrics_is_cached_until_a_new_snapshot_or_max_age() -> None:
     asyncio.run(go())
 
 
+def test_the_page_is_rendered_once_per_scan_or_second_gzipped_and_served_with_its_headers() -> None:
+    from ble_exporter.devices import Device
+    from ble_exporter.page import HEADERS, front_page
+
+    engine = ScanEngine((Device("A4:C1:38:AA:BB:CC", "kitchen"),))
+    renders: list[float] = []
+    plain = {"Accept-Encoding": "identity"}
+
+    def landing() -> str:
+        renders.append(time.monotonic())
+        return front_page(View.of_engine(engine), 1000.0)
+
+    async def go(max_age: float) -> int:
+        """A browser's requests, left open and reloading: the renderings they took."""
+        renders.clear()
+        app = make_app(
+            CollectorRegistry(),
+            dict,
+            landing=landing,
+            landing_headers=HEADERS,
+            generation=lambda: engine.snapshot,
+            metrics_max_age=max_age,
+        )
+        async with TestClient(TestServer(app), auto_decompress=False) as client:
+            first = await client.get("/", headers=plain)
+            body = await first.read()
+            assert first.status == 200 and first.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert {name: first.headers[name] for name in HEADERS} == HEADERS
+            for _ in range(20):
+                assert await (await client.get("/", headers=plain)).read() == body
+            zipped = await client.get("/", headers={"Accept-Encoding": "gzip"})
+            assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["Vary"] == "Accept-Encoding"
+            assert gzip.decompress(await zipped.read()) == body
+            head = await client.head("/", headers=plain)
+            assert head.status == 200 and await head.read() == b""
+            assert head.headers["Content-Security-Policy"] == HEADERS["Content-Security-Policy"]
+            served = len(renders)
+            if max_age > 60:
+                engine.open_window(1.0)
+                engine.ingest(
+                    "A4:C1:38:AA:BB:CC", -60, {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4002ca09")}, 2.0
+                )
+                engine.close_window(3.0)  # a new scan: rendered at once
+                assert "25.06 °C" in await (await client.get("/", headers=plain)).text()
+                assert len(renders) == served + 1
+            return served
+
+    assert asyncio.run(go(max_age=3600)) == 1  # 23 requests: one rendering
+    assert asyncio.run(go(max_age=0)) == 23  # without the cache each request renders: the count above is its doing
+
+
+def test_the_page_is_behind_the_same_basic_auth_as_metrics() -> None:
+    import base64
+
+    import bcrypt
+
+    from ble_exporter.auth import BasicAuth
+    from ble_exporter.page import HEADERS, front_page
+
+    users = {"viewer": bcrypt.hashpw(b"secret", bcrypt.gensalt(4))}
+    page = front_page(View.of_engine(ScanEngine(())), 1000.0)
+    credentials = {"Authorization": "Basic " + base64.b64encode(b"viewer:secret").decode()}
+
+    async def go() -> None:
+        app = make_app(CollectorRegistry(), dict, landing=lambda: page, landing_headers=HEADERS, auth=BasicAuth(users))
+        async with TestClient(TestServer(app)) as client:
+            for path in ("/", "/metrics"):
+                refused = await client.get(path)
+                assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Basic"), path
+                assert "ble-exporter on" not in await refused.text()
+            allowed = await client.get("/", headers=credentials)
+            assert allowed.status == 200 and await allowed.text() == page
+            assert allowed.headers["Content-Security-Policy"] == HEADERS["Content-Security-Policy"]
+
+    asyncio.run(go())
+
+
 # ---- abuse: the real server on loopback keeps serving /metrics to others, bounded ----
 
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"

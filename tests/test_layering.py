@@ -91,5 +91,5 @@ def test_the_scan_core_does_not_import_the_http_layer() -> None:
 
 
 def test_the_daemon_does_not_load_rich() -> None:
-    loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents")
+    loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents, ble_exporter.page")
     assert "rich" not in loaded and "ble_exporter.watch" not in loaded
