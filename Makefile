@@ -35,6 +35,22 @@ test-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The end-to-end test of the page at / (issue 24) in a real browser: Debian's chromium, headless, and a
+# font for its screenshots. Not part of `make test` (a 100 MB download): CI runs it as its own stage.
+BROWSER_DEBS := chromium fonts-dejavu-core
+
+.PHONY: test-browser test-browser-deps
+test-browser-deps:
+	@missing=$$(for p in $(BROWSER_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing the browser test's Debian packages:" $$missing; \
+		$(SUDO) $(APT_GET) update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test-browser: venv test-browser-deps
+	$(VPY) -m pytest -q -m browser tests/test_page.py
+
 lint: venv
 	$(VENV)/bin/ruff check ble_exporter tests
 	$(VENV)/bin/ruff format --check ble_exporter tests

@@ -1,15 +1,27 @@
-"""The live page at /: its rendering from a View (escaping, marks, size, colours, the policy's hashes)."""
+"""The live page at /: its rendering from a View (escaping, marks, size, colours, the policy's hashes),
+and, in Debian's chromium (`make test-browser`, marked `browser`), the page of a running
+`ble-exporter run --simulate`: every sensor's name and temperature, refreshed in place by its script
+after each scan, and by its meta refresh without script; screenshots at 390x844 and 1280x800."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import calendar
 import gzip
 import hashlib
+import json
+import os
 import re
 import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from chromium import Chromium, Tab
+from conftest import Exporter, ExporterFactory
+from prometheus_client.parser import text_string_to_metric_families
 
 from ble_exporter.config import Config
 from ble_exporter.core import ConfigStatus
@@ -242,3 +254,170 @@ def test_live_page_false_serves_the_links_page() -> None:
     links = front_page(view(engine, cfg=Config(live_page=False)), T0)
     assert "<table" not in links and 'href="metrics"' in links and "<script" not in links
     assert "<table" in front_page(view(engine), T0)
+
+
+# ---- in a real browser: Debian's chromium -----------------------------------------------------------------
+
+SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR", REPO / "build" / "screenshots"))
+INTERVAL = 3  # seconds between scans: the page must move on within a few
+NAMES = {  # MAC -> name: ordinary names, and names that are markup
+    "A4:C1:38:00:10:01": "living_room",
+    "A4:C1:38:00:10:02": 'Kid\'s room <b>&</b> "den"',
+    "A4:C1:38:00:10:03": "<script>window.pwned=1</script>",
+    "A4:C1:38:00:10:04": "bedroom",
+    "A4:C1:38:00:10:05": "<img src=x onerror=window.pwned=2>",
+}
+KEY = "231d39c1d7cc1ab1aee224cd096db932"
+
+# The table as the browser has it: the scan time, and per row the name (without the MAC) and the cells.
+READ_PAGE = """(() => ({
+  scan: document.querySelector('main > p time')?.getAttribute('datetime') ?? null,
+  rows: [...document.querySelectorAll('#sensors tbody tr')].map(tr => ({
+    name: tr.querySelector('th').firstChild.textContent,
+    cells: [...tr.querySelectorAll('td')].map(td => td.textContent)})),
+}))()"""
+
+
+def devices_yaml() -> str:
+    lines = ["devices:"]
+    for mac, name in NAMES.items():
+        if name == "bedroom":
+            lines.append(f'  "{mac}": {{name: bedroom, bindkey: "{KEY}"}}')
+        else:
+            lines.append(f'  "{mac}": {json.dumps(name)}')
+    return "\n".join(lines) + "\n"
+
+
+def scrape(exporter: Exporter) -> tuple[int, dict[str, float]]:
+    """The latest scan's end (whole seconds) and each device's temperature, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    temperatures: dict[str, float] = {}
+    ended = -1
+    for family in families:
+        for s in family.samples:
+            if s.name == "ble_sensor_temperature_celsius":
+                temperatures[s.labels["device"]] = s.value
+            elif s.name == "ble_exporter_last_scan_timestamp_seconds":
+                ended = int(s.value)
+    return ended, temperatures
+
+
+def epoch(iso: str) -> int:
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.25)
+
+
+def start(exporter_factory: ExporterFactory, body: str) -> Exporter:
+    exporter = exporter_factory(f"scan_interval_seconds: {INTERVAL}\nscan_duration_seconds: 1\n" + body, "--simulate")
+    exporter.wait_healthy()
+    return exporter
+
+
+@pytest.mark.browser
+def test_in_chromium_every_sensor_shows_and_the_script_refreshes_the_page_after_each_scan(
+    exporter_factory: ExporterFactory, tmp_path: Path
+) -> None:
+    exporter = start(exporter_factory, devices_yaml())
+    url = f"http://127.0.0.1:{exporter.port}/"
+
+    async def go() -> None:
+        async with Chromium.launch(tmp_path / "profile") as browser:
+            tab = await browser.new_tab(1280, 800)
+            await tab.goto(url)
+            await tab.evaluate("window.sameDocument = true")
+            page = await tab.evaluate(READ_PAGE)
+            assert [r["name"] for r in page["rows"]] == list(NAMES.values())  # markup in names shows as text
+            assert await tab.evaluate("[document.scripts.length, typeof window.pwned]") == [1, "undefined"]
+            # Every sensor's temperature is /metrics' of the same scan (retried while a scan ends between).
+            # (A scan that missed a sensor's temperature is waited out: the test needs all of them.)
+            for _ in range(80):
+                page = await tab.evaluate(READ_PAGE)
+                ended, temperatures = scrape(exporter)
+                if page["scan"] and epoch(page["scan"]) == ended and set(temperatures) == set(NAMES.values()):
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError(f"the page never showed /metrics' scan: {page['scan']} vs {ended}, {temperatures}")
+            shown = {r["name"]: r["cells"][0] for r in page["rows"]}
+            assert shown == {name: f"{t:.2f} °C" for name, t in temperatures.items()}
+            first = page["scan"]
+            # The page moves on after a scan, in place: the script swapped in the new <main>.
+            await until("a newer scan on the page", lambda: _scan_changed(tab, first), 4 * INTERVAL + 10)
+            assert await tab.evaluate("window.sameDocument") is True
+            later = await tab.evaluate(READ_PAGE)
+            assert [r["name"] for r in later["rows"]] == list(NAMES.values())
+            # The style and the script ran: both allowed by their hashes (the browser logs any refusal).
+            assert await tab.evaluate("getComputedStyle(document.body).maxWidth") == "1152px"
+            assert not [line for line in tab.console() if "Content Security Policy" in line], tab.console()
+            # ... and the policy holds: a script put in by anything else does not run.
+            await tab.evaluate(
+                "(() => {const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+                " document.body.append(s)})()"
+            )
+            assert await tab.evaluate("typeof window.injected") == "undefined"
+            assert any("Content Security Policy" in line for line in tab.console()), tab.console()
+
+    asyncio.run(go())
+
+
+async def _scan_changed(tab: Tab, first: str) -> bool:
+    try:
+        page = await tab.evaluate(READ_PAGE)
+    except AssertionError:  # asked while the page was being loaded again
+        return False
+    return bool(page["scan"] and page["scan"] != first)
+
+
+@pytest.mark.browser
+def test_in_chromium_without_script_on_a_phone_and_a_desktop_in_both_schemes(
+    exporter_factory: ExporterFactory, tmp_path: Path
+) -> None:
+    exporter = start(exporter_factory, "")  # no devices: the demo sensors, as `make demo` shows them
+    url = f"http://127.0.0.1:{exporter.port}/"
+
+    async def go() -> None:
+        async with Chromium.launch(tmp_path / "profile") as browser:
+            # Without script the meta refresh loads the page again every scan interval.
+            tab = await browser.new_tab(390, 844, mobile=True, scripts=False)
+            await tab.goto(url)
+            first = (await tab.evaluate(READ_PAGE))["scan"]
+            await until("a newer scan after the meta refresh", lambda: _scan_changed(tab, first), 4 * INTERVAL + 10)
+            # With script, on a phone: no sideways scrolling at 390 or 360 px, each sensor a card with its labels.
+            tab = await browser.new_tab(390, 844, mobile=True)
+            await tab.goto(url)
+            await until("every demo sensor heard", lambda: _all_heard(tab), 4 * INTERVAL + 10)
+            for width in (390, 360):
+                await tab.resize(width, 844, mobile=True)
+                assert await tab.evaluate("document.documentElement.scrollWidth") <= width
+            await tab.resize(390, 844, mobile=True)
+            assert await tab.evaluate("getComputedStyle(document.querySelector('#sensors tr')).display") == "grid"
+            label = "getComputedStyle(document.querySelector('#sensors td'), '::before').content"
+            assert await tab.evaluate(label) == '"Temperature"'
+            # The system's scheme: light and dark backgrounds.
+            background = "getComputedStyle(document.body).backgroundColor"
+            assert await tab.evaluate(background) == "rgb(255, 255, 255)"
+            await tab.screenshot(SCREENSHOTS / "page-390x844.png")
+            await tab.colour_scheme("dark")
+            assert await tab.evaluate(background) == "rgb(20, 20, 20)"
+            await tab.screenshot(SCREENSHOTS / "page-390x844-dark.png")
+            # A desktop: the table as a table.
+            await tab.colour_scheme("light")
+            await tab.resize(1280, 800)
+            assert await tab.evaluate("getComputedStyle(document.querySelector('#sensors tr')).display") == "table-row"
+            assert await tab.evaluate("document.documentElement.scrollWidth") <= 1280
+            png = await tab.screenshot(SCREENSHOTS / "page-1280x800.png")
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1280
+
+    asyncio.run(go())
+
+
+async def _all_heard(tab: Tab) -> bool:
+    page = await tab.evaluate(READ_PAGE)
+    return bool(page["rows"]) and all(r["cells"][0].endswith("°C") for r in page["rows"])
