@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -256,6 +257,27 @@ def test_live_page_false_serves_the_links_page() -> None:
     assert "<table" in front_page(view(engine), T0)
 
 
+def test_live_page_false_and_a_reload_turning_it_on(exporter_factory: ExporterFactory) -> None:
+    exporter = exporter_factory(
+        "live_page: false\nscan_interval_seconds: 1\nscan_duration_seconds: 0.5\n", "--simulate"
+    )
+    exporter.wait_healthy()
+    with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/", timeout=5) as response:
+        links = response.read().decode()
+        assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert 'href="metrics"' in links and "<table" not in links and "<script" not in links
+    head = "".join(line + "\n" for line in exporter.config.read_text().splitlines()[:3])  # port, address, log
+    exporter.config.write_text(head + "scan_interval_seconds: 1\nscan_duration_seconds: 0.5\n")
+    exporter.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while '<table id="sensors">' not in exporter.get("/")[1]:
+        assert time.monotonic() < deadline and exporter.process.poll() is None, exporter.stderr()
+        time.sleep(0.2)
+    assert "demo_living_room" in exporter.get("/")[1]
+    assert exporter.stop() == 0
+    assert "live_page False -> True" in exporter.log_file.read_text()
+
+
 # ---- in a real browser: Debian's chromium -----------------------------------------------------------------
 
 SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR", REPO / "build" / "screenshots"))
@@ -398,6 +420,13 @@ def test_in_chromium_without_script_on_a_phone_and_a_desktop_in_both_schemes(
                 assert await tab.evaluate("document.documentElement.scrollWidth") <= width
             await tab.resize(390, 844, mobile=True)
             assert await tab.evaluate("getComputedStyle(document.querySelector('#sensors tr')).display") == "grid"
+            # ... and still a table to a screen reader: the browser's accessibility tree keeps its roles.
+            await browser.send("Accessibility.enable", tab.session)
+            nodes = (await browser.send("Accessibility.getFullAXTree", tab.session))["nodes"]
+            roles = [n.get("role", {}).get("value") for n in nodes]
+            sensors = len((await tab.evaluate(READ_PAGE))["rows"])
+            assert (roles.count("table"), roles.count("columnheader")) == (1, len(COLUMNS))
+            assert (roles.count("rowheader"), roles.count("cell")) == (sensors, sensors * (len(COLUMNS) - 1))
             label = "getComputedStyle(document.querySelector('#sensors td'), '::before').content"
             assert await tab.evaluate(label) == '"Temperature"'
             # The system's scheme: light and dark backgrounds.
