@@ -180,11 +180,9 @@ def _row(row: Row, now: float) -> str:
     temperature = _value(r.temperature, ".2f", " °C")
     if row.calibrated and r.temperature is not None:
         temperature += " <small>calibrated</small>"
-    battery = " · ".join(
-        text
-        for value, text in ((r.battery, f"{r.battery} %"), (r.voltage, f"{r.voltage or 0:.2f} V"))
-        if value is not None
-    )
+    battery = [f"{r.battery} %"] if r.battery is not None else []
+    if r.voltage is not None:  # where the format sends it
+        battery.append(f"{r.voltage:.2f} V")
     if r.last_seen is None:
         last = '<span class="flag">not heard yet</span>'
     else:
@@ -197,7 +195,7 @@ def _row(row: Row, now: float) -> str:
     cells = (
         temperature,
         _value(r.humidity, ".0f", " %"),
-        battery or "–",
+        " · ".join(battery) or "–",
         _value(r.rssi, "d", " dBm"),
         last,
         fmt,
@@ -213,8 +211,10 @@ def _summary(view: View, shown: list[Row], now: float) -> str:
     timing = f"a {cfg.scan_duration_seconds:g} s scan every {cfg.scan_interval_seconds:g} s"
     if ended is None:
         return f"No scan has ended yet ({timing})."
-    heard = sum(row.heard for row in shown)
-    return f"{heard} of {len(shown)} sensors heard; the latest scan ended {_clock(ended, now)} ({timing})."
+    scan = f"latest scan ended {_clock(ended, now)} ({timing})."
+    if not shown:
+        return f"The {scan}"
+    return f"{sum(row.heard for row in shown)} of {len(shown)} sensors heard; the {scan}"
 
 
 def _sensors(view: View, shown: list[Row], now: float) -> str:

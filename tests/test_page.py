@@ -164,8 +164,12 @@ def test_the_scanner_state_version_uptime_and_links() -> None:
 
 
 def test_no_devices_says_where_to_add_them_and_demo_sensors_say_so() -> None:
-    page = live_page(view(ScanEngine(()), cfg=Config(path="/etc/ble-exporter/config.yaml")), T0)
+    engine = ScanEngine(())
+    scan(engine)
+    page = live_page(view(engine, cfg=Config(path="/etc/ble-exporter/config.yaml")), T0 + 6)
     assert "No sensors in /etc/ble-exporter/config.yaml yet" in page and "<table" not in page
+    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(T0 + 5))
+    assert f'<p>The latest scan ended <time datetime="{ended}">' in page and "0 of 0" not in page
     demo = live_page(view(ScanEngine((KITCHEN,)), demo=True), T0)
     assert "Simulated demo sensors" in demo
 
