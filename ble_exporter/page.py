@@ -120,13 +120,7 @@ class Row:
     readings: Readings  # the latest scan's values; a value it lacks, and a sensor it missed, as last known
     heard: bool  # in the latest scan, or since it ended (in the scan now running): not marked as missed
     reception: Reception
-    calibrated: bool = False  # its readings are corrected by a calibration: shown as a mark by the temperature
-
-
-def is_calibrated(device: Device, readings: Readings) -> bool:
-    """Whether the page marks the device's readings as calibrated. Calibration (issue 23) is not there yet:
-    it answers here, and the page shows the mark wherever this says True."""
-    return False
+    calibrated: tuple[str, ...] = ()  # the quantities the config calibrates (marked by their values)
 
 
 def rows(view: View) -> list[Row]:
@@ -141,7 +135,8 @@ def rows(view: View) -> list[Row]:
         readings = known if scan is None else _overlay(scan, known)
         since = known.last_seen is not None and (ended is None or known.last_seen > ended)
         reception = view.reception.get(device.mac) or Reception()
-        out.append(Row(device, readings, scan is not None or since, reception, is_calibrated(device, readings)))
+        calibrated = device.calibration.quantities() if device.calibration else ()
+        out.append(Row(device, readings, scan is not None or since, reception, calibrated))
     return out
 
 
@@ -175,11 +170,16 @@ def _value(value: float | None, spec: str, unit: str) -> str:
     return "–" if value is None else f"{format(value, spec)}{unit}"
 
 
+def _calibrated(row: Row, quantity: str) -> str:
+    """The mark of a calibrated value (the watch view's `~`, in words)."""
+    known = getattr(row.readings, quantity) is not None
+    return " <small>calibrated</small>" if known and quantity in row.calibrated else ""
+
+
 def _row(row: Row, now: float) -> str:
     r = row.readings
-    temperature = _value(r.temperature, ".2f", " °C")
-    if row.calibrated and r.temperature is not None:
-        temperature += " <small>calibrated</small>"
+    temperature = _value(r.temperature, ".2f", " °C") + _calibrated(row, "temperature")
+    humidity = _value(r.humidity, ".0f", " %") + _calibrated(row, "humidity")
     battery = [f"{r.battery} %"] if r.battery is not None else []
     if r.voltage is not None:  # where the format sends it
         battery.append(f"{r.voltage:.2f} V")
@@ -194,7 +194,7 @@ def _row(row: Row, now: float) -> str:
         fmt += " <small>encrypted</small>"
     cells = (
         temperature,
-        _value(r.humidity, ".0f", " %"),
+        humidity,
         " · ".join(battery) or "–",
         _value(r.rssi, "d", " dBm"),
         last,

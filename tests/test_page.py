@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 from chromium import Chromium, Tab
-from conftest import Exporter, ExporterFactory
-from prometheus_client.parser import text_string_to_metric_families
+from support import REPO, Exporter, ExporterFactory
 
 from ble_exporter.config import Config
 from ble_exporter.core import ConfigStatus
@@ -45,7 +44,6 @@ from ble_exporter.page import (
 )
 from ble_exporter.parser import uuid128
 
-REPO = Path(__file__).resolve().parent.parent
 BTHOME = uuid128(0xFCD2)
 KITCHEN = Device("A4:C1:38:AA:BB:CC", "kitchen")
 ATTIC = Device("A4:C1:38:00:00:01", "attic")
@@ -129,25 +127,25 @@ def test_names_and_error_texts_are_escaped() -> None:
     assert page.count("<script") == 1 and "<img" not in page and "<b>" not in page
 
 
-def test_encrypted_and_calibrated_marks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ble_exporter import page as page_module
+def test_encrypted_and_calibrated_marks() -> None:
+    from ble_exporter.calibration import Calibration, Line
     from ble_exporter.encoder import encode
     from ble_exporter.parser import Format, Reading
 
     key = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
-    cellar = Device("A4:C1:38:00:00:03", "cellar", bindkey=key)
-    engine = ScanEngine((cellar,))
-    uuid16, payload = encode(Reading(format=Format.BTHOME_V2, encrypted=True, temperature=12.5), cellar.mac, key, 9)
+    cellar = Device("A4:C1:38:00:00:03", "cellar", bindkey=key, calibration=Calibration(temperature=Line(offset=-0.5)))
+    engine = ScanEngine((cellar, KITCHEN))
+    reading = Reading(format=Format.BTHOME_V2, encrypted=True, temperature=12.5, humidity=80.0)
+    uuid16, payload = encode(reading, cellar.mac, key, 9)
     engine.open_window(T0)
     engine.ingest(cellar.mac, -80, {uuid128(uuid16): payload}, T0 + 1)
+    engine.ingest(KITCHEN.mac, -60, {BTHOME: DATA1}, T0 + 2)
     engine.close_window(T0 + 5)
-    (row,) = rows(view(engine))
-    assert not row.calibrated  # nothing calibrates yet (issue 23)
-    page = live_page(view(engine), T0 + 6)
-    assert "BTHome v2 <small>encrypted</small>" in page and "calibrated" not in page
-    # Where calibration will say so, the temperature carries the mark.
-    monkeypatch.setattr(page_module, "is_calibrated", lambda device, readings: device is cellar)
-    assert "12.50 °C <small>calibrated</small>" in body_rows(live_page(view(engine), T0 + 6))["cellar"]
+    assert [row.calibrated for row in rows(view(engine))] == [("temperature",), ()]
+    shown = body_rows(live_page(view(engine), T0 + 6))
+    assert "<td>12.00 °C <small>calibrated</small></td><td>80 %</td>" in shown["cellar"]  # humidity as sent
+    assert "BTHome v2 <small>encrypted</small>" in shown["cellar"]
+    assert "calibrated" not in shown["kitchen"] and "encrypted" not in shown["kitchen"]
 
 
 def test_the_scanner_state_version_uptime_and_links() -> None:
@@ -273,10 +271,7 @@ def test_live_page_false_and_a_reload_turning_it_on(exporter_factory: ExporterFa
     head = "".join(line + "\n" for line in exporter.config.read_text().splitlines()[:3])  # port, address, log
     exporter.config.write_text(head + "scan_interval_seconds: 1\nscan_duration_seconds: 0.5\n")
     exporter.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 15
-    while '<table id="sensors">' not in exporter.get("/")[1]:
-        assert time.monotonic() < deadline and exporter.process.poll() is None, exporter.stderr()
-        time.sleep(0.2)
+    exporter.wait_until("the live page after the reload", lambda: '<table id="sensors">' in exporter.get("/")[1])
     assert "demo_living_room" in exporter.get("/")[1]
     assert exporter.stop() == 0
     assert "live_page False -> True" in exporter.log_file.read_text()
@@ -316,17 +311,9 @@ def devices_yaml() -> str:
 
 def scrape(exporter: Exporter) -> tuple[int, dict[str, float]]:
     """The latest scan's end (whole seconds) and each device's temperature, from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5) as response:
-        families = text_string_to_metric_families(response.read().decode())
-    temperatures: dict[str, float] = {}
-    ended = -1
-    for family in families:
-        for s in family.samples:
-            if s.name == "ble_sensor_temperature_celsius":
-                temperatures[s.labels["device"]] = s.value
-            elif s.name == "ble_exporter_last_scan_timestamp_seconds":
-                ended = int(s.value)
-    return ended, temperatures
+    got = exporter.samples()
+    temperatures = {device: v for (name, device), v in got.items() if name == "ble_sensor_temperature_celsius"}
+    return int(got.get(("ble_exporter_last_scan_timestamp_seconds", ""), -1)), temperatures
 
 
 def epoch(iso: str) -> int:
