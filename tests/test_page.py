@@ -304,6 +304,8 @@ def devices_yaml() -> str:
     for mac, name in NAMES.items():
         if name == "bedroom":
             lines.append(f'  "{mac}": {{name: bedroom, bindkey: "{KEY}"}}')
+        elif name == "living_room":
+            lines.append(f'  "{mac}": {{name: living_room, temperature_offset: -0.3}}')
         else:
             lines.append(f'  "{mac}": {json.dumps(name)}')
     return "\n".join(lines) + "\n"
@@ -359,7 +361,8 @@ def test_in_chromium_every_sensor_shows_and_the_script_refreshes_the_page_after_
             else:
                 raise AssertionError(f"the page never showed /metrics' scan: {page['scan']} vs {ended}, {temperatures}")
             shown = {r["name"]: r["cells"][0] for r in page["rows"]}
-            assert shown == {name: f"{t:.2f} °C" for name, t in temperatures.items()}
+            calibrated = {"living_room": " calibrated"}  # its offset applied, as /metrics has it, and marked
+            assert shown == {name: f"{t:.2f} °C{calibrated.get(name, '')}" for name, t in temperatures.items()}
             first = page["scan"]
             # The page moves on after a scan, in place: the script swapped in the new <main>.
             await until("a newer scan on the page", lambda: _scan_changed(tab, first), 4 * INTERVAL + 10)
