@@ -12,6 +12,7 @@ tolerances: a frame on either edge of the window may fall on either side of the 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from typing import Any
@@ -51,9 +52,9 @@ def _wait_scans(t: Any, name: str, start: int, scans: int, limit: float) -> dict
 
 
 def _rule(run_dir: str, record: str, window: str) -> str:
-    """A shipped recording rule's expression over another window than its hour."""
+    """A shipped recording rule's expression over another window than its own."""
     expr = next(str(r["expr"]) for r in shipped_rules(run_dir, "recording.yml") if r.get("record") == record)
-    return expr.replace("[1h]", f"[{window}]")
+    return re.sub(r"\[\d+[smh]\]", f"[{window}]", expr)
 
 
 def _by_device(prom: Any, expr: str) -> dict[str, float]:
@@ -101,11 +102,14 @@ def continuous(t: Any, skipper: str, restarter: str, control: Any) -> str:
 
 
 def rules_continuous(t: Any, skipper: str) -> str:
-    """The recording rules, as Prometheus evaluates them, since the exporter started (5 s of every 6)."""
+    """The recording rules since the exporter started (5 s of every 6): the ratios as Prometheus
+    recorded them (two rates of one window: the hour before the start cancels out), the period by its
+    rule's expression over the minutes since the start (over 15 minutes it would read too long)."""
     prom, names = t.prom, t.names
     share = _by_device(prom, "device:ble_sensor_scans_heard:ratio_1h")
     ratio = _by_device(prom, "device:ble_sensor_frames_heard_per_sent:ratio_1h")
-    period = _by_device(prom, "device:ble_sensor_frame_period_seconds:rate_1h")
+    since = f"{int(time.time() - t.service_started) - 10}s"
+    period = _by_device(prom, _rule(t.run_dir, "device:ble_sensor_frame_period_seconds:rate_15m", since))
     problems = []
     for hci, name in names.items():
         lo, hi = (0.55, 0.8) if hci == skipper else (0.85, 1.2)  # 2/3 of frames sent; all of them

@@ -268,7 +268,7 @@ def test_the_panels_the_issue_asks_for() -> None:
         "ble_exporter_scanner_restarts_total",
         "device:ble_sensor_scans_heard:ratio_1h",
         "device:ble_sensor_frames_heard_per_sent:ratio_1h",
-        "device:ble_sensor_frame_period_seconds:rate_1h",
+        "device:ble_sensor_frame_period_seconds:rate_15m",
         "ble_sensor_restarts_total",
     ):
         assert metric in exprs, metric
