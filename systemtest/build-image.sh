@@ -12,6 +12,7 @@
 #   image-<release>-<key>/id_ed25519    ssh key for root@guest
 #   image-<release>-<key>/prometheus    the guest's prometheus binary (usable on the host too)
 #   image-<release>-<key>/info          what was built, when, and how long it took
+# Every image also holds bookworm's btvirt in /usr/local/lib/systemtest/btvirt (see below).
 # Prints the image directory on stdout. Needs root (debootstrap, chroot, file ownership).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -84,6 +85,46 @@ in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-
     $(echo "$PKGS" | tr ',' ' ') >>"$WORK/apt.log" 2>&1 || { tail -30 "$WORK/apt.log" >&2; die "apt-get install failed"; }
 log "packages installed"
 exec 7>&- # the tree's lock
+
+# --- the virtual controllers: bookworm's btvirt on every release ------------------------------------
+# btvirt 5.82 (trixie) crashes under the system test's load: a use-after-free between an advertising
+# set's broadcast timer and the host disabling that set (systemtest/README.md). Every image gets
+# bookworm's 5.66 (no such timer), a binary that needs only libc, in $BTVIRT_PATH; bt-setup.sh runs
+# it. Pinned by version and hash, so a change here is a new image (the key hashes this script).
+BTVIRT_DEB=bluez-test-tools_5.66-1+deb12u2_amd64.deb
+BTVIRT_SHA256=2c0613a58a0b261f0f13cb092c65ee2b7fc2480bbead85d1a19d8e959588f29e
+BTVIRT_SHA1=c0b4bdc710479eceaa5b68a51b61baf78daa5407 # snapshot.debian.org's content address
+BTVIRT_PATH=/usr/local/lib/systemtest/btvirt
+btvirt_deb() { # the pinned .deb: from bookworm's archives cache, else the mirror, else snapshot
+    local cache="$ROOTS_CACHE/archives-bookworm-amd64" url
+    if [ -f "$cache/$BTVIRT_DEB" ] && echo "$BTVIRT_SHA256  $cache/$BTVIRT_DEB" | sha256sum -c --quiet - >/dev/null 2>&1; then
+        echo "$cache/$BTVIRT_DEB"
+        return
+    fi
+    for url in "$MIRROR/pool/main/b/bluez/$BTVIRT_DEB" "https://snapshot.debian.org/file/$BTVIRT_SHA1"; do
+        log "btvirt: fetching $url"
+        # the tree's curl (minbase has it), not the host's
+        if in_chroot curl -fsSL --max-time 120 -o "/tmp/$BTVIRT_DEB" "$url" &&
+            echo "$BTVIRT_SHA256  $TREE/tmp/$BTVIRT_DEB" | sha256sum -c --quiet - >&2; then
+            mkdir -p "$cache"
+            mv "$TREE/tmp/$BTVIRT_DEB" "$cache/.$BTVIRT_DEB.tmp" && mv "$cache/.$BTVIRT_DEB.tmp" "$cache/$BTVIRT_DEB"
+            echo "$cache/$BTVIRT_DEB"
+            return
+        fi
+        rm -f "$TREE/tmp/$BTVIRT_DEB"
+    done
+    die "btvirt: $BTVIRT_DEB (sha256 $BTVIRT_SHA256) is neither in $cache nor downloadable"
+}
+DEB="$(btvirt_deb)"
+mkdir -p "$TREE$(dirname "$BTVIRT_PATH")"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/bin/btvirt >"$TREE$BTVIRT_PATH"
+chmod 755 "$TREE$BTVIRT_PATH"
+# It must run on this release's glibc with nothing but libc (the loader checks the symbol versions).
+BTVIRT_LIBS="$(in_chroot ldd "$BTVIRT_PATH")" || die "ldd $BTVIRT_PATH failed in the $ST_RELEASE tree"
+BTVIRT_LIBS="$(echo "$BTVIRT_LIBS" | awk '$1 !~ /^(linux-vdso\.so|libc\.so\.6|\/lib64\/ld-linux)/')"
+[ -z "$BTVIRT_LIBS" ] || die "btvirt from $BTVIRT_DEB needs more than libc: $BTVIRT_LIBS"
+BTVIRT_VERSION="$(in_chroot "$BTVIRT_PATH" --version)" || die "btvirt from $BTVIRT_DEB does not run on $ST_RELEASE"
+log "btvirt $BTVIRT_VERSION (from $BTVIRT_DEB) in $BTVIRT_PATH; the release's own stays in /usr/bin/btvirt"
 
 # --- configuration -----------------------------------------------------------------------------
 rm -f "$TREE/etc/apt/apt.conf.d/90ble-exporter"   # the base's apt settings for its cache
@@ -168,6 +209,7 @@ mv "$WORK/id_ed25519" "$WORK/id_ed25519.pub" "$WORK/out/"
     echo "build_seconds=$(awk -v a="$EPOCHREALTIME" -v b="$T_START" 'BEGIN { printf "%.0f", a - b }')"
     echo "initrd_bytes=$(stat -c %s "$WORK/out/initrd.img")"
     echo "tree_mb=$USED_MB"
+    echo "btvirt=$BTVIRT_VERSION ($BTVIRT_DEB)"
 } >"$WORK/out/info"
 rm -rf "$OUT"
 mv "$WORK/out" "$OUT"

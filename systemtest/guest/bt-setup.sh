@@ -1,11 +1,16 @@
 #!/bin/sh
 # Guest side: BlueZ in experimental mode and N virtual controllers on one virtual radio.
 #   bt-setup.sh N     -> hci0 .. hci(N-1), all powered in bluetoothd
+# The btvirt is bookworm's (BlueZ 5.66), on every release: build-image.sh puts it in
+# /usr/local/lib/systemtest/btvirt, because trixie's 5.82 crashes (systemtest/README.md).
+# BTVIRT=/usr/bin/btvirt runs the release's own instead (guest/btvirt-stress.sh compares them).
 # Writes /run/systemtest/controllers (one "hciK ADDRESS" a line). Bounded: up to 4 btvirt attempts.
 # Under TCG the kernel's reset of a new virtual controller sometimes times out
 # ("Opcode 0x0c03 failed: -110") and that controller never shows up: btvirt is restarted then.
 set -eu
 N="${1:-2}"
+BTVIRT="${BTVIRT:-/usr/local/lib/systemtest/btvirt}"
+[ -x "$BTVIRT" ] || { echo "[bt-setup] FAILED: no $BTVIRT (an image from before build-image.sh put it there?)"; exit 1; }
 OUT=/run/systemtest
 mkdir -p "$OUT"
 t0=$(date +%s.%N)
@@ -35,8 +40,8 @@ while [ "$attempt" -le 4 ]; do
     # wait (bounded) for the old controllers to go away
     i=0
     while [ "$i" -lt 50 ] && ls /sys/class/bluetooth/ 2>/dev/null | grep -q '^hci'; do sleep 0.2; i=$((i + 1)); done
-    systemd-run --quiet --unit=btvirt --collect /usr/bin/btvirt "-l$N"
-    say "attempt $attempt: btvirt -l$N started"
+    systemd-run --quiet --unit=btvirt --collect "$BTVIRT" "-l$N"
+    say "attempt $attempt: $BTVIRT -l$N started (version $("$BTVIRT" --version))"
     i=0
     while [ "$i" -lt 60 ]; do           # up to ~30 s
         all=1
