@@ -122,8 +122,9 @@ def recording_data(prom: Any, run_dir: str, configured: set[str], one_value_per_
     """`one_value_per_frame`: sensors (Mijia) whose scans need not hold a temperature and a humidity
     together; they get Magnus results in the evaluations where they do, the others in every one."""
     at = time.time()  # every query at one instant: the same evaluations in each window
-    # the reception ratios over an hour (…_1h) follow counters, not a scan's gauges: step 12 checks them
-    records = [r["record"] for r in shipped_rules(run_dir, "recording.yml") if not r["record"].endswith("_1h")]
+    # the reception group's rules follow counters, not a scan's gauges: step 12 checks them
+    doc = yaml.safe_load(Path(run_dir, "shipped", "prometheus", "recording.yml").read_text(encoding="utf-8"))
+    records = [r["record"] for g in doc["groups"] if g["name"] != "ble-exporter-reception" for r in g["rules"]]
     t = _series(prom, "device:ble_sensor_temperature_celsius:best_rssi", "1m", at)
     h = _series(prom, "device:ble_sensor_humidity_percent:best_rssi", "1m", at)
     # rules of one group evaluate at one timestamp: temperature and humidity together there

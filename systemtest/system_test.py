@@ -594,7 +594,7 @@ class SystemTest:
         return reception_checks.continuous(self, SKIPPER, RESTARTER, restart)
 
     def step_reception_rules(self) -> str:
-        return reception_checks.rules_continuous(self, SKIPPER)
+        return reception_checks.rules_continuous(self, SKIPPER, STOPPER)
 
     def step_reception_duty_cycled(self) -> str:
         def reload(interval: float | None, duration: float | None) -> None:
