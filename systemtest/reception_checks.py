@@ -21,8 +21,8 @@ from common import Failed, wait_for
 from monitoring_checks import shipped_rules
 
 EDGE = 2  # frames that may fall on either side of a read, at each end of a window
-SCANS_CONTINUOUS = 15  # scans between the two reads of the continuous phase (90 s at 6 s)
-SCANS_DUTY_CYCLED = 6  # scans at the default duty cycle (3 minutes)
+SCANS_CONTINUOUS = 12  # scans between the two reads of the continuous phase (72 s at 6 s)
+SCANS_DUTY_CYCLED = 5  # scans at the default duty cycle (2.5 minutes)
 DEFAULT_INTERVAL, DEFAULT_DURATION = 30, 5
 FRAME_SECONDS = 10.0  # 4 adverts of 2.5 s
 
