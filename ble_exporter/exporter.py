@@ -121,6 +121,8 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_route("*", URI_TOO_LONG_PATH, uri_too_long)
+    if auth is not None:
+        auth.attach(app)  # frozen from here
     return app
 
 
