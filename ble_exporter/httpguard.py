@@ -1,5 +1,6 @@
 """Bounds on what HTTP clients can hold: open connections, their lifetime, pipelined requests, the
-length of a request line, and the log lines their mistakes would cause.
+length of a request line, and the log lines their mistakes would cause; and a prompt answer to a TLS
+client on the plain HTTP port.
 
 aiohttp's protocol factory is wrapped rather than patched. Two bounds depend on aiohttp's version and
 internals, each pinned by a test in tests/test_httpguard.py that fails loudly if the internal changes:
@@ -32,6 +33,17 @@ MAX_QUEUED_REQUESTS = 8  # pipelined requests parsed ahead of the one being answ
 FEED_BYTES = 1024  # received bytes are handed to aiohttp's parser in slices this big
 MAX_REQUEST_LINE = 8190  # aiohttp's own limit, beyond which it answers 400 with the line echoed
 URI_TOO_LONG_PATH = "/.uri-too-long"  # what an over-long request line becomes; the app answers it 414
+TLS_RECORD = b"\x16\x03"  # how a TLS connection begins (a handshake record, TLS 1.x): never HTTP
+_NOT_TLS = b"400 Bad Request: this port speaks plain HTTP, not HTTPS; use http://, or set up TLS with web_config_file\n"
+# The answer to a TLS client on the plain HTTP port (https:// to it), on its first two bytes. Else
+# the bytes would wait in RequestLines for a newline that the first bytes of a ClientHello need
+# not hold (its record header alone, or the first TCP segment of a long one): the client would hang until
+# the connection's end. aiohttp's own answer differs by version, too; this one is the same on all.
+PLAIN_HTTP_ONLY = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(_NOT_TLS), _NOT_TLS)
+)
+_REFUSED = b"refused"  # _Tracked._start once a TLS client was answered: the rest of its bytes are dropped
 
 
 def aiohttp_version(text: str = aiohttp.__version__) -> tuple[int, ...]:
@@ -195,6 +207,7 @@ class _Tracked(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None  # what aiohttp writes to: the TCP or the TLS one
         self._tls: ssl.SSLContext | None = None  # to be started at the client's first bytes
         self._lines = RequestLines()
+        self._start: bytes | None = None  # a plain connection's first bytes, until they show whether TLS begins
         self._held = bytearray()  # received, not yet given to aiohttp
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
@@ -217,6 +230,7 @@ class _Tracked(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
         self._tls = self._guard.tls
         if self._tls is None:
+            self._start = b""
             self._transport = transport
             self._inner.connection_made(transport)
 
@@ -270,6 +284,8 @@ class _Tracked(asyncio.Protocol):
             if self._raw is not None and self._tls is not None and not self._raw.is_closing():
                 self._start_tls(self._raw, self._tls, data)
             return
+        if self._start is not None:
+            data = self._first_bytes(data)
         data = self._lines.feed(data)
         if not data:
             return
@@ -278,6 +294,28 @@ class _Tracked(asyncio.Protocol):
             return
         self._held += data
         self._feed()
+
+    def _first_bytes(self, data: bytes) -> bytes:
+        """What to read of `data` among the first bytes of a plain connection: nothing while they may
+        still begin TLS, all of them (those held back too) once they do not. A TLS client (https:// to
+        the plain port) is answered 400 at once, in plain text, and its further bytes are dropped until
+        it closes, so that it reports a protocol error instead of waiting. The answer is followed by a
+        FIN, not a close: closing with its ClientHello unread would reset the connection, and the client
+        might never read the answer."""
+        if self._start is _REFUSED:
+            return b""
+        assert self._start is not None and self._transport is not None
+        data = self._start + data
+        if len(data) < len(TLS_RECORD) and TLS_RECORD.startswith(data):
+            self._start = data  # the next byte tells
+            return b""
+        if not data.startswith(TLS_RECORD):
+            self._start = None  # HTTP, or anything aiohttp answers itself
+            return data
+        self._start = _REFUSED
+        self._transport.write(PLAIN_HTTP_ONLY)
+        self._transport.write_eof()
+        return b""
 
     def _feed(self) -> None:
         """Hand aiohttp the received bytes a slice at a time while few requests wait in its queue.

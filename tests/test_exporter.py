@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
-from support import ExporterFactory, Scraper, TlsFiles, proc_status
+from support import ExporterFactory, Scraper, TlsFiles, client_hello, proc_status
 
 from ble_exporter.documents import View, landing_page
 from ble_exporter.engine import ScanEngine
 from ble_exporter.exporter import make_app
-from ble_exporter.httpguard import MAX_CONNECTIONS
+from ble_exporter.httpguard import MAX_CONNECTIONS, PLAIN_HTTP_ONLY
 
 if TYPE_CHECKING:  # aiohttp >= 3.9 makes it generic; Debian 12's 3.8 does not
     Client = TestClient[web.Request, web.Application]
@@ -320,6 +320,8 @@ MALFORMED = {
     + b"z" * 1024
     + b"\r\n0\r\n\r\n",
     "post-with-body": b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"z" * 2_000_000,
+    "tls-client-hello": client_hello(),  # https:// to the plain port (over TLS: garbage in a TLS connection)
+    "tls-record-header": client_hello()[:5],
 }
 
 
@@ -389,6 +391,8 @@ def test_http_abuse_leaves_metrics_served_and_the_process_bounded(
         for name, data in MALFORMED.items():
             line = first_line(connect, data)
             assert not re.match(rb"HTTP/\S+ 5", line), (name, line)
+            if not tls and name.startswith("tls-"):  # answered at once (first_line waits 1 s), by the guard
+                assert line == PLAIN_HTTP_ONLY.split(b"\r\n", 1)[0], (name, line)
         # Pipelining: 200 requests in one packet are all answered, in order.
         with connect(5) as s:
             s.sendall(REQUEST * 200)
