@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
@@ -24,16 +25,27 @@ METRICS_MAX_AGE = 1.0
 
 
 class _Rendering:
-    """One body (/metrics, /), and its gzip form once a client asked for it."""
+    """One body (/metrics, /) with its headers, and its gzip form once a client asked for it. The headers
+    are built once, read-only: aiohttp copies them into each response (a dict would be converted each time)."""
 
-    def __init__(self, rendered_at: float, generation: object, body: bytes) -> None:
+    def __init__(self, rendered_at: float, generation: object, body: bytes, headers: Mapping[str, str]) -> None:
         self.rendered_at, self.generation, self.body = rendered_at, generation, body
+        self.headers, self.gzip_headers = _headers(headers)
         self._gzipped: bytes | None = None
 
     def gzipped(self) -> bytes:
         if self._gzipped is None:
             self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
         return self._gzipped
+
+
+def _headers(headers: Mapping[str, str]) -> tuple[CIMultiDictProxy[str], CIMultiDictProxy[str]]:
+    """`headers` and Vary: Accept-Encoding, plain and for a gzipped body."""
+    plain = CIMultiDict(headers)
+    plain[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    zipped = plain.copy()
+    zipped[hdrs.CONTENT_ENCODING] = "gzip"
+    return CIMultiDictProxy(plain), CIMultiDictProxy(zipped)
 
 
 class _Only:
@@ -73,30 +85,31 @@ def make_app(
     The `landing` page is cached and gzipped the same way, and served with `landing_headers`.
     """
     cache: dict[str, _Rendering] = {}  # by content type (/metrics), "/" for the landing page
+    landing_page_headers = {"Content-Type": "text/html; charset=utf-8", **(landing_headers or {})}
 
-    def cached(key: str, render: Callable[[], bytes]) -> _Rendering:
+    def cached(key: str, render: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
         now = time.monotonic()
         current = generation()
         rendering = cache.get(key)
         if rendering is None or rendering.generation is not current or now - rendering.rendered_at >= metrics_max_age:
-            rendering = cache[key] = _Rendering(now, current, render())
+            rendering = cache[key] = _Rendering(now, current, render(), headers())
         return rendering
 
-    def respond(request: web.Request, rendering: _Rendering, headers: dict[str, str]) -> web.Response:
-        headers["Vary"] = "Accept-Encoding"
-        if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=rendering.gzipped(), headers=headers)
-        return web.Response(body=rendering.body, headers=headers)
+    def respond(request: web.Request, rendering: _Rendering) -> web.Response:
+        accept_encoding = request.headers.get("Accept-Encoding")
+        if accept_encoding and gzip_accepted(accept_encoding):
+            return web.Response(body=rendering.gzipped(), headers=rendering.gzip_headers)
+        return web.Response(body=rendering.body, headers=rendering.headers)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        names = request.query.getall("name[]", [])
+        names = request.query.getall("name[]", []) if "?" in request.raw_path else ()
         if names:
-            rendering = _Rendering(0.0, None, encoder(_Only(registry, set(names))))  # type: ignore[arg-type]
+            body = encoder(_Only(registry, set(names)))  # type: ignore[arg-type]
+            rendering = _Rendering(0.0, None, body, {hdrs.CONTENT_TYPE: content_type})
         else:
-            rendering = cached(content_type, lambda: encoder(registry))
-        return respond(request, rendering, {"Content-Type": content_type})
+            rendering = cached(content_type, lambda: encoder(registry), lambda: {hdrs.CONTENT_TYPE: content_type})
+        return respond(request, rendering)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -106,8 +119,8 @@ def make_app(
 
     async def landing_page(request: web.Request) -> web.Response:
         assert landing is not None
-        rendering = cached("/", lambda: landing().encode())
-        return respond(request, rendering, {"Content-Type": "text/html; charset=utf-8", **(landing_headers or {})})
+        rendering = cached("/", lambda: landing().encode(), lambda: {**landing_page_headers})
+        return respond(request, rendering)
 
     async def uri_too_long(request: web.Request) -> web.Response:
         response = web.Response(status=414, text=f"request line longer than {MAX_REQUEST_LINE} bytes\n")

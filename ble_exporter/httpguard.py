@@ -75,6 +75,16 @@ def _raised_in(error: BaseException, function: str) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == function and "aiohttp" in tb.tb_frame.f_code.co_filename
 
 
+def _whole_heads(data: bytes) -> bool:
+    """Whether `data`, received at the start of a request, is one or more requests' heads and nothing
+    more, each without a body and too short to hold an over-long request line: then RequestLines.feed
+    would pass it unchanged and end where it began, so it need not follow it line by line."""
+    if len(data) > MAX_REQUEST_LINE or not (data.endswith(b"\r\n\r\n") or data.endswith(b"\n\n")):
+        return False
+    lower = data.lower()
+    return b"content-length" not in lower and b"transfer-encoding" not in lower
+
+
 class RequestLines:
     """Follows a client's bytes from one request line to the next (past the headers and any Content-Length
     body) and replaces a request line longer than MAX_REQUEST_LINE with `GET URI_TOO_LONG_PATH`, so the
@@ -93,6 +103,8 @@ class RequestLines:
 
     def feed(self, data: bytes) -> bytes:
         """The bytes to give aiohttp for `data` received."""
+        if self._mode == self._LINE and not self._line and _whole_heads(data):
+            return data  # a scraper's request, read whole: passed, and nothing to follow into the next read
         out = bytearray()
         i, n = 0, len(data)
         while i < n:
@@ -291,6 +303,10 @@ class _Tracked(asyncio.Protocol):
             return
         if not SLICE_PIPELINED_INPUT:
             self._inner.data_received(data)
+            return
+        if not self._held and len(data) <= FEED_BYTES and len(self._inner._messages) < MAX_QUEUED_REQUESTS:  # type: ignore[attr-defined]
+            if not self._transport.is_closing():  # what _feed would do, without copying `data` twice
+                self._inner.data_received(data)
             return
         self._held += data
         self._feed()

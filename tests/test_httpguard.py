@@ -17,6 +17,8 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from support import TlsFiles, client_hello, free_port
 
@@ -233,6 +235,53 @@ def test_request_lines_are_followed_past_headers_and_bodies() -> None:
     assert lines.feed(exactly) == exactly  # 8190 bytes are still fine, as aiohttp has it
     chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + b"y" * 9000
     assert lines.feed(chunked) == chunked  # after a chunked body the guard stops looking
+
+
+HEADS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET / HTTP/1.1\nHost: x\n\n",  # bare LF
+                b"\r\n",  # a blank line before a request line
+                b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab\r\n\r\n",  # a body that looks like a head end
+                b"POST /x HTTP/1.1\r\ncontent-LENGTH: 3\r\n\r\n\n\n\n",
+                b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"POST /x HTTP/1.1\r\nContent-Length: 9001\r\n\r\n",  # its body in a read of its own
+                b"PUT /x HTTP/1.1\r\nTransfer-encoding: chunked\r\n\r\n",
+                b"q" * 9001,
+                b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+                b"GET /" + b"b" * (MAX_REQUEST_LINE - 14) + b" HTTP/1.1\r\n\r\n",
+            ]
+        ),
+        st.binary(max_size=40),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(HEADS, st.one_of(st.none(), st.lists(st.integers(min_value=1, max_value=9000), max_size=6)))
+def test_request_lines_pass_whole_heads_unfollowed_as_they_would_line_by_line(
+    heads: list[bytes], cuts: list[int] | None
+) -> None:
+    """The shortcut for reads that are whole heads (a scraper's GET) gives what following the bytes line
+    by line gives, and leaves the same state behind, however the stream is cut into reads (`None`: a
+    read per piece)."""
+    reads = heads
+    if cuts is not None:
+        stream, reads, at = b"".join(heads), [], 0
+        for cut in cuts:
+            reads.append(stream[at : at + cut])
+            at += cut
+        reads.append(stream[at:])
+    fast, slow = RequestLines(), RequestLines()
+    with pytest.MonkeyPatch.context() as patch:
+        out_fast = [fast.feed(read) for read in reads]
+        patch.setattr(httpguard, "_whole_heads", lambda data: False)
+        out_slow = [slow.feed(read) for read in reads]
+    assert out_fast == out_slow
+    assert vars(fast) == vars(slow)
 
 
 # ---- https:// to the plain HTTP port: answered at once, whatever aiohttp would do ----
