@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ble_exporter import __version__, sdnotify, signals
 from ble_exporter.config import Config, ConfigError, load_config
@@ -27,7 +27,9 @@ from ble_exporter.exits import Exit
 from ble_exporter.logger import setup_logging
 from ble_exporter.scanner import ScanError
 from ble_exporter.startup import check, privileged_port
-from ble_exporter.webconfig import WebConfig
+
+if TYPE_CHECKING:  # loaded only where there is a web config
+    from ble_exporter.webconfig import WebConfig
 
 log = logging.getLogger("ble_exporter")
 

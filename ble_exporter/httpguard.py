@@ -21,7 +21,6 @@ import fcntl
 import logging
 import re
 import ssl
-import termios
 from collections.abc import Callable
 
 import aiohttp
@@ -202,6 +201,8 @@ def _spoke(connection: _Tracked, transport: asyncio.Transport) -> bool:
     """Whether the client has sent something, read or still waiting in the kernel: in a burst of new
     connections, a scraper's request may not have been read yet when its slot is wanted."""
     if not connection.spoke and not transport.is_closing():
+        import termios  # here, at the first eviction: its 250 names alone would grow the interned-string table
+
         waiting = array.array("i", [0])
         with contextlib.suppress(OSError):
             fcntl.ioctl(transport.get_extra_info("socket").fileno(), termios.FIONREAD, waiting)
