@@ -93,3 +93,10 @@ def test_the_scan_core_does_not_import_the_http_layer() -> None:
 def test_the_daemon_does_not_load_rich() -> None:
     loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents, ble_exporter.page")
     assert "rich" not in loaded and "ble_exporter.watch" not in loaded
+
+
+def test_the_daemon_loads_what_only_a_mistake_an_eviction_or_a_web_config_needs_when_it_happens() -> None:
+    """Each module's names grow CPython's table of interned strings, which doubles (by 0.5 MB) past
+    21,845 entries; a daemon with 100 simulated sensors was just past that with these (bench/results.md)."""
+    loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents")
+    assert loaded.isdisjoint({"termios", "difflib", "ble_exporter.webconfig"})
