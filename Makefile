@@ -120,9 +120,11 @@ lint-deb:
 deb-test: deb
 	PATH=$(DEB_PATH) RELEASE=$(RELEASE) ARCH=$(ARCH) packaging/deb-test.sh dist/ble-exporter.deb
 
-# The suite under RELEASE's /usr/bin/python3 and Debian packages, in a cached tree (as root).
+# The suite under RELEASE's /usr/bin/python3 and Debian packages, in a cached tree (as root); PYTEST_ARGS
+# picks tests, e.g. PYTEST_ARGS="-q tests/test_httpguard.py tests/test_exporter.py" (the HTTP guard).
+PYTEST_ARGS ?= -q
 test-debian:
-	PATH=$(DEB_PATH) packaging/in-root.sh suite $(RELEASE) -q
+	PATH=$(DEB_PATH) packaging/in-root.sh suite $(RELEASE) $(PYTEST_ARGS)
 
 
 # --- system test (issue: real Bluetooth stack) ---
