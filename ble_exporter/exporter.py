@@ -128,9 +128,9 @@ def make_app(
         return response
 
     app = web.Application(client_max_size=1024, middlewares=[auth.middleware()] if auth is not None else [])
+    app.router.add_get("/metrics", metrics)  # first: aiohttp 3.8 tries the routes in order, each a coroutine
     if landing is not None:
         app.router.add_get("/", landing_page)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_route("*", URI_TOO_LONG_PATH, uri_too_long)

@@ -74,14 +74,7 @@ def _raised_in(error: BaseException, function: str) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == function and "aiohttp" in tb.tb_frame.f_code.co_filename
 
 
-def _whole_heads(data: bytes) -> bool:
-    """Whether `data`, received at the start of a request, is one or more requests' heads and nothing
-    more, each without a body and too short to hold an over-long request line: then RequestLines.feed
-    would pass it unchanged and end where it began, so it need not follow it line by line."""
-    if len(data) > MAX_REQUEST_LINE or not (data.endswith(b"\r\n\r\n") or data.endswith(b"\n\n")):
-        return False
-    lower = data.lower()
-    return b"content-length" not in lower and b"transfer-encoding" not in lower
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 
 
 class RequestLines:
@@ -101,9 +94,19 @@ class RequestLines:
         self._body = 0  # body bytes still to pass
 
     def feed(self, data: bytes) -> bytes:
-        """The bytes to give aiohttp for `data` received."""
-        if self._mode == self._LINE and not self._line and _whole_heads(data):
-            return data  # a scraper's request, read whole: passed, and nothing to follow into the next read
+        """The bytes to give aiohttp for `data` received.
+
+        A read at the start of a request that is whole heads and nothing more, each without a body and too
+        short to hold an over-long request line (a scraper's GET), passes as it is: `_walk` would pass it
+        unchanged and end where it began."""
+        if self._mode == self._LINE and not self._line and len(data) <= MAX_REQUEST_LINE and data.endswith(_HEAD_ENDS):
+            lower = data.lower()
+            if b"content-length" not in lower and b"transfer-encoding" not in lower:
+                return data
+        return self._walk(data)
+
+    def _walk(self, data: bytes) -> bytes:
+        """`feed`, following `data` line by line."""
         out = bytearray()
         i, n = 0, len(data)
         while i < n:
