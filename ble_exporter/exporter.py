@@ -69,7 +69,7 @@ def make_app(
     status_source: Callable[[], dict[str, Any]],
     *,
     landing: Callable[[], str] | None = None,
-    landing_headers: Mapping[str, str] | None = None,
+    landing_headers: Callable[[], Mapping[str, str]] = dict,
     generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
     auth: BasicAuth | None = None,
@@ -82,10 +82,10 @@ def make_app(
     replaced whenever a scan ends). So sensor series are never stale, and counters and process_* lag
     by less than `metrics_max_age`. It is gzipped for clients that accept it (Prometheus always does),
     and `name[]=` parameters pick series, as prometheus_client's own handlers do (those are not cached).
-    The `landing` page is cached and gzipped the same way, and served with `landing_headers`.
+    The `landing` page is cached and gzipped the same way, and served with the headers `landing_headers()`
+    gives when it is first rendered.
     """
     cache: dict[str, _Rendering] = {}  # by content type (/metrics), "/" for the landing page
-    landing_page_headers = {"Content-Type": "text/html; charset=utf-8", **(landing_headers or {})}
 
     def cached(key: str, render: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
         now = time.monotonic()
@@ -119,7 +119,9 @@ def make_app(
 
     async def landing_page(request: web.Request) -> web.Response:
         assert landing is not None
-        rendering = cached("/", lambda: landing().encode(), lambda: {**landing_page_headers})
+        rendering = cached(
+            "/", lambda: landing().encode(), lambda: {"Content-Type": "text/html; charset=utf-8", **landing_headers()}
+        )
         return respond(request, rendering)
 
     async def uri_too_long(request: web.Request) -> web.Response:

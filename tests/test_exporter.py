@@ -237,7 +237,7 @@ def test_the_page_is_rendered_once_per_scan_or_second_gzipped_and_served_with_it
             CollectorRegistry(),
             dict,
             landing=landing,
-            landing_headers=HEADERS,
+            landing_headers=lambda: HEADERS,
             generation=lambda: engine.snapshot,
             metrics_max_age=max_age,
         )
@@ -282,7 +282,9 @@ def test_the_page_is_behind_the_same_basic_auth_as_metrics() -> None:
     credentials = {"Authorization": "Basic " + base64.b64encode(b"viewer:secret").decode()}
 
     async def go() -> None:
-        app = make_app(CollectorRegistry(), dict, landing=lambda: page, landing_headers=HEADERS, auth=BasicAuth(users))
+        app = make_app(
+            CollectorRegistry(), dict, landing=lambda: page, landing_headers=lambda: HEADERS, auth=BasicAuth(users)
+        )
         async with TestClient(TestServer(app)) as client:
             for path in ("/", "/metrics"):
                 refused = await client.get(path)
