@@ -87,12 +87,16 @@ def make_app(
     """
     cache: dict[str, _Rendering] = {}  # by content type (/metrics), "/" for the landing page
 
-    def cached(key: str, render: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
-        now = time.monotonic()
-        current = generation()
+    def fresh(key: str) -> _Rendering | None:
+        """The rendering cached under `key`, unless a scan ended or `metrics_max_age` passed since."""
         rendering = cache.get(key)
-        if rendering is None or rendering.generation is not current or now - rendering.rendered_at >= metrics_max_age:
-            rendering = cache[key] = _Rendering(now, current, render(), headers())
+        if rendering is None or rendering.generation is not generation():
+            return None
+        return rendering if time.monotonic() - rendering.rendered_at < metrics_max_age else None
+
+    def rendered(key: str, body: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
+        now = time.monotonic()
+        rendering = cache[key] = _Rendering(now, generation(), body(), headers())
         return rendering
 
     def respond(request: web.Request, rendering: _Rendering) -> web.Response:
@@ -108,7 +112,9 @@ def make_app(
             body = encoder(_Only(registry, set(names)))  # type: ignore[arg-type]
             rendering = _Rendering(0.0, None, body, {hdrs.CONTENT_TYPE: content_type})
         else:
-            rendering = cached(content_type, lambda: encoder(registry), lambda: {hdrs.CONTENT_TYPE: content_type})
+            rendering = fresh(content_type) or rendered(
+                content_type, lambda: encoder(registry), lambda: {hdrs.CONTENT_TYPE: content_type}
+            )
         return respond(request, rendering)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -119,7 +125,7 @@ def make_app(
 
     async def landing_page(request: web.Request) -> web.Response:
         assert landing is not None
-        rendering = cached(
+        rendering = fresh("/") or rendered(
             "/", lambda: landing().encode(), lambda: {"Content-Type": "text/html; charset=utf-8", **landing_headers()}
         )
         return respond(request, rendering)
