@@ -61,11 +61,19 @@ clean:
 
 # Performance figures of issue 7 (not timed tests, not run in CI); results and method: bench/results.md.
 # Benchmark-only tools go into the project venv: bthome-ble, pyinstrument, py-spy (PyPI), wrk (Debian).
+# The A/B against f200936 (bench/bench_ab.py) runs both daemons on /usr/bin/python3 with the Debian
+# packages the .deb depends on, installed here when missing.
+BENCH_DEBS := wrk python3-aiohttp python3-prometheus-client python3-yaml python3-rich python3-bleak \
+	python3-cryptography python3-bcrypt
 .PHONY: bench
 bench: venv test-deps
 	$(VPY) -m pip install --quiet -r bench/requirements.txt
-	@command -v wrk >/dev/null || { $(SUDO) $(APT_GET) update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends wrk; }
+	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing for the benchmarks:" $$missing; \
+		$(SUDO) $(APT_GET) update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) $(APT_GET) install -y -qq --no-install-recommends $$missing; \
+	fi
 	$(VPY) bench/run_all.py
 
 # --- Debian package (issue: the Debian package) ---
@@ -112,9 +120,11 @@ lint-deb:
 deb-test: deb
 	PATH=$(DEB_PATH) RELEASE=$(RELEASE) ARCH=$(ARCH) packaging/deb-test.sh dist/ble-exporter.deb
 
-# The suite under RELEASE's /usr/bin/python3 and Debian packages, in a cached tree (as root).
+# The suite under RELEASE's /usr/bin/python3 and Debian packages, in a cached tree (as root); PYTEST_ARGS
+# picks tests, e.g. PYTEST_ARGS="-q tests/test_httpguard.py tests/test_exporter.py" (the HTTP guard).
+PYTEST_ARGS ?= -q
 test-debian:
-	PATH=$(DEB_PATH) packaging/in-root.sh suite $(RELEASE) -q
+	PATH=$(DEB_PATH) packaging/in-root.sh suite $(RELEASE) $(PYTEST_ARGS)
 
 
 # --- system test (issue: real Bluetooth stack) ---

@@ -11,7 +11,6 @@ integer, and a device named `yes` a boolean).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import math
 import os
@@ -372,6 +371,8 @@ class _Validator:
                 continue
             key = key_node.value
             if key not in KEYS:
+                import difflib  # only for a mistake: not loaded by a daemon whose config is fine
+
                 close = difflib.get_close_matches(str(key), KEYS, n=1)
                 if normalise_mac(str(key)) is not None:
                     fix = "a device? indent it under `devices:` like the devices above it (two spaces)"

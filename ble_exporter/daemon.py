@@ -17,8 +17,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ble_exporter import __version__, sdnotify, signals
 from ble_exporter.config import Config, ConfigError, load_config
@@ -27,7 +27,9 @@ from ble_exporter.exits import Exit
 from ble_exporter.logger import setup_logging
 from ble_exporter.scanner import ScanError
 from ble_exporter.startup import check, privileged_port
-from ble_exporter.webconfig import WebConfig
+
+if TYPE_CHECKING:  # loaded only where there is a web config
+    from ble_exporter.webconfig import WebConfig
 
 log = logging.getLogger("ble_exporter")
 
@@ -98,20 +100,28 @@ class Daemon:
     def _app(self) -> Any:
         from ble_exporter.documents import Documents, build_registry, status_document
         from ble_exporter.exporter import make_app
-        from ble_exporter.page import HEADERS, front_page
 
         auth = self.auth
         documents = Documents(self.core, self.started_at, auth_failures=lambda: auth.failures)
 
+        # page.py and formatting.py at the first visit of /: Prometheus never asks for it, and their names
+        # would grow CPython's table of interned strings past a doubling (bench/results.md, (7)).
         def page() -> str:
+            from ble_exporter.page import front_page
+
             now = time.time()
             return front_page(documents.view(now), now)
+
+        def page_headers() -> Mapping[str, str]:
+            from ble_exporter.page import HEADERS
+
+            return HEADERS
 
         return make_app(
             build_registry(lambda: documents.view(time.time())),
             lambda: status_document(documents.view(time.time())),
             landing=page,
-            landing_headers=HEADERS,
+            landing_headers=page_headers,
             generation=documents.generation,
             auth=auth,
         )

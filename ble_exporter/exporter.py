@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
@@ -24,16 +25,27 @@ METRICS_MAX_AGE = 1.0
 
 
 class _Rendering:
-    """One body (/metrics, /), and its gzip form once a client asked for it."""
+    """One body (/metrics, /) with its headers, and its gzip form once a client asked for it. The headers
+    are built once, read-only: aiohttp copies them into each response (a dict would be converted each time)."""
 
-    def __init__(self, rendered_at: float, generation: object, body: bytes) -> None:
+    def __init__(self, rendered_at: float, generation: object, body: bytes, headers: Mapping[str, str]) -> None:
         self.rendered_at, self.generation, self.body = rendered_at, generation, body
+        self.headers, self.gzip_headers = _headers(headers)
         self._gzipped: bytes | None = None
 
     def gzipped(self) -> bytes:
         if self._gzipped is None:
             self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
         return self._gzipped
+
+
+def _headers(headers: Mapping[str, str]) -> tuple[CIMultiDictProxy[str], CIMultiDictProxy[str]]:
+    """`headers` and Vary: Accept-Encoding, plain and for a gzipped body."""
+    plain = CIMultiDict(headers)
+    plain[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    zipped = plain.copy()
+    zipped[hdrs.CONTENT_ENCODING] = "gzip"
+    return CIMultiDictProxy(plain), CIMultiDictProxy(zipped)
 
 
 class _Only:
@@ -57,7 +69,7 @@ def make_app(
     status_source: Callable[[], dict[str, Any]],
     *,
     landing: Callable[[], str] | None = None,
-    landing_headers: Mapping[str, str] | None = None,
+    landing_headers: Callable[[], Mapping[str, str]] = dict,
     generation: Callable[[], object] = lambda: None,
     metrics_max_age: float = METRICS_MAX_AGE,
     auth: BasicAuth | None = None,
@@ -70,33 +82,40 @@ def make_app(
     replaced whenever a scan ends). So sensor series are never stale, and counters and process_* lag
     by less than `metrics_max_age`. It is gzipped for clients that accept it (Prometheus always does),
     and `name[]=` parameters pick series, as prometheus_client's own handlers do (those are not cached).
-    The `landing` page is cached and gzipped the same way, and served with `landing_headers`.
+    The `landing` page is cached and gzipped the same way, and served with the headers `landing_headers()`
+    gives when it is first rendered.
     """
     cache: dict[str, _Rendering] = {}  # by content type (/metrics), "/" for the landing page
 
-    def cached(key: str, render: Callable[[], bytes]) -> _Rendering:
-        now = time.monotonic()
-        current = generation()
+    def fresh(key: str) -> _Rendering | None:
+        """The rendering cached under `key`, unless a scan ended or `metrics_max_age` passed since."""
         rendering = cache.get(key)
-        if rendering is None or rendering.generation is not current or now - rendering.rendered_at >= metrics_max_age:
-            rendering = cache[key] = _Rendering(now, current, render())
+        if rendering is None or rendering.generation is not generation():
+            return None
+        return rendering if time.monotonic() - rendering.rendered_at < metrics_max_age else None
+
+    def rendered(key: str, body: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
+        now = time.monotonic()
+        rendering = cache[key] = _Rendering(now, generation(), body(), headers())
         return rendering
 
-    def respond(request: web.Request, rendering: _Rendering, headers: dict[str, str]) -> web.Response:
-        headers["Vary"] = "Accept-Encoding"
-        if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            return web.Response(body=rendering.gzipped(), headers=headers)
-        return web.Response(body=rendering.body, headers=headers)
+    def respond(request: web.Request, rendering: _Rendering) -> web.Response:
+        accept_encoding = request.headers.get("Accept-Encoding")
+        if accept_encoding and gzip_accepted(accept_encoding):
+            return web.Response(body=rendering.gzipped(), headers=rendering.gzip_headers)
+        return web.Response(body=rendering.body, headers=rendering.headers)
 
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        names = request.query.getall("name[]", [])
+        names = request.query.getall("name[]", []) if "?" in request.raw_path else ()
         if names:
-            rendering = _Rendering(0.0, None, encoder(_Only(registry, set(names))))  # type: ignore[arg-type]
+            body = encoder(_Only(registry, set(names)))  # type: ignore[arg-type]
+            rendering = _Rendering(0.0, None, body, {hdrs.CONTENT_TYPE: content_type})
         else:
-            rendering = cached(content_type, lambda: encoder(registry))
-        return respond(request, rendering, {"Content-Type": content_type})
+            rendering = fresh(content_type) or rendered(
+                content_type, lambda: encoder(registry), lambda: {hdrs.CONTENT_TYPE: content_type}
+            )
+        return respond(request, rendering)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
@@ -106,8 +125,10 @@ def make_app(
 
     async def landing_page(request: web.Request) -> web.Response:
         assert landing is not None
-        rendering = cached("/", lambda: landing().encode())
-        return respond(request, rendering, {"Content-Type": "text/html; charset=utf-8", **(landing_headers or {})})
+        rendering = fresh("/") or rendered(
+            "/", lambda: landing().encode(), lambda: {"Content-Type": "text/html; charset=utf-8", **landing_headers()}
+        )
+        return respond(request, rendering)
 
     async def uri_too_long(request: web.Request) -> web.Response:
         response = web.Response(status=414, text=f"request line longer than {MAX_REQUEST_LINE} bytes\n")
@@ -115,12 +136,14 @@ def make_app(
         return response
 
     app = web.Application(client_max_size=1024, middlewares=[auth.middleware()] if auth is not None else [])
+    app.router.add_get("/metrics", metrics)  # first: aiohttp 3.8 tries the routes in order, each a coroutine
     if landing is not None:
         app.router.add_get("/", landing_page)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status)
     app.router.add_route("*", URI_TOO_LONG_PATH, uri_too_long)
+    if auth is not None:
+        auth.attach(app)  # frozen from here
     return app
 
 

@@ -1,5 +1,6 @@
 """Bounds on what HTTP clients can hold: open connections, their lifetime, pipelined requests, the
-length of a request line, and the log lines their mistakes would cause.
+length of a request line, and the log lines their mistakes would cause; and a prompt answer to a TLS
+client on the plain HTTP port.
 
 aiohttp's protocol factory is wrapped rather than patched. Two bounds depend on aiohttp's version and
 internals, each pinned by a test in tests/test_httpguard.py that fails loudly if the internal changes:
@@ -20,7 +21,6 @@ import fcntl
 import logging
 import re
 import ssl
-import termios
 from collections.abc import Callable
 
 import aiohttp
@@ -32,6 +32,17 @@ MAX_QUEUED_REQUESTS = 8  # pipelined requests parsed ahead of the one being answ
 FEED_BYTES = 1024  # received bytes are handed to aiohttp's parser in slices this big
 MAX_REQUEST_LINE = 8190  # aiohttp's own limit, beyond which it answers 400 with the line echoed
 URI_TOO_LONG_PATH = "/.uri-too-long"  # what an over-long request line becomes; the app answers it 414
+TLS_RECORD = b"\x16\x03"  # how a TLS connection begins (a handshake record, TLS 1.x): never HTTP
+_NOT_TLS = b"400 Bad Request: this port speaks plain HTTP, not HTTPS; use http://, or set up TLS with web_config_file\n"
+# The answer to a TLS client on the plain HTTP port (https:// to it), on its first two bytes. Else
+# the bytes would wait in RequestLines for a newline that the first bytes of a ClientHello need
+# not hold (its record header alone, or the first TCP segment of a long one): the client would hang until
+# the connection's end. aiohttp's own answer differs by version, too; this one is the same on all.
+PLAIN_HTTP_ONLY = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(_NOT_TLS), _NOT_TLS)
+)
+_REFUSED = b"refused"  # _Tracked._start once a TLS client was answered: the rest of its bytes are dropped
 
 
 def aiohttp_version(text: str = aiohttp.__version__) -> tuple[int, ...]:
@@ -63,6 +74,9 @@ def _raised_in(error: BaseException, function: str) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == function and "aiohttp" in tb.tb_frame.f_code.co_filename
 
 
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
+
+
 class RequestLines:
     """Follows a client's bytes from one request line to the next (past the headers and any Content-Length
     body) and replaces a request line longer than MAX_REQUEST_LINE with `GET URI_TOO_LONG_PATH`, so the
@@ -80,7 +94,19 @@ class RequestLines:
         self._body = 0  # body bytes still to pass
 
     def feed(self, data: bytes) -> bytes:
-        """The bytes to give aiohttp for `data` received."""
+        """The bytes to give aiohttp for `data` received.
+
+        A read at the start of a request that is whole heads and nothing more, each without a body and too
+        short to hold an over-long request line (a scraper's GET), passes as it is: `_walk` would pass it
+        unchanged and end where it began."""
+        if self._mode == self._LINE and not self._line and len(data) <= MAX_REQUEST_LINE and data.endswith(_HEAD_ENDS):
+            lower = data.lower()
+            if b"content-length" not in lower and b"transfer-encoding" not in lower:
+                return data
+        return self._walk(data)
+
+    def _walk(self, data: bytes) -> bytes:
+        """`feed`, following `data` line by line."""
         out = bytearray()
         i, n = 0, len(data)
         while i < n:
@@ -178,6 +204,8 @@ def _spoke(connection: _Tracked, transport: asyncio.Transport) -> bool:
     """Whether the client has sent something, read or still waiting in the kernel: in a burst of new
     connections, a scraper's request may not have been read yet when its slot is wanted."""
     if not connection.spoke and not transport.is_closing():
+        import termios  # here, at the first eviction: its 250 names alone would grow the interned-string table
+
         waiting = array.array("i", [0])
         with contextlib.suppress(OSError):
             fcntl.ioctl(transport.get_extra_info("socket").fileno(), termios.FIONREAD, waiting)
@@ -195,6 +223,7 @@ class _Tracked(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None  # what aiohttp writes to: the TCP or the TLS one
         self._tls: ssl.SSLContext | None = None  # to be started at the client's first bytes
         self._lines = RequestLines()
+        self._start: bytes | None = None  # a plain connection's first bytes, until they show whether TLS begins
         self._held = bytearray()  # received, not yet given to aiohttp
         self._paused = False  # reading paused by us (not by aiohttp's own flow control)
         self.spoke = False  # has sent something: a burst of idle connections must not evict its request
@@ -217,6 +246,7 @@ class _Tracked(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(CONNECTION_LIFETIME_SECONDS, transport.close)
         self._tls = self._guard.tls
         if self._tls is None:
+            self._start = b""
             self._transport = transport
             self._inner.connection_made(transport)
 
@@ -270,14 +300,42 @@ class _Tracked(asyncio.Protocol):
             if self._raw is not None and self._tls is not None and not self._raw.is_closing():
                 self._start_tls(self._raw, self._tls, data)
             return
+        if self._start is not None:
+            data = self._first_bytes(data)
         data = self._lines.feed(data)
         if not data:
             return
         if not SLICE_PIPELINED_INPUT:
             self._inner.data_received(data)
             return
+        if not self._held and len(data) <= FEED_BYTES and len(self._inner._messages) < MAX_QUEUED_REQUESTS:  # type: ignore[attr-defined]
+            if not self._transport.is_closing():  # what _feed would do, without copying `data` twice
+                self._inner.data_received(data)
+            return
         self._held += data
         self._feed()
+
+    def _first_bytes(self, data: bytes) -> bytes:
+        """What to read of `data` among the first bytes of a plain connection: nothing while they may
+        still begin TLS, all of them (those held back too) once they do not. A TLS client (https:// to
+        the plain port) is answered 400 at once, in plain text, and its further bytes are dropped until
+        it closes, so that it reports a protocol error instead of waiting. The answer is followed by a
+        FIN, not a close: closing with its ClientHello unread would reset the connection, and the client
+        might never read the answer."""
+        if self._start is _REFUSED:
+            return b""
+        assert self._start is not None and self._transport is not None
+        data = self._start + data
+        if len(data) < len(TLS_RECORD) and TLS_RECORD.startswith(data):
+            self._start = data  # the next byte tells
+            return b""
+        if not data.startswith(TLS_RECORD):
+            self._start = None  # HTTP, or anything aiohttp answers itself
+            return data
+        self._start = _REFUSED
+        self._transport.write(PLAIN_HTTP_ONLY)
+        self._transport.write_eof()
+        return b""
 
     def _feed(self) -> None:
         """Hand aiohttp the received bytes a slice at a time while few requests wait in its queue.

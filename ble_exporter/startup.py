@@ -14,10 +14,13 @@ import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ble_exporter.config import Config, ConfigError, exposed_secrets, radio_problems, readable_by_others
 from ble_exporter.logger import log_file_problem
-from ble_exporter.webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:  # loaded only where there is a web config
+    from ble_exporter.webconfig import WebConfig
 
 SERVICE_USER = "ble-exporter"  # the packaged service's user (debian/ble-exporter.sysusers)
 
@@ -56,6 +59,8 @@ def check(
     if for_service and cfg.listen_port < unprivileged_port_start():
         found.problems.append(f"{cfg.where('listen_port')}: listen_port {cfg.listen_port}: {privileged_port()}")
     if cfg.web_config_file:
+        from ble_exporter.webconfig import load_web_config
+
         try:
             found.web = load_web_config(cfg.web_config_file)
         except ConfigError as e:
@@ -69,6 +74,8 @@ def check(
             if problem is not None:
                 problems.append((log_where or cfg.where("log_file"), problem.message, problem.permission))
         if cfg.web_config_file and found.web is not None:
+            from ble_exporter.webconfig import load_web_config
+
             try:
                 load_web_config(cfg.web_config_file)
             except ConfigError as e:  # it loaded before: what is left is this user's permission

@@ -427,3 +427,14 @@ def make_tls_files(directory: Path) -> TlsFiles:
     files.client_cert.write_bytes(cert)
     write_key(files.client_key, key)
     return files
+
+
+def client_hello() -> bytes:
+    """The first bytes a TLS client sends (its ClientHello), as Python's ssl sends them."""
+    import contextlib
+
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()

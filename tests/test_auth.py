@@ -7,6 +7,7 @@ import asyncio
 import base64
 import logging
 import time
+from typing import Any
 
 import bcrypt
 import pytest
@@ -108,3 +109,44 @@ def test_failures_are_counted_and_summarised_at_most_once_a_minute(caplog: pytes
 
 def test_no_users_means_no_credentials_needed() -> None:
     assert asyncio.run(BasicAuth({}).allowed(None))
+
+
+def test_the_middleware_runs_only_while_there_are_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without users aiohttp skips the middleware altogether (Application._run_middlewares, set by
+    BasicAuth.attach: aiohttp 3.8 builds the middleware chain anew for each request), and a reload
+    that adds users puts it back in front of every path, unknown ones included, and takes it out again."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from prometheus_client import CollectorRegistry
+
+    from ble_exporter.exporter import make_app
+
+    guard = BasicAuth({})
+    asked: list[str | None] = []
+    real = guard.allowed
+
+    async def allowed(header: str | None) -> bool:
+        asked.append(header)
+        return await real(header)
+
+    monkeypatch.setattr(guard, "allowed", allowed)
+    app = make_app(CollectorRegistry(), dict, auth=guard)
+    assert app.frozen
+
+    async def statuses(client: Any, *paths: str, **kwargs: Any) -> list[int]:
+        return [(await client.get(path, **kwargs)).status for path in paths]
+
+    async def go() -> None:
+        async with TestClient(TestServer(app)) as client:
+            assert await statuses(client, "/metrics", "/status", "/nowhere") == [200, 200, 404]
+            assert asked == []  # not even called
+            guard.users = {"prometheus": HASH}  # a reload that adds a user
+            assert await statuses(client, "/metrics", "/status", "/nowhere") == [401, 401, 401]
+            assert await statuses(client, "/healthz") == [200]
+            right = {"Authorization": header("prometheus", "s3cret")}
+            assert await statuses(client, "/metrics", "/nowhere", headers=right) == [200, 404]
+            guard.users = {}  # and one that removes it
+            asked.clear()
+            assert await statuses(client, "/metrics", "/nowhere") == [200, 404]
+            assert asked == []
+
+    asyncio.run(go())

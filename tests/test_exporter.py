@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
-from support import ExporterFactory, Scraper, TlsFiles, proc_status
+from support import ExporterFactory, Scraper, TlsFiles, client_hello, proc_status
 
 from ble_exporter.documents import View, landing_page
 from ble_exporter.engine import ScanEngine
 from ble_exporter.exporter import make_app
-from ble_exporter.httpguard import MAX_CONNECTIONS
+from ble_exporter.httpguard import MAX_CONNECTIONS, PLAIN_HTTP_ONLY
 
 if TYPE_CHECKING:  # aiohttp >= 3.9 makes it generic; Debian 12's 3.8 does not
     Client = TestClient[web.Request, web.Application]
@@ -84,8 +84,11 @@ def test_metrics_is_gzipped_for_clients_that_accept_it_as_prometheus_does() -> N
         assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["Vary"] == "Accept-Encoding"
         body = await zipped.read()
         plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
-        assert "Content-Encoding" not in plain.headers
+        assert "Content-Encoding" not in plain.headers and plain.headers["Vary"] == "Accept-Encoding"
         assert gzip.decompress(body) == await plain.read() and b"ble_sensor_seen" in gzip.decompress(body)
+        bare = await client.get("/metrics", skip_auto_headers=["Accept-Encoding"])  # as wrk asks
+        assert "Content-Encoding" not in bare.headers and bare.headers["Vary"] == "Accept-Encoding"
+        assert await bare.read() == gzip.decompress(body)
         again = await client.get("/metrics", headers={"Accept-Encoding": "deflate, gzip;q=0.9"})
         assert await again.read() == body  # compressed once per rendering, then served from the cache
 
@@ -234,7 +237,7 @@ def test_the_page_is_rendered_once_per_scan_or_second_gzipped_and_served_with_it
             CollectorRegistry(),
             dict,
             landing=landing,
-            landing_headers=HEADERS,
+            landing_headers=lambda: HEADERS,
             generation=lambda: engine.snapshot,
             metrics_max_age=max_age,
         )
@@ -279,7 +282,9 @@ def test_the_page_is_behind_the_same_basic_auth_as_metrics() -> None:
     credentials = {"Authorization": "Basic " + base64.b64encode(b"viewer:secret").decode()}
 
     async def go() -> None:
-        app = make_app(CollectorRegistry(), dict, landing=lambda: page, landing_headers=HEADERS, auth=BasicAuth(users))
+        app = make_app(
+            CollectorRegistry(), dict, landing=lambda: page, landing_headers=lambda: HEADERS, auth=BasicAuth(users)
+        )
         async with TestClient(TestServer(app)) as client:
             for path in ("/", "/metrics"):
                 refused = await client.get(path)
@@ -320,6 +325,8 @@ MALFORMED = {
     + b"z" * 1024
     + b"\r\n0\r\n\r\n",
     "post-with-body": b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"z" * 2_000_000,
+    "tls-client-hello": client_hello(),  # https:// to the plain port (over TLS: garbage in a TLS connection)
+    "tls-record-header": client_hello()[:5],
 }
 
 
@@ -389,6 +396,8 @@ def test_http_abuse_leaves_metrics_served_and_the_process_bounded(
         for name, data in MALFORMED.items():
             line = first_line(connect, data)
             assert not re.match(rb"HTTP/\S+ 5", line), (name, line)
+            if not tls and name.startswith("tls-"):  # answered at once (first_line waits 1 s), by the guard
+                assert line == PLAIN_HTTP_ONLY.split(b"\r\n", 1)[0], (name, line)
         # Pipelining: 200 requests in one packet are all answered, in order.
         with connect(5) as s:
             s.sendall(REQUEST * 200)

@@ -17,8 +17,10 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from support import TlsFiles, free_port
+from support import TlsFiles, client_hello, free_port
 
 from ble_exporter import httpguard
 from ble_exporter.exporter import make_app, serve
@@ -26,6 +28,7 @@ from ble_exporter.httpguard import (
     FEED_BYTES,
     MAX_QUEUED_REQUESTS,
     MAX_REQUEST_LINE,
+    PLAIN_HTTP_ONLY,
     URI_TOO_LONG_PATH,
     ClientMistakes,
     RequestLines,
@@ -232,6 +235,109 @@ def test_request_lines_are_followed_past_headers_and_bodies() -> None:
     assert lines.feed(exactly) == exactly  # 8190 bytes are still fine, as aiohttp has it
     chunked = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + b"y" * 9000
     assert lines.feed(chunked) == chunked  # after a chunked body the guard stops looking
+
+
+HEADS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET / HTTP/1.1\nHost: x\n\n",  # bare LF
+                b"\r\n",  # a blank line before a request line
+                b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab\r\n\r\n",  # a body that looks like a head end
+                b"POST /x HTTP/1.1\r\ncontent-LENGTH: 3\r\n\r\n\n\n\n",
+                b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"POST /x HTTP/1.1\r\nContent-Length: 9001\r\n\r\n",  # its body in a read of its own
+                b"PUT /x HTTP/1.1\r\nTransfer-encoding: chunked\r\n\r\n",
+                b"q" * 9001,
+                b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+                b"GET /" + b"b" * (MAX_REQUEST_LINE - 14) + b" HTTP/1.1\r\n\r\n",
+            ]
+        ),
+        st.binary(max_size=40),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(HEADS, st.one_of(st.none(), st.lists(st.integers(min_value=1, max_value=9000), max_size=6)))
+def test_request_lines_pass_whole_heads_unfollowed_as_they_would_line_by_line(
+    heads: list[bytes], cuts: list[int] | None
+) -> None:
+    """The shortcut for reads that are whole heads (a scraper's GET) gives what following the bytes line
+    by line gives, and leaves the same state behind, however the stream is cut into reads (`None`: a
+    read per piece)."""
+    reads = heads
+    if cuts is not None:
+        stream, reads, at = b"".join(heads), [], 0
+        for cut in cuts:
+            reads.append(stream[at : at + cut])
+            at += cut
+        reads.append(stream[at:])
+    fast, slow = RequestLines(), RequestLines()
+    out_fast = [fast.feed(read) for read in reads]
+    out_slow = [slow._walk(read) for read in reads]
+    assert out_fast == out_slow
+    assert vars(fast) == vars(slow)
+
+
+# ---- https:// to the plain HTTP port: answered at once, whatever aiohttp would do ----
+
+
+def test_a_tls_client_on_the_plain_port_is_answered_at_once() -> None:
+    """Answered on its first two bytes: aiohttp says nothing before a newline byte, which the first
+    bytes of a ClientHello need not hold (its record header alone, or the first TCP segment of a long
+    one), and its answer differs from version to version."""
+    hello = client_hello()
+    before_newline = hello[: hello.index(b"\n")]  # supported_groups (0x000a) puts one in every TLS 1.3 hello
+
+    async def answer(port: int, *pieces: bytes) -> tuple[bytes, float]:
+        """What the server sends until it ends its side, for `pieces` sent 50 ms apart; how long after them."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for piece in pieces:
+            writer.write(piece)
+            await asyncio.sleep(0.05)
+        sent = time.monotonic()
+        got = await asyncio.wait_for(reader.read(), 5)
+        took = time.monotonic() - sent
+        writer.close()
+        return got, took
+
+    async def scenario() -> dict[str, tuple[bytes, float] | BaseException]:
+        port = free_port()
+        server = await serve(app(), "127.0.0.1", port)
+        try:
+            seen: dict[str, tuple[bytes, float] | BaseException] = {
+                "hello": await answer(port, hello),
+                "its record header": await answer(port, hello[:5]),
+                "up to its first newline": await answer(port, before_newline),
+                "a byte, a byte, the rest": await answer(port, hello[:1], hello[1:2], hello[2:]),
+                "0x16, then HTTP": await answer(port, b"\x16", b"GET / HTTP/1.1\r\n\r\n"),
+                "HTTP": await answer(port, REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")),
+            }
+            try:  # a real TLS client, as a browser pointed at https://: a protocol error, not a wait
+                await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ssl.create_default_context()), 5)
+            except (ssl.SSLError, asyncio.TimeoutError) as e:
+                seen["TLS client"] = e
+            return seen
+        finally:
+            await server.close()
+
+    seen = asyncio.run(scenario())
+    for how in ("hello", "its record header", "up to its first newline", "a byte, a byte, the rest"):
+        got, took = seen[how]  # type: ignore[misc]
+        assert got == PLAIN_HTTP_ONLY and took < 1.0, (how, got, took)
+    assert PLAIN_HTTP_ONLY.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert PLAIN_HTTP_ONLY.endswith(
+        b"\r\n\r\n400 Bad Request: this port speaks plain HTTP, not HTTPS; "
+        + b"use http://, or set up TLS with web_config_file\n"
+    )
+    got, _ = seen["0x16, then HTTP"]  # type: ignore[misc]
+    assert got.split(b" ")[1] == b"400" and got != PLAIN_HTTP_ONLY  # aiohttp's own: the byte held back went on
+    got, _ = seen["HTTP"]  # type: ignore[misc]
+    assert got.startswith(b"HTTP/1.1 200")
+    assert isinstance(seen["TLS client"], ssl.SSLError), seen["TLS client"]
 
 
 # ---- TLS: the guard starts it, so a handshake holds a counted, bounded slot ----

@@ -93,3 +93,18 @@ def test_the_scan_core_does_not_import_the_http_layer() -> None:
 def test_the_daemon_does_not_load_rich() -> None:
     loaded = loaded_after("import ble_exporter.main, ble_exporter.exporter, ble_exporter.documents, ble_exporter.page")
     assert "rich" not in loaded and "ble_exporter.watch" not in loaded
+
+
+def test_the_daemon_loads_what_only_a_mistake_an_eviction_a_web_config_or_the_page_needs_when_it_happens(
+    tmp_path: Path,
+) -> None:
+    """Each module's names grow CPython's table of interned strings, which doubles (by 0.5 MB) past
+    21,845 entries; a daemon with 100 simulated sensors was just past that with these (bench/results.md)."""
+    config = tmp_path / "config.yaml"
+    config.write_text("devices: {}\n")
+    loaded = loaded_after(
+        "from ble_exporter.config import load_config; from ble_exporter.daemon import Daemon; "
+        f"Daemon(load_config({str(config)!r}), simulate=True, log_file_option=None, log_level=20)._app()"
+    )
+    assert "ble_exporter.exporter" in loaded and "ble_exporter.documents" in loaded
+    assert loaded.isdisjoint({"termios", "difflib", "ble_exporter.webconfig", "ble_exporter.page"})
