@@ -79,13 +79,13 @@ DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelp
 	qemu-user-static binfmt-support
 
 # Which Debian the package tests run on (packaging/roots.sh keeps a cached tree of each):
-#   RELEASE  bookworm (default) or trixie; trixie for a foreign ARCH
+#   RELEASE  bookworm (default), trixie or forky (testing); trixie for a foreign ARCH
 #   ARCH     the host's (default) or arm64 on an amd64 host (under qemu-user)
 ARCH ?= $(shell dpkg --print-architecture)
 RELEASE ?= $(if $(filter $(ARCH),$(shell dpkg --print-architecture)),bookworm,trixie)
 DEB ?= dist/ble-exporter.deb
-# Both lintians the .deb must satisfy.
-LINT_RELEASES := bookworm trixie
+# The lintians the .deb must satisfy.
+LINT_RELEASES := bookworm trixie forky
 
 .PHONY: build-deps deb deb-in-tree deb-test lint-deb test-debian
 
@@ -100,8 +100,8 @@ deb:
 deb-in-tree:
 	PATH=$(DEB_PATH) packaging/in-root.sh deb $(RELEASE) dist/$(RELEASE)
 
-# lintian of bookworm and of trixie on the .deb (DEB, default dist/ble-exporter.deb): the host's own
-# for the host's release, the other in a cached tree; the unit's hardening score must stay <= 1.5
+# lintian of bookworm, trixie and forky on the .deb (DEB, default dist/ble-exporter.deb): the host's
+# own for the host's release, the others in cached trees; the unit's hardening score must stay <= 1.5
 # ("--threshold" is x10); the man page must render without warnings.
 lint-deb:
 	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r $(DEB) || exit 1; done

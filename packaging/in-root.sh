@@ -33,6 +33,10 @@ CMD=$1 RELEASE=$2
 shift 2
 ARCH=$(roots_host_arch)
 roots_check "$RELEASE" "$ARCH"
+if [[ $RELEASE == forky ]]; then
+	# Debian testing has no python3-stdeb, so no `deb` there.
+	TOOLS_PKGS="${TOOLS_PKGS/python3-stdeb /}"
+fi
 
 # Sets TREE: the release's tree with TOOLS_PKGS, locked until this script exits.
 tools_tree() {
