@@ -8,12 +8,13 @@ VPY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # apt-get waits for another apt or dpkg (other users of this machine) instead of failing at once.
 APT_GET := apt-get -o DPkg::Lock::Timeout=600
-# Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux.
-TEST_DEBS := dbus python3-dbusmock prometheus tmux
+# Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux
+# (packaging/dependencies.txt: the test tools with no PyPI name).
+TEST_DEBS := $(shell /usr/bin/python3 packaging/deps.py debs test-debian-only)
 
 .PHONY: demo test test-deps lint venv clean
 
-$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt
+$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt packaging/dependencies.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e . -r requirements-dev.txt
@@ -52,8 +53,8 @@ test-browser: venv test-browser-deps
 	$(VPY) -m pytest -q -m browser tests/test_page.py
 
 lint: venv
-	$(VENV)/bin/ruff check ble_exporter tests
-	$(VENV)/bin/ruff format --check ble_exporter tests
+	$(VENV)/bin/ruff check ble_exporter tests packaging/deps.py setup.py
+	$(VENV)/bin/ruff format --check ble_exporter tests packaging/deps.py setup.py
 	$(VENV)/bin/mypy
 
 clean:
@@ -101,10 +102,12 @@ deb-in-tree:
 	PATH=$(DEB_PATH) packaging/in-root.sh deb $(RELEASE) dist/$(RELEASE)
 
 # lintian of bookworm, trixie and forky on the .deb (DEB, default dist/ble-exporter.deb): the host's
-# own for the host's release, the others in cached trees; the unit's hardening score must stay <= 1.5
-# ("--threshold" is x10); the man page must render without warnings.
+# own for the host's release, the others in cached trees; its Depends as packaging/dependencies.txt
+# says, and met by every release there; the unit's hardening score must stay <= 1.5 ("--threshold"
+# is x10); the man page must render without warnings.
 lint-deb:
 	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r $(DEB) || exit 1; done
+	$(DEB_PYTHON) packaging/deps.py check-deb $(DEB)
 	@out=$$(systemd-analyze security --offline=yes --threshold=15 --no-pager debian/ble-exporter.service 2>&1); \
 		rc=$$?; echo "$$out" | tail -n 1; exit $$rc
 	LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l debian/ble-exporter.1 2>&1 >/dev/null | (! grep .)

@@ -21,10 +21,10 @@ die() {
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/packaging/roots.sh"
 
-# What the .deb depends on, the suite's own tools (a private D-Bus with python-dbusmock, promtool,
-# tmux), lintian and what `make deb` needs: one layer serves every command.
-TOOLS_PKGS="python3 python3-bleak python3-prometheus-client python3-yaml python3-aiohttp python3-rich
-	python3-cryptography python3-bcrypt python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian
+# What the .deb depends on (its Python packages: the suite needs no bluetoothd), the suite's own
+# tools (a private D-Bus with python-dbusmock, promtool, tmux), lintian and what `make deb` needs:
+# one layer serves every command. The first part comes from packaging/dependencies.txt.
+TOOLS_PKGS="$(/usr/bin/python3 "$REPO/packaging/deps.py" debs python3 runtime-python test) lintian
 	make python3-stdeb python3-all python3-setuptools dh-python debhelper build-essential fakeroot man-db"
 
 usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB | deb RELEASE OUTDIR"; }
@@ -55,6 +55,7 @@ suite)
 	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1)
 	say "suite: $(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
 		'. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version), bleak $(dpkg-query -W -f "\${Version}" python3-bleak)"')"
+	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 "/src/packaging/deps.py" check-archive "$RELEASE"
 	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
 	;;
 lintian)
