@@ -57,8 +57,23 @@ lint: venv
 	$(VENV)/bin/ruff format --check ble_exporter tests packaging/deps.py setup.py
 	$(VENV)/bin/mypy
 
+# The suite on an Ubuntu release's library versions, pinned from PyPI (packaging/dependencies.txt;
+# packaging/pinned.sh), on the closest Python there is here (Ubuntu's own archive cannot be reached):
+#   PINNED=noble     Ubuntu 24.04: pyenv's Python 3.12 on the host, in .venv-noble
+#   PINNED=resolute  Ubuntu 26.04: the Python 3.14 of the Debian forky tree (as root)
+# PINNED_TESTS: pytest's arguments (default: the whole suite, quietly).
+PINNED ?= noble
+PINNED_TESTS ?= -q
+.PHONY: test-pinned
+test-pinned: test-deps
+ifeq ($(PINNED),resolute)
+	PATH=$(DEB_PATH) packaging/in-root.sh pinned forky resolute $(PINNED_TESTS)
+else
+	packaging/pinned.sh $(PINNED) "$$(packaging/pinned.sh --find-python $(PINNED))" $(VENV)-$(PINNED) $(PINNED_TESTS)
+endif
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache logs
+	rm -rf $(VENV) $(VENV)-* build dist *.egg-info .pytest_cache .mypy_cache logs
 
 # Performance figures of issue 7 (not timed tests, not run in CI); results and method: bench/results.md.
 # Benchmark-only tools go into the project venv: bthome-ble, pyinstrument, py-spy (PyPI), wrk (Debian).
