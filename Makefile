@@ -8,12 +8,13 @@ VPY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # apt-get waits for another apt or dpkg (other users of this machine) instead of failing at once.
 APT_GET := apt-get -o DPkg::Lock::Timeout=600
-# Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux.
-TEST_DEBS := dbus python3-dbusmock prometheus tmux
+# Debian tools the tests use for real: a private D-Bus with a mock bluetoothd, promtool, tmux
+# (packaging/dependencies.txt: the test tools with no PyPI name).
+TEST_DEBS := $(shell /usr/bin/python3 packaging/deps.py debs test-debian-only)
 
 .PHONY: demo test test-deps lint venv clean
 
-$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt
+$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt packaging/dependencies.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e . -r requirements-dev.txt
@@ -52,19 +53,33 @@ test-browser: venv test-browser-deps
 	$(VPY) -m pytest -q -m browser tests/test_page.py
 
 lint: venv
-	$(VENV)/bin/ruff check ble_exporter tests
-	$(VENV)/bin/ruff format --check ble_exporter tests
+	$(VENV)/bin/ruff check ble_exporter tests packaging/deps.py setup.py
+	$(VENV)/bin/ruff format --check ble_exporter tests packaging/deps.py setup.py
 	$(VENV)/bin/mypy
 
+# The suite on an Ubuntu release's library versions, pinned from PyPI (packaging/dependencies.txt;
+# packaging/pinned.sh), on the closest Python there is here (Ubuntu's own archive cannot be reached):
+#   PINNED=noble     Ubuntu 24.04: pyenv's Python 3.12 on the host, in .venv-noble
+#   PINNED=resolute  Ubuntu 26.04: the Python 3.14 of the Debian forky tree (as root)
+# PINNED_TESTS: pytest's arguments (default: the whole suite, quietly).
+PINNED ?= noble
+PINNED_TESTS ?= -q
+.PHONY: test-pinned
+test-pinned: test-deps
+ifeq ($(PINNED),resolute)
+	PATH=$(DEB_PATH) packaging/in-root.sh pinned forky resolute $(PINNED_TESTS)
+else
+	packaging/pinned.sh $(PINNED) "$$(packaging/pinned.sh --find-python $(PINNED))" $(VENV)-$(PINNED) $(PINNED_TESTS)
+endif
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache logs
+	rm -rf $(VENV) $(VENV)-* build dist *.egg-info .pytest_cache .mypy_cache logs
 
 # Performance figures of issue 7 (not timed tests, not run in CI); results and method: bench/results.md.
 # Benchmark-only tools go into the project venv: bthome-ble, pyinstrument, py-spy (PyPI), wrk (Debian).
 # The A/B against f200936 (bench/bench_ab.py) runs both daemons on /usr/bin/python3 with the Debian
 # packages the .deb depends on, installed here when missing.
-BENCH_DEBS := wrk python3-aiohttp python3-prometheus-client python3-yaml python3-rich python3-bleak \
-	python3-cryptography python3-bcrypt
+BENCH_DEBS := wrk $(shell /usr/bin/python3 packaging/deps.py debs runtime-python)
 .PHONY: bench
 bench: venv test-deps
 	$(VPY) -m pip install --quiet -r bench/requirements.txt
@@ -87,13 +102,13 @@ DEB_BUILD_DEPS := python3-stdeb python3-all python3-setuptools dh-python debhelp
 	qemu-user-static binfmt-support
 
 # Which Debian the package tests run on (packaging/roots.sh keeps a cached tree of each):
-#   RELEASE  bookworm (default) or trixie; trixie for a foreign ARCH
+#   RELEASE  bookworm (default), trixie or forky (testing); trixie for a foreign ARCH
 #   ARCH     the host's (default) or arm64 on an amd64 host (under qemu-user)
 ARCH ?= $(shell dpkg --print-architecture)
 RELEASE ?= $(if $(filter $(ARCH),$(shell dpkg --print-architecture)),bookworm,trixie)
 DEB ?= dist/ble-exporter.deb
-# Both lintians the .deb must satisfy.
-LINT_RELEASES := bookworm trixie
+# The lintians the .deb must satisfy.
+LINT_RELEASES := bookworm trixie forky
 
 .PHONY: build-deps deb deb-in-tree deb-test lint-deb test-debian
 
@@ -108,11 +123,13 @@ deb:
 deb-in-tree:
 	PATH=$(DEB_PATH) packaging/in-root.sh deb $(RELEASE) dist/$(RELEASE)
 
-# lintian of bookworm and of trixie on the .deb (DEB, default dist/ble-exporter.deb): the host's own
-# for the host's release, the other in a cached tree; the unit's hardening score must stay <= 1.5
-# ("--threshold" is x10); the man page must render without warnings.
+# lintian of bookworm, trixie and forky on the .deb (DEB, default dist/ble-exporter.deb): the host's
+# own for the host's release, the others in cached trees; its Depends as packaging/dependencies.txt
+# says, and met by every release there; the unit's hardening score must stay <= 1.5 ("--threshold"
+# is x10); the man page must render without warnings.
 lint-deb:
 	for r in $(LINT_RELEASES); do PATH=$(DEB_PATH) packaging/in-root.sh lintian $$r $(DEB) || exit 1; done
+	$(DEB_PYTHON) packaging/deps.py check-deb $(DEB)
 	@out=$$(systemd-analyze security --offline=yes --threshold=15 --no-pager debian/ble-exporter.service 2>&1); \
 		rc=$$?; echo "$$out" | tail -n 1; exit $$rc
 	LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l debian/ble-exporter.1 2>&1 >/dev/null | (! grep .)

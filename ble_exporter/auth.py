@@ -30,6 +30,7 @@ log = logging.getLogger("ble_exporter.http")
 CACHE_SIZE = 256  # verified or refused credentials remembered
 MAX_WAITING_CHECKS = 4  # bcrypt checks queued behind the one running; more are refused at once
 SUMMARY_SECONDS = 60.0
+BCRYPT_MAX_PASSWORD_BYTES = 72  # bcrypt's key is 72 bytes: the rest of a longer password is not checked
 OPEN_PATHS = frozenset({"/healthz"})  # liveness tells nothing; local probes need no password
 # The toolkit's hash of "fakepassword": an unknown user costs the same bcrypt time as a known one.
 _UNKNOWN_USER_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
@@ -152,9 +153,12 @@ def _basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    """Only the first 72 bytes of a password count, with every bcrypt, as with the exporter-toolkit (Go) and
+    htpasswd: bcrypt before 5.0 (Debian 12 and 13, Ubuntu 24.04) ignores the rest itself; 5.0 (Ubuntu
+    26.04, Debian forky) raises ValueError instead, which would refuse every such password."""
     import bcrypt
 
     try:
-        return bool(bcrypt.checkpw(password, hashed))
+        return bool(bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD_BYTES], hashed))
     except ValueError:  # not a bcrypt hash (load_web_config refuses those): never a match
         return False

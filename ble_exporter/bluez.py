@@ -3,13 +3,16 @@
 bleak is imported only when a scan starts, so `--simulate` and the tests of the scan cycle need no
 D-Bus. Every failure of the Bluetooth stack leaves this module as a ScanError with one line that says
 what broke and what to do; the caller exits non-zero and systemd restarts the service.
-Supported: bleak 0.20 (Debian 12), 0.22 (Debian 13) and 1.x-3.x (PyPI).
+Supported: bleak 0.20 (Debian 12), 0.21 (Ubuntu 24.04), 0.22 (Debian 13), 2.1 (Ubuntu 26.04), 3.0 (Debian
+forky) and PyPI's newest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import logging
 import os
 import time
@@ -80,7 +83,7 @@ class BluezScanner:
 
         bluez: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"scanning_mode": mode.value, "bluez": bluez}
-        if _bluez_args_take_adapter():
+        if adapter_in_bluez_args(_bleak_version()):
             bluez["adapter"] = self.adapter
         else:
             kwargs["adapter"] = self.adapter
@@ -449,13 +452,16 @@ def passive_patterns(addresses: Sequence[str]) -> list[Patterns]:
     return monitors
 
 
-def _bluez_args_take_adapter() -> bool:
-    """bleak >= 1.0 takes the adapter inside `bluez={...}` and deprecates the keyword."""
-    try:
-        from bleak.args.bluez import BlueZScannerArgs
-    except ImportError:
-        return False
-    return "adapter" in BlueZScannerArgs.__annotations__
+def adapter_in_bluez_args(bleak_version: str) -> bool:
+    """bleak 3.0 (Debian forky) takes the adapter inside `bluez={"adapter": ...}` and deprecates the
+    `adapter=` keyword, with a DeprecationWarning for each scanner; older bleak (0.20 to 2.x) knows
+    only the keyword."""
+    return int(bleak_version.split(".", 1)[0]) >= 3
+
+
+@functools.cache
+def _bleak_version() -> str:
+    return importlib.metadata.version("bleak")
 
 
 def _passive_unavailable(e: Exception) -> bool:

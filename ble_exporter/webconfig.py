@@ -215,7 +215,7 @@ def _users(node: yaml.Node, fail: Fail) -> dict[str, bytes]:
                 v,
                 f"basic_auth_users: the password of `{user}` is not a bcrypt hash; make one with "
                 "`htpasswd -nBC 10 \"\" | tr -d ':\\n'` (apache2-utils) or python3 -c 'import bcrypt, getpass; "
-                "print(bcrypt.hashpw(getpass.getpass().encode(), bcrypt.gensalt()).decode())'",
+                "print(bcrypt.hashpw(getpass.getpass().encode()[:72], bcrypt.gensalt()).decode())'",
             )
             continue
         users[user] = hashed.encode()  # type: ignore[union-attr]

@@ -4,6 +4,10 @@
 #
 #   packaging/in-root.sh suite RELEASE [PYTEST ARGS...]   pytest under RELEASE's /usr/bin/python3
 #                                                         and its Debian packages (make test-debian)
+#   packaging/in-root.sh pinned RELEASE SET [PYTEST ARGS...]
+#                                                         pytest under RELEASE's /usr/bin/python3 in a
+#                                                         venv of SET's libraries pinned from PyPI
+#                                                         (packaging/pinned.sh; make test-pinned)
 #   packaging/in-root.sh lintian RELEASE DEB              RELEASE's lintian on DEB (make lint-deb);
 #                                                         the host's own when the host is RELEASE
 #   packaging/in-root.sh deb RELEASE OUTDIR               `make deb` as on a RELEASE host, the
@@ -21,18 +25,23 @@ die() {
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/packaging/roots.sh"
 
-# What the .deb depends on, the suite's own tools (a private D-Bus with python-dbusmock, promtool,
-# tmux), lintian and what `make deb` needs: one layer serves every command.
-TOOLS_PKGS="python3 python3-bleak python3-prometheus-client python3-yaml python3-aiohttp python3-rich
-	python3-cryptography python3-bcrypt python3-pytest python3-hypothesis python3-dbusmock dbus prometheus tmux lintian
+# What the .deb depends on (its Python packages: the suite needs no bluetoothd), the suite's own
+# tools (a private D-Bus with python-dbusmock, promtool, tmux), lintian and what `make deb` needs:
+# one layer serves every command. The first part comes from packaging/dependencies.txt.
+TOOLS_PKGS="$(/usr/bin/python3 "$REPO/packaging/deps.py" debs python3 runtime-python test) lintian
 	make python3-stdeb python3-all python3-setuptools dh-python debhelper build-essential fakeroot man-db"
 
-usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | lintian RELEASE DEB | deb RELEASE OUTDIR"; }
+usage() { die "usage: $0 suite RELEASE [PYTEST ARGS...] | pinned RELEASE SET [PYTEST ARGS...] | lintian RELEASE DEB | deb RELEASE OUTDIR"; }
 [[ $# -ge 2 ]] || usage
 CMD=$1 RELEASE=$2
 shift 2
 ARCH=$(roots_host_arch)
 roots_check "$RELEASE" "$ARCH"
+if [[ $RELEASE == forky ]]; then
+	# Debian testing has no python3-stdeb (so no `deb` there); python3-venv for the pinned Ubuntu
+	# 26.04 set on its Python 3.14 (`pinned`).
+	TOOLS_PKGS="${TOOLS_PKGS/python3-stdeb /} python3-venv"
+fi
 
 # Sets TREE: the release's tree with TOOLS_PKGS, locked until this script exits.
 tools_tree() {
@@ -51,7 +60,23 @@ suite)
 	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1)
 	say "suite: $(roots_run "$RELEASE" "$ARCH" "$TREE" sh -c \
 		'. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version), bleak $(dpkg-query -W -f "\${Version}" python3-bleak)"')"
+	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 "/src/packaging/deps.py" check-archive "$RELEASE"
 	roots_run "$RELEASE" "$ARCH" "$TREE" /usr/bin/python3 -m pytest -p no:cacheprovider "$@"
+	;;
+pinned)
+	[[ $# -ge 1 ]] || usage
+	SET=$1
+	shift
+	tools_tree
+	# The venv (made once, under the tree's lock) and pip's downloads are kept in the cache; pip
+	# trusts the host's certificate authorities (a proxy to PyPI that the host trusts, too).
+	VENV=$ROOTS_CACHE/venv-$SET-$RELEASE-$ARCH
+	mkdir -p "$VENV" "$ROOTS_CACHE/pip"
+	NSPAWN_ARGS=(--bind="$REPO:/src" --chdir=/src --setenv=PYTHONDONTWRITEBYTECODE=1 --bind="$VENV:/venv"
+		--bind="$ROOTS_CACHE/pip:/pip-cache" --setenv=PIP_CACHE_DIR=/pip-cache
+		--bind-ro=/etc/ssl/certs/ca-certificates.crt:/run/host-ca-certificates.crt
+		--setenv=PIP_CERT=/run/host-ca-certificates.crt)
+	roots_run "$RELEASE" "$ARCH" "$TREE" /src/packaging/pinned.sh "$SET" /usr/bin/python3 /venv "$@"
 	;;
 lintian)
 	[[ $# == 1 ]] || usage

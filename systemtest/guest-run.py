@@ -2,7 +2,7 @@
 """Boot the system-test guest, copy guest/ to /opt/systemtest and a script of yours to /tmp/x.sh,
 run it as root (sh), print its output, stop the guest (by PID, on failure too).
 
-  systemtest/guest-run.py SCRIPT [--release bookworm|trixie] [--deb dist/ble-exporter.deb] [--timeout 500]
+  systemtest/guest-run.py SCRIPT [--release bookworm|trixie|forky] [--deb dist/ble-exporter.deb] [--timeout 500]
 
 With --deb the package is copied to /tmp/ble-exporter.deb first (the script installs it if it wants).
 Example: systemtest/guest-run.py systemtest/guest/repro-monitor-busy.sh
@@ -26,7 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("script")
     ap.add_argument(
-        "--release", default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"), choices=["bookworm", "trixie"]
+        "--release", default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"), choices=["bookworm", "trixie", "forky"]
     )
     ap.add_argument("--deb")
     ap.add_argument("--timeout", type=float, default=500)

@@ -1023,8 +1023,8 @@ def main() -> int:
     ap.add_argument(
         "--release",
         default=os.environ.get("SYSTEMTEST_RELEASE", "bookworm"),
-        choices=["bookworm", "trixie"],
-        help="the guest's Debian release (default bookworm)",
+        choices=["bookworm", "trixie", "forky"],
+        help="the guest's Debian release (default bookworm; forky: by hand, not in CI)",
     )
     ap.add_argument("--prometheus", help="prometheus binary (default: the guest image's)")
     ap.add_argument("--logs-dir", default="/tmp", help="where the run's log directory goes")

@@ -4,6 +4,9 @@ in support.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -40,6 +43,20 @@ def bluez(monkeypatch: pytest.MonkeyPatch) -> Iterator[BluezMock]:
         monkeypatch.setenv(BUS_ENV, mock.bus_address)
         mock.add_adapter("hci0")
         yield mock
+
+
+@pytest.fixture
+def as_nobody() -> list[str]:
+    """The prefix that runs a command as user nobody when the tests run as root (none otherwise). The
+    test is skipped where this Python cannot run as nobody: pyenv's 3.12 under /root, which the pinned
+    Ubuntu 24.04 set runs on (`make test-pinned`), loads its libpython from there."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", ""], capture_output=True, text=True, timeout=30, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"{sys.executable} cannot run as user nobody here: {probe.stderr.strip()[:160]}")
+    return prefix
 
 
 # ---- the exporter as a process: `ble-exporter run` on a free loopback port (support.Exporter) ----

@@ -150,3 +150,29 @@ def test_the_middleware_runs_only_while_there_are_users(monkeypatch: pytest.Monk
             assert asked == []
 
     asyncio.run(go())
+
+
+# An 87-byte password and its hash as bcrypt 3.2.2 (Debian 12) made it, from the whole password; htpasswd
+# and the exporter-toolkit (Go) make the same, as all of them hash only the first 72 bytes.
+LONG_PASSWORD = "correct horse battery staple " * 3
+LONG_HASH = b"$2b$04$ZkW2pd6bj.veWlD78CL2weJuVk5SwRvwp1ekJCK5NKCRbhatAweKq"
+
+
+def test_a_password_over_72_bytes_counts_by_its_first_72_on_every_bcrypt() -> None:
+    # bcrypt 5.0 (Ubuntu 26.04, Debian forky) raises on such a password where older ones cut it: either
+    # way the exporter checks the first 72 bytes, so the same users get in on every release.
+    assert len(LONG_PASSWORD.encode()) == 87
+    made_here = bcrypt.hashpw(LONG_PASSWORD.encode()[:72], bcrypt.gensalt(4))
+    for hashed in (LONG_HASH, made_here):
+        guard = BasicAuth({"prometheus": hashed})
+
+        async def go(guard: BasicAuth = guard) -> list[bool]:
+            return [
+                await guard.allowed(header("prometheus", LONG_PASSWORD)),
+                await guard.allowed(header("prometheus", LONG_PASSWORD[:72])),
+                await guard.allowed(header("prometheus", LONG_PASSWORD[:72] + "anything else")),
+                await guard.allowed(header("prometheus", LONG_PASSWORD[:71])),
+                await guard.allowed(header("prometheus", "C" + LONG_PASSWORD[1:])),
+            ]
+
+        assert asyncio.run(go()) == [True, True, True, False, False], (getattr(bcrypt, "__version__", "?"), hashed)

@@ -172,6 +172,46 @@ def test_a_sensor_without_flags_is_heard_passively_on_both_bluez(fmt: Format, en
             assert heard or (payload_only and (fmt, encrypted) in UNMATCHABLE_WITHOUT_FLAGS), (mac, payload_only)
 
 
+@pytest.mark.parametrize(
+    ("version", "in_bluez"),
+    [("0.20.2", False), ("0.22.3", False), ("1.1.1", False), ("2.1.1", False), ("3.0.2", True), ("4.0", True)],
+)
+def test_the_adapter_is_passed_as_each_bleak_takes_it(
+    monkeypatch: pytest.MonkeyPatch, version: str, in_bluez: bool
+) -> None:
+    """bleak 3.0 deprecates `adapter=` for `bluez={"adapter": ...}`, which older bleak does not know."""
+    import bleak
+
+    from ble_exporter import bluez as bluez_module
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(bleak, "BleakScanner", lambda callback, **kwargs: made.append(kwargs))
+    monkeypatch.setattr(bluez_module, "_bleak_version", lambda: version)
+    for mode in (ScanMode.PASSIVE, ScanMode.ACTIVE):
+        BluezScanner("hci1", mode, lambda *a: None)._new_scanner(mode)
+    assert len(made) >= 3  # passive: one scanner per advertisement monitor; active: one
+    for kwargs in made:
+        if in_bluez:
+            assert kwargs["bluez"]["adapter"] == "hci1" and "adapter" not in kwargs
+        else:
+            assert kwargs["adapter"] == "hci1" and "adapter" not in kwargs["bluez"]
+
+
+def test_the_installed_bleak_takes_the_adapter_without_a_warning() -> None:
+    """The real BleakScanner of this runtime's bleak (made, not started), with every warning an error:
+    no DeprecationWarning of bleak 3 (forky) can reach the log, and the adapter arrives."""
+    import importlib.metadata
+    import warnings
+
+    version = importlib.metadata.version("bleak")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for mode in (ScanMode.PASSIVE, ScanMode.ACTIVE):
+            made = BluezScanner("hci1", mode, lambda *a: None)._new_scanner(mode)
+            for scanner in getattr(made, "scanners", [made]):  # passive: one per advertisement monitor
+                assert scanner._backend._adapter == "hci1", version
+
+
 def test_bluez_passive_only_fails_without_experimental(bluez: BluezMock) -> None:
     engine = ScanEngine(DEVICES)
     with pytest.raises(ScanError, match=r"scan start on hci0 failed: passive scanning"):

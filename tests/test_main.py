@@ -537,10 +537,12 @@ def test_checking_a_log_file_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "logs"]
 
 
-def test_check_config_as_a_user_who_cannot_write_the_log_says_it_is_their_check(tmp_path: Path) -> None:
+def test_check_config_as_a_user_who_cannot_write_the_log_says_it_is_their_check(
+    tmp_path: Path, as_nobody: list[str]
+) -> None:
     """A permission is a matter of who writes: as another user than the service's, a log file that user
     cannot write is a note, not an error (the service, as ble-exporter, may well write it)."""
-    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] if os.geteuid() == 0 else []
+    prefix = as_nobody
     shared = Path(tempfile.mkdtemp(prefix="ble-exporter-test-"))  # pytest's tmp_path is private to root
     shared.chmod(0o755)
     logs = shared / "logs"
@@ -608,13 +610,13 @@ def test_a_config_with_bindkeys_readable_by_everyone_is_warned_about(tmp_path: P
     assert quiet.returncode == 0 and "warning" not in quiet.stdout + quiet.stderr
 
 
-def test_a_user_who_cannot_read_the_config_is_told_to_use_sudo(tmp_path: Path) -> None:
+def test_a_user_who_cannot_read_the_config_is_told_to_use_sudo(tmp_path: Path, as_nobody: list[str]) -> None:
     shared = Path(tempfile.mkdtemp(prefix="ble-exporter-test-"))
     shared.chmod(0o755)
     config = shared / "config.yaml"
     config.write_text("devices: {}\n")
     config.chmod(0o600)  # as root:root would be without the package's group
-    prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"] if os.geteuid() == 0 else []
+    prefix = as_nobody
     try:
         result = run_cli("check-config", "--config", str(config), prefix=prefix)
     finally:
