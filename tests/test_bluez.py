@@ -198,14 +198,15 @@ def test_the_adapter_is_passed_as_each_bleak_takes_it(
 
 
 def test_the_installed_bleak_takes_the_adapter_without_a_warning() -> None:
-    """The real BleakScanner of this runtime's bleak (made, not started), with every warning an error:
-    no DeprecationWarning of bleak 3 (forky) can reach the log, and the adapter arrives."""
+    """The real BleakScanner of this runtime's bleak (made, not started), with deprecations errors: no
+    DeprecationWarning of bleak 3 (forky) can reach the log, and the adapter arrives."""
     import importlib.metadata
     import warnings
 
     version = importlib.metadata.version("bleak")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("error", category)
         for mode in (ScanMode.PASSIVE, ScanMode.ACTIVE):
             made = BluezScanner("hci1", mode, lambda *a: None)._new_scanner(mode)
             for scanner in getattr(made, "scanners", [made]):  # passive: one per advertisement monitor
