@@ -137,8 +137,9 @@ def duty_cycled(t: Any, skipper: str, reload: Any) -> str:
     first = next(iter(names.values()))
     reload(DEFAULT_INTERVAL, DEFAULT_DURATION)
     try:
-        # the first scan at the new interval starts a window of whole scans
-        a = _wait_scans(t, first, status(t)[first]["scans"], 1, DEFAULT_INTERVAL * 3)
+        # A reload takes effect at the next scan start, and that first scan still starts one old
+        # interval (6 s) after the one before: it may hear no new frame. The window begins after it.
+        a = _wait_scans(t, first, status(t)[first]["scans"], 2, DEFAULT_INTERVAL * 4)
         started = time.time()
         b = _wait_scans(t, first, a[first]["scans"], SCANS_DUTY_CYCLED, DEFAULT_INTERVAL * (SCANS_DUTY_CYCLED + 3))
         window = f"{int(time.time() - started)}s"
