@@ -9,7 +9,7 @@ turn), the same frame for all adverts of the measurement (pvvx src/mi_beacon.c).
 
 Frame counters move as the firmware's do: once per measurement, the 8-bit one wrapping at 256, the
 32-bit encryption counter never; plain Mijia bumps it for its battery frame too. Of the demo sensors,
-the balcony's is far away and a third of its adverts are lost, and the bedroom's browns out every few
+the bedroom's is far away and a third of its adverts are lost, and the balcony's browns out every few
 minutes and starts counting again, so `make demo` moves every reception series.
 
 Readings behave like a thermometer's in a room over hours and days (SimulatedSensor). A
@@ -199,9 +199,9 @@ def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[Sim
         sensor.volts_at_start = round(rng.uniform(2.75, 3.05), 3)
         sensor.packet_id = rng.randint(0, 255)
         sensor.counter = rng.randint(0, 99_999)
-        if device == DEMO_DEVICES[2]:
+        if device == DEMO_DEVICES[1]:  # pvvx custom: every advert carries every value, so a scan still has them
             sensor.loss = 1 / 3
-        elif device == DEMO_DEVICES[1]:
+        elif device == DEMO_DEVICES[2]:
             sensor.restart_every = rng.uniform(240.0, 360.0)
         sensors.append(sensor)
     return sensors
