@@ -269,6 +269,16 @@ def archive_problems(release: str, deps: Dependencies) -> list[str]:
 # --- command line ----------------------------------------------------------------------------------
 
 
+def _report(problems: list[str], ok: str) -> int:
+    """Each problem on stderr and status 1, or the one line saying all is well and 0."""
+    for p in problems:
+        print(f"deps: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"deps: {ok}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     deps = load()
     match argv:
@@ -289,19 +299,10 @@ def main(argv: list[str]) -> int:
             field = subprocess.run(
                 ["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True
             ).stdout.strip()
-            problems = depends_problems(field, deps)
-            for p in problems:
-                print(f"deps: {deb}: {p}", file=sys.stderr)
-            if problems:
-                return 1
-            print(f"deps: {Path(deb).name}: Depends as {LIST.name} says, met by {', '.join(deps.releases)}")
+            ok = f"{Path(deb).name}: Depends as {LIST.name} says, met by {', '.join(deps.releases)}"
+            return _report([f"{deb}: {p}" for p in depends_problems(field, deps)], ok)
         case ["check-archive", release]:
-            problems = archive_problems(release, deps)
-            for p in problems:
-                print(f"deps: {p}", file=sys.stderr)
-            if problems:
-                return 1
-            print(f"deps: {release} ships the versions {LIST.name} records")
+            return _report(archive_problems(release, deps), f"{release} ships the versions {LIST.name} records")
         case _:
             print((__doc__ or "").strip(), file=sys.stderr)
             return 2
