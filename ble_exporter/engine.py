@@ -191,15 +191,12 @@ class ScanEngine:
                 return
         self.counters.adverts_decoded += 1
         mac = device.mac
-        calibration = device.calibration
-        if calibration is None:
-            self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
-            _update_live(self.live[mac], result, rssi, now)
-        else:
+        reading = result
+        if device.calibration is not None:  # stored calibrated; the raw values kept beside for /status
             self._raw_window[mac] = self._raw_window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
-            calibrated = calibration.apply(result)
-            self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(calibrated, rssi, now)
-            _update_live(self.live[mac], calibrated, rssi, now)
+            reading = device.calibration.apply(result)
+        self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(reading, rssi, now)
+        _update_live(self.live[mac], reading, rssi, now)
         # The frame counter: 32 bits where the format's encryption counter is one, else the 8-bit one.
         if result.encrypted and result.format in COUNTER_FORMATS:
             number, bits = result.counter, 32
