@@ -45,8 +45,11 @@ class BluezScanner:
     """
 
     def __init__(self, adapter: str, scan_mode: ScanMode, sink: AdvertSink, addresses: Sequence[str] = ()) -> None:
-        self.adapter = adapter
+        self.adapter = adapter  # as the config names it: hci1, or the controller's address
+        self.address: str | None = None if adapter.startswith("hci") else adapter
+        self._by_address = self.address is not None  # resolved to a path at each new session (_require_bluez)
         self._path = f"/org/bluez/{adapter}"
+        self._addresses = tuple(addresses)
         # BlueZ object paths of the configured sensors, forgotten at each scan start (see _forget).
         self._device_paths = self._paths_of(addresses)
         self._patterns = passive_patterns(addresses)
@@ -55,11 +58,16 @@ class BluezScanner:
         self.mode = ScanMode.ACTIVE if scan_mode == ScanMode.ACTIVE else ScanMode.PASSIVE
         self._sink = sink
         self.on_error: Callable[[str], None] = lambda message: None
+        self.adverts = 0
+        self.last_advert: float | None = None
         self._scanner: Any = None
         self._bluez: tuple[Any, dict[str, Any]] | None = None
 
     def _on_detect(self, device: Any, adv: Any) -> None:
-        self._sink(device.address, adv.rssi, adv.service_data, time.time())
+        now = time.time()
+        self.adverts += 1
+        self.last_advert = now
+        self._sink(device.address, adv.rssi, adv.service_data, now, self.adapter)
 
     def _new_scanner(self, mode: ScanMode) -> Any:
         """Active: one BleakScanner. Passive: one per advertisement monitor (passive_patterns); BlueZ
@@ -83,10 +91,11 @@ class BluezScanner:
 
         bluez: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"scanning_mode": mode.value, "bluez": bluez}
+        name = self._path.rsplit("/", 1)[1]  # bleak wants the hci name, also of an adapter named by address
         if adapter_in_bluez_args(_bleak_version()):
-            bluez["adapter"] = self.adapter
+            bluez["adapter"] = name
         else:
-            kwargs["adapter"] = self.adapter
+            kwargs["adapter"] = name
         if patterns is not None:
             bluez["or_patterns"] = [
                 OrPattern(start, AdvertisementDataType(ad_type), content) for start, ad_type, content in patterns
@@ -135,6 +144,7 @@ class BluezScanner:
 
     def set_devices(self, devices: Sequence[Device]) -> None:
         addresses = [d.mac for d in devices]
+        self._addresses = tuple(addresses)
         self._device_paths = self._paths_of(addresses)
         patterns = passive_patterns(addresses)
         self._patterns_changed |= patterns != self._patterns
@@ -248,18 +258,32 @@ class BluezScanner:
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
         powered: bool | DBusError | None = None
+        path: str | None = self._path
         try:
             try:
                 running = await _bluez_running(bus)
-                if running:
+                if running and self._by_address:
+                    path = (await _adapter_paths(bus)).get(self.adapter)
+                if running and path is not None:
                     try:
-                        powered = await _powered(bus, self._path)
+                        properties = await _adapter_properties(bus, path)
+                        powered = properties.get("Powered")
+                        self.address = properties.get("Address") or self.address
                     except DBusError as e:
                         powered = e
             finally:
                 bus.disconnect()
         except Exception as e:
             raise ScanError(describe_failure(e, self.adapter, "start")) from e
+        if path is None:
+            raise ScanError(
+                f"{start_failed}: no adapter has the address {self.adapter}; check `bluetoothctl list` and "
+                "`adapter:` in the config"
+            )
+        if path != self._path:
+            self._path = path
+            self._device_paths = self._paths_of(self._addresses)
+            log.info("adapter %s is %s", self.adapter, path.rsplit("/", 1)[1])
         if not running:
             raise ScanError(
                 f"{start_failed}: BlueZ (org.bluez) is not on the system D-Bus; bluetoothd is not running: "
@@ -366,6 +390,25 @@ async def _powered(bus: Any, adapter_path: str) -> bool | None:
     )
     value = getattr(body[0], "value", None) if body else None
     return value if isinstance(value, bool) else None
+
+
+async def _adapter_properties(bus: Any, adapter_path: str) -> dict[str, Any]:
+    """Adapter1's properties (Powered, Address, ...) as plain values; DBusError when there is no such adapter."""
+    body = await _call(
+        bus, BLUEZ_SERVICE, adapter_path, PROPERTIES_INTERFACE, "GetAll", signature="s", body=[ADAPTER_INTERFACE]
+    )
+    return {name: getattr(value, "value", value) for name, value in (body[0] if body else {}).items()}
+
+
+async def _adapter_paths(bus: Any) -> dict[str, str]:
+    """Every adapter's object path by its address (upper case), from BlueZ's object manager."""
+    body = await _call(bus, BLUEZ_SERVICE, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+    paths: dict[str, str] = {}
+    for path, interfaces in (body[0] if body else {}).items():
+        address = getattr(interfaces.get(ADAPTER_INTERFACE, {}).get("Address"), "value", None)
+        if isinstance(address, str):
+            paths[address.upper()] = path
+    return paths
 
 
 async def _set_powered(bus: Any, adapter_path: str, powered: bool) -> None:

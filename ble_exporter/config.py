@@ -107,11 +107,11 @@ def _scan_mode(mode: str) -> str | None:
 
 
 def _adapter(name: str) -> str | None:
-    if _ADAPTER.match(name):
+    if _ADAPTER.match(name) or normalise_mac(name) is not None:
         return None
     return (
-        f"adapter `{_shown(name)}` is not an adapter name; "
-        "use one like hci0 (see `bluetoothctl list` or `ls /sys/class/bluetooth`)"
+        f"adapter `{_shown(name)}` is not an adapter name or address; use a name like hci0 or the controller's "
+        "address like 00:1A:7D:DA:71:13 (see `bluetoothctl list`)"
     )
 
 
@@ -160,7 +160,14 @@ class Config:
         shown_default="all interfaces",
     )
     listen_port: int = _key(8000, "Port of the HTTP server.", (int,), "a whole number", _tcp_port)
-    adapter: str = _key("hci0", "The Bluetooth adapter.", (str,), "an adapter name like hci0", _adapter)
+    adapter: tuple[str, ...] = _key(
+        ("hci0",),
+        "The Bluetooth adapter, or a list of them to scan with together: each a name like hci1 or the "
+        "controller's address (stays right when a dongle plugged in renumbers the adapters).",
+        (str, list),
+        "an adapter name like hci0, an address, or a list of them",
+        shown_default="hci0",
+    )
     scan_mode: ScanMode = _key(  # noqa: RUF009 (a field specifier; ScanMode is immutable)
         ScanMode.AUTO,
         "passive (no scan requests; needs bluetoothd --experimental), active, or auto: passive where BlueZ "
@@ -216,6 +223,11 @@ class Config:
     )
     path: str = "<defaults>"
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def adapters_shown(self) -> str:
+        """`hci0`, or `hci0, 00:1A:7D:DA:71:13`: as the log and the views name what is scanned with."""
+        return ", ".join(self.adapter)
 
     def where(self, key: str) -> str:
         """`path:line` of a key, for errors found after loading (e.g. a log file that can't be written)."""
@@ -386,7 +398,12 @@ class _Validator:
                 self.fail(key_node, f"`{key}` is given twice; keep one")
                 continue
             lines[key] = key_node.start_mark.line + 1
-            value = self.devices(value_node) if key == "devices" else self.value(key, value_node)
+            if key == "devices":
+                value = self.devices(value_node)
+            elif key == "adapter":
+                value = self.adapters(value_node)
+            else:
+                value = self.value(key, value_node)
             if value is not _INVALID:
                 values[key] = value
         for key, value in values.items():
@@ -425,6 +442,30 @@ class _Validator:
             self.fail(node, f"`{key}` contains a NUL character; remove it")
             return _INVALID
         return value
+
+    def adapters(self, node: yaml.Node) -> Any:
+        """One adapter or a list, each a name (hci1) or a controller address, taken as written (an
+        unquoted address of digits would be a YAML 1.1 sexagesimal number)."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            self.fail(node, "`adapter` is an empty list; give at least one adapter, e.g. hci0")
+            return _INVALID
+        adapters: dict[str, int] = {}
+        for item in items:
+            if not isinstance(item, yaml.ScalarNode) or item.tag == _NULL_TAG:
+                self.fail(item, "`adapter` must be an adapter name like hci0, an address, or a list of them")
+                return _INVALID
+            problem = _adapter(item.value)
+            if problem is not None:
+                self.fail(item, problem)
+                return _INVALID
+            name = normalise_mac(item.value) or item.value
+            line = item.start_mark.line + 1
+            if name in adapters:
+                self.fail(item, f"adapter {name} is listed twice (also on line {adapters[name]}); keep one")
+                return _INVALID
+            adapters[name] = line
+        return tuple(adapters)
 
     def devices(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:

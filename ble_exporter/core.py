@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ble_exporter.config import Config
@@ -33,6 +33,8 @@ ADVERT_INTERVAL_SECONDS = 2.5
 # first, then four times a day, rather than every few scans for ever.
 RESET_BACKOFF_SECONDS = 600.0
 RESET_BACKOFF_MAX_SECONDS = 6 * 3600.0
+# One adapter of several that failed is retried at scan starts after 1, 2, 4, 8, then every 10 scans.
+RETRY_MAX_SCANS = 10
 
 
 def scanned_devices(cfg: Config, simulate: bool) -> tuple[Device, ...]:
@@ -44,21 +46,37 @@ def scanned_devices(cfg: Config, simulate: bool) -> tuple[Device, ...]:
     return DEMO_DEVICES
 
 
-def make_scanner(
+def make_scanners(
     cfg: Config,
+    adapters: Sequence[str],
     devices: Sequence[Device],
     engine: ScanEngine,
     simulate: bool,
+    *,
     advert_interval: float = ADVERT_INTERVAL_SECONDS,
-) -> Scanner:
-    """The radio: BlueZ, or simulated sensors advertising every `advert_interval`."""
+    air: Scanner | None = None,
+) -> list[Scanner]:
+    """One radio per adapter: BlueZ, or simulated ones hearing the same simulated sensors (those that
+    `air`, a simulated radio, hears where given) advertising every `advert_interval`."""
     if simulate:
         from ble_exporter.simulator import SimulatedScanner
 
-        return SimulatedScanner(devices, engine.ingest, advert_interval=advert_interval)
+        scanners: list[Scanner] = []
+        for name in adapters:
+            shared = air if air is not None else (scanners[0] if scanners else None)
+            scanners.append(
+                SimulatedScanner(
+                    devices,
+                    engine.ingest,
+                    advert_interval=advert_interval,
+                    adapter=name,
+                    air_of=shared,  # type: ignore[arg-type]
+                )
+            )
+        return scanners
     from ble_exporter.bluez import BluezScanner
 
-    return BluezScanner(cfg.adapter, cfg.scan_mode, engine.ingest, [d.mac for d in devices])
+    return [BluezScanner(name, cfg.scan_mode, engine.ingest, [d.mac for d in devices]) for name in adapters]
 
 
 @dataclass(frozen=True)
@@ -110,26 +128,23 @@ class Core:
         self.simulated = simulate
         self.devices = scanned_devices(cfg, simulate)
         self.demo = self.devices is not cfg.devices  # simulated demo sensors stand in for a config with none
-        self.engine = ScanEngine(self.devices, keep_unknown=keep_unknown)
+        self.engine = ScanEngine(self.devices, keep_unknown=keep_unknown, adapters=cfg.adapter)
         # Real sensors advertise every 2.5 s; a short scan (tests, soaks) gets faster simulated sensors
         # so that each scan still hears both of a sensor's packets.
-        interval = ADVERT_INTERVAL_SECONDS
+        self._advert_interval = ADVERT_INTERVAL_SECONDS
         if not continuous:
-            interval = min(interval, cfg.scan_duration_seconds / 3)
+            self._advert_interval = min(self._advert_interval, cfg.scan_duration_seconds / 3)
         self.cycle = ScanCycle(
             self.engine,
-            make_scanner(cfg, self.devices, self.engine, simulate, interval),
+            make_scanners(cfg, cfg.adapter, self.devices, self.engine, simulate, advert_interval=self._advert_interval),
             CycleSettings.of(cfg, continuous),
         )
         self.started = asyncio.Event()  # set when the first scan has started
         self._cycles: asyncio.Task[None] | None = None
 
     @property
-    def scanner(self) -> Scanner:
-        return self.cycle.scanner
-
-    @property
-    def health(self) -> RadioHealth:
+    def health(self) -> dict[str, RadioHealth]:
+        """Each adapter's, in the config's order."""
         return self.cycle.health
 
     def start(self, stop: asyncio.Event) -> None:
@@ -138,15 +153,27 @@ class Core:
 
     def reconfigure(self, cfg: Config) -> None:
         """Follow a reloaded config from the next scan: devices (live state and counters of those that
-        stay are kept), timing, watchdog; a new adapter or scan mode gets a new scanner."""
+        stay are kept), timing, watchdog; an added adapter gets a scanner, a removed one stops, and the
+        others scan on (a new scan mode gives every adapter a new scanner)."""
         old, self.cfg = self.cfg, cfg
         if not self.demo:
             self.devices = cfg.devices
             self.engine.set_devices(cfg.devices)
-            self.cycle.scanner.set_devices(cfg.devices)
+            for radio in self.cycle.radios.values():
+                radio.scanner.set_devices(cfg.devices)
         self.cycle.settings = CycleSettings.of(cfg, self.cycle.settings.continuous)
-        if not self.simulated and (cfg.adapter, cfg.scan_mode) != (old.adapter, old.scan_mode):
-            self.cycle.replace_scanner(make_scanner(cfg, self.devices, self.engine, simulate=False))
+        if cfg.adapter == old.adapter and (self.simulated or cfg.scan_mode == old.scan_mode):
+            return
+        self.engine.set_adapters(cfg.adapter)
+        renewed = cfg.adapter if cfg.scan_mode != old.scan_mode and not self.simulated else ()
+        added = [name for name in cfg.adapter if name not in old.adapter or name in renewed]
+        air = next((radio.scanner for radio in self.cycle.radios.values()), None) if self.simulated else None
+        scanners = make_scanners(
+            cfg, added, self.devices, self.engine, self.simulated, advert_interval=self._advert_interval, air=air
+        )
+        changes: dict[str, Scanner | None] = {name: None for name in old.adapter if name not in cfg.adapter}
+        changes.update((s.adapter, s) for s in scanners)
+        self.cycle.change_radios(changes, cfg.adapter)
 
     @property
     def cycles(self) -> asyncio.Task[None]:
@@ -200,70 +227,57 @@ async def _sleep_until(stop: asyncio.Event, deadline: float, scanner: Scanner | 
 
 
 class ScanCycle:
-    """Every `interval` seconds scan for `duration` and publish the snapshot, watching for a radio that
-    has gone silent: the scanning session is renewed after `silent_scans_before_restart` scans without
-    any advert, and if that does not help, the adapter is power-cycled after `silent_scans_before_reset`
-    more (rate-limited: RESET_BACKOFF_SECONDS, doubling while resets do not help).
+    """Every `interval` seconds scan for `duration` with every adapter's radio together and publish the
+    snapshot, watching each radio for silence: its scanning session is renewed after
+    `silent_scans_before_restart` scans without any advert, and if that does not help, its adapter is
+    power-cycled after `silent_scans_before_reset` more (rate-limited: RESET_BACKOFF_SECONDS, doubling
+    while resets do not help).
 
-    The cycle is the one writer of the radio's `health`; the radio reports what it survived through its
+    With one adapter a ScanError ends the cycle (the front end exits, systemd restarts). With several,
+    an adapter that fails is set aside, logged once, and retried at scan starts after 1, 2, 4, 8 and
+    then every RETRY_MAX_SCANS scans; the cycle ends only when no adapter can scan.
+
+    The cycle is the one writer of each radio's `health`; a radio reports what it survived through its
     `on_error`, which the cycle points there."""
 
-    def __init__(self, engine: ScanEngine, scanner: Scanner, settings: CycleSettings) -> None:
+    def __init__(self, engine: ScanEngine, scanners: Sequence[Scanner], settings: CycleSettings) -> None:
         self.engine = engine
-        self.health = RadioHealth()
-        self.scanner = self._adopt(scanner)
+        self.radios: dict[str, Radio] = {s.adapter: Radio(s) for s in scanners}
         self.settings = settings
-        self._replacement: Scanner | None = None
-        self._scanning = False
-        self._reset_backoff = RESET_BACKOFF_SECONDS
-        self._last_reset: float | None = None
+        self._changes: dict[str, Scanner | None] | None = None  # adapter -> new scanner, or None: removed
 
-    def _adopt(self, scanner: Scanner) -> Scanner:
-        health = self.health
+    @property
+    def health(self) -> dict[str, RadioHealth]:
+        """Each adapter's health, in the config's order."""
+        return {name: radio.health for name, radio in self.radios.items()}
 
-        def on_error(message: str) -> None:
-            health.note_error(message, time.time())
-
-        scanner.on_error = on_error
-        return scanner
-
-    def replace_scanner(self, scanner: Scanner) -> None:
-        """Use `scanner` from the next scan on (a reload changed the adapter or the scan mode)."""
-        self._replacement = scanner
+    def change_radios(self, changes: dict[str, Scanner | None], order: Sequence[str]) -> None:
+        """From the next scan on: new or replaced scanners, and None for adapters removed (a reload);
+        `order` is the config's. The other adapters' radios scan on undisturbed."""
+        self._changes, self._order = changes, tuple(order)
 
     async def run(
         self, stop: asyncio.Event, *, started: asyncio.Event | None = None, on_scan: Callable[[], None] | None = None
     ) -> None:
-        """Scan until `stop` is set; a ScanError propagates, recorded as the radio's last error."""
-        try:
-            await self._run(stop, started, on_scan)
-        except ScanError as e:
-            self.health.note_error(str(e), time.time())
-            raise
-
-    async def _run(
-        self, stop: asyncio.Event, started: asyncio.Event | None, on_scan: Callable[[], None] | None
-    ) -> None:
+        """Scan until `stop` is set; a ScanError that ends the cycle propagates."""
         engine = self.engine
         loop = asyncio.get_running_loop()
         next_start = loop.time()
         try:
             while not stop.is_set():
                 settings = self.settings
-                if self._replacement is not None:
-                    await self._swap_scanner()
+                if self._changes is not None:
+                    await self._apply_changes()
                 engine.open_window(time.time())
-                if not self._scanning:
-                    log.debug("scan: start (%s, %s)", self.scanner.mode, f"{settings.duration:g}s")
-                    await self.scanner.start()
-                    self._scanning = True
-                    self.health.mode = self.scanner.mode
-                    if started is not None:
-                        started.set()
-                await _sleep_until(stop, loop.time() + settings.duration, self.scanner)
+                await self._start_radios()
+                if started is not None:
+                    started.set()
+                for radio in self.radios.values():
+                    radio.adverts_at_window_start = radio.scanner.adverts
+                await self._sleep_until(stop, loop.time() + settings.duration)
                 if not settings.continuous or stop.is_set():
-                    await self.scanner.stop()
-                    self._scanning = False
+                    for radio in self.working():
+                        await self._stop(radio)
                 snapshot = engine.close_window(time.time())
                 log.info(
                     "scan: end, heard %d of %d devices (%s), %d adverts from any device",
@@ -273,98 +287,217 @@ class ScanCycle:
                     engine.adverts_in_window,
                 )
                 if engine.devices and settings.silent_scans_before_restart > 0:
-                    await self._watch_silence(settings)
+                    for radio in self.working():
+                        await self._guard(radio, self._watch_silence(radio, settings))
                 if on_scan is not None:
                     on_scan()
                 next_start += settings.interval
                 if next_start < loop.time():  # a slow stop: skip missed cycles rather than scan back to back
                     next_start = loop.time() + (0 if settings.continuous else settings.interval - settings.duration)
-                await _sleep_until(stop, next_start, self.scanner)
+                await self._sleep_until(stop, next_start)
         finally:
-            if self._scanning:  # leave BlueZ not discovering; a failure here must not hide the one that got us here
-                self._scanning = False
-                try:
-                    await asyncio.shield(self.scanner.stop())
-                except ScanError as e:
-                    log.warning("%s", e)
+            for radio in self.radios.values():  # leave BlueZ not discovering; what got us here stays the error
+                if radio.scanning:
+                    radio.scanning = False
+                    try:
+                        await asyncio.shield(radio.scanner.stop())
+                    except ScanError as e:
+                        log.warning("%s", e)
 
-    async def _swap_scanner(self) -> None:
-        if self._scanning:
-            await self.scanner.stop()
-            self._scanning = False
-        assert self._replacement is not None
-        self.scanner, self._replacement = self._adopt(self._replacement), None
-        log.info("scanner: now scanning with %s", getattr(self.scanner, "adapter", "the new scanner"))
+    def working(self) -> list[Radio]:
+        return [radio for radio in self.radios.values() if radio.failed is None]
 
-    async def _watch_silence(self, settings: CycleSettings) -> None:
-        """Count scans that heard nothing: renew the session at the first limit, reset the adapter at
-        the second (when the rate limit allows)."""
-        engine = self.engine
-        health = self.health
-        if engine.adverts_in_window:
+    async def _start_radios(self) -> None:
+        """Start every radio not scanning; a failed one when its retry is due."""
+        for radio in self.radios.values():
+            if radio.failed is not None:
+                radio.retry_in -= 1
+                if radio.retry_in > 0:
+                    continue
+            if radio.scanning:
+                continue
+            log.debug("scan: start on %s (%s, %s)", radio.name, radio.scanner.mode, f"{self.settings.duration:g}s")
+            retry = radio.failed is not None
+            if await self._guard(radio, radio.scanner.start()):
+                radio.scanning = True
+                radio.health.mode = radio.scanner.mode
+                radio.health.address = radio.scanner.address
+                if retry:
+                    log.info("scanner: adapter %s works again; scanning with it", radio.name)
+                    radio.failed = None
+                    radio.health.failed = False
+                    radio.health.up = True
+                    radio.health.silent_scans = 0
+            elif retry:
+                radio.retry_gap = min(RETRY_MAX_SCANS, radio.retry_gap * 2)
+                radio.retry_in = radio.retry_gap
+        if not self.working():
+            self._none_works()
+
+    async def _guard(self, radio: Radio, step: Awaitable[None]) -> bool:
+        """Run a step of one radio (its start, stop, check, renewal or reset): True when it went well.
+        Its ScanError, with one adapter, ends the cycle; with several it sets that radio aside until a
+        retry brings it back."""
+        try:
+            await step
+        except ScanError as e:
+            radio.health.note_error(str(e), time.time())
+            radio.health.up = False
+            if len(self.radios) == 1:
+                raise
+            await self._set_aside(radio, e)
+            return False
+        return True
+
+    async def _set_aside(self, radio: Radio, error: ScanError) -> None:
+        if radio.scanning:
+            radio.scanning = False
+            with contextlib.suppress(ScanError):
+                await radio.scanner.stop()
+        radio.scanner.renew()
+        if radio.failed is None:
+            others = ", ".join(r.name for r in self.working() if r is not radio) or "none"
+            log.error("%s; scanning on with %s, retrying %s at scan starts", error, others, radio.name)
+            radio.retry_gap = radio.retry_in = 1
+        radio.failed = str(error)
+        radio.health.failed = True
+
+    def _none_works(self) -> None:
+        failures = "; ".join(f"{r.name}: {r.failed}" for r in self.radios.values())
+        raise ScanError(f"no adapter can scan ({failures})")
+
+    async def _stop(self, radio: Radio) -> None:
+        if radio.scanning:
+            radio.scanning = False
+            await self._guard(radio, radio.scanner.stop())
+
+    async def _sleep_until(self, stop: asyncio.Event, deadline: float) -> None:
+        """Sleep until the loop time `deadline`, waking early when `stop` is set, checking the radios
+        every second on the way (a radio whose check fails is set aside, or ends the cycle)."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            delay = deadline - loop.time()
+            if delay <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(delay, CHECK_EVERY_SECONDS))
+            if stop.is_set():
+                return
+            checked = [radio for radio in self.radios.values() if radio.failed is None]
+            for radio in checked:
+                await self._guard(radio, radio.scanner.check())
+            if checked and not self.working():
+                self._none_works()
+
+    async def _apply_changes(self) -> None:
+        changes, self._changes = self._changes or {}, None
+        for name, scanner in changes.items():
+            old = self.radios.pop(name, None)
+            if old is not None and old.scanning:
+                old.scanning = False
+                with contextlib.suppress(ScanError):
+                    await old.scanner.stop()
+            if scanner is not None:
+                self.radios[name] = Radio(scanner)
+                log.info("scanner: now scanning with %s", name)
+            elif old is not None:
+                log.info("scanner: no longer scanning with %s", name)
+        self.radios = {name: self.radios[name] for name in self._order if name in self.radios}
+
+    async def _watch_silence(self, radio: Radio, settings: CycleSettings) -> None:
+        """Count the radio's scans that heard nothing: renew its session at the first limit, reset its
+        adapter at the second (when the rate limit allows)."""
+        health = radio.health
+        if radio.scanner.adverts != radio.adverts_at_window_start:
             if not health.up:
-                log.info("scanner: adverts are arriving again")
+                log.info("scanner: adverts are arriving again on %s", radio.name)
             health.silent_scans = 0
             health.up = True
-            self._reset_backoff = RESET_BACKOFF_SECONDS
+            radio.reset_backoff = RESET_BACKOFF_SECONDS
             return
         health.silent_scans += 1
         restart_at = settings.silent_scans_before_restart
         reset_at = restart_at + settings.silent_scans_before_reset
         if health.silent_scans == restart_at:
-            await self._renew(restart_at)
+            await self._renew(radio, restart_at)
         elif settings.silent_scans_before_reset > 0 and health.silent_scans == reset_at:
-            await self._reset(reset_at)
+            await self._reset(radio, reset_at)
         elif health.silent_scans > reset_at and (health.silent_scans - reset_at) % restart_at == 0:
-            await self._renew(health.silent_scans)  # still silent: keep renewing, and resetting when allowed
+            await self._renew(radio, health.silent_scans)  # still silent: keep renewing, and resetting when allowed
             if settings.silent_scans_before_reset > 0:
-                await self._reset(health.silent_scans)
+                await self._reset(radio, health.silent_scans)
 
-    def _last_heard(self) -> str:
-        last = self.engine.last_advert
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last)) if last else "never"
-
-    async def _renew(self, silent: int) -> None:
-        health = self.health
+    async def _renew(self, radio: Radio, silent: int) -> None:
+        health, scanner = radio.health, radio.scanner
         health.up = False
         health.restarts += 1
         message = (
-            f"scanner: no advert at all in {silent} scans on {getattr(self.scanner, 'adapter', '-')} "
-            f"({self.scanner.mode} mode, last advert {self._last_heard()}); restarting the scanner"
+            f"scanner: no advert at all in {silent} scans on {radio.name} "
+            f"({scanner.mode} mode, last advert {_when(scanner.last_advert)}); restarting the scanner"
         )
         log.warning("%s", message)
         health.note_error(message, time.time())
-        if self._scanning:
-            await self.scanner.stop()
-        self.scanner.renew()
-        if self._scanning:
-            await self.scanner.start()
+        if radio.scanning:
+            await scanner.stop()
+        scanner.renew()
+        if radio.scanning:
+            await scanner.start()
 
-    async def _reset(self, silent: int) -> None:
+    async def _reset(self, radio: Radio, silent: int) -> None:
         """Power-cycle the adapter; a radio that comes back powered off is the usual fatal fault."""
-        health = self.health
+        health, scanner = radio.health, radio.scanner
         now = time.time()
-        adapter = getattr(self.scanner, "adapter", "-")
-        if self._last_reset is not None and now - self._last_reset < self._reset_backoff:
-            wait = self._reset_backoff - (now - self._last_reset)
+        if radio.last_reset is not None and now - radio.last_reset < radio.reset_backoff:
+            wait = radio.reset_backoff - (now - radio.last_reset)
             log.info(
-                "scanner: still silent after %d scans; the next adapter reset is allowed in %.0f min", silent, wait / 60
+                "scanner: %s still silent after %d scans; the next adapter reset is allowed in %.0f min",
+                radio.name,
+                silent,
+                wait / 60,
             )
             return
         message = (
-            f"scanner: no advert at all in {silent} scans on {adapter}, and renewing the scanning session did not "
-            f"help (last advert {self._last_heard()}); resetting the adapter (power off and on through BlueZ)"
+            f"scanner: no advert at all in {silent} scans on {radio.name}, and renewing the scanning session did "
+            f"not help (last advert {_when(scanner.last_advert)}); resetting the adapter (power off and on "
+            "through BlueZ)"
         )
         log.warning("%s", message)
         health.note_error(message, now)
-        if self._scanning:
-            await self.scanner.stop()
-            self._scanning = False
-        await self.scanner.reset()  # raises ScanError when the adapter does not come back on
+        if radio.scanning:
+            await scanner.stop()
+            radio.scanning = False
+        await scanner.reset()  # raises ScanError when the adapter does not come back on
         health.resets += 1
-        if self._last_reset is not None:
-            self._reset_backoff = min(RESET_BACKOFF_MAX_SECONDS, self._reset_backoff * 2)
-        self._last_reset = now
-        log.info("scanner: adapter %s reset; scanning again", adapter)
-        await self.scanner.start()
-        self._scanning = True
+        if radio.last_reset is not None:
+            radio.reset_backoff = min(RESET_BACKOFF_MAX_SECONDS, radio.reset_backoff * 2)
+        radio.last_reset = now
+        log.info("scanner: adapter %s reset; scanning again", radio.name)
+        await scanner.start()
+        radio.scanning = True
+
+
+class Radio:
+    """One adapter's scanner and what the cycle keeps of it: its health, whether it scans, its resets'
+    rate limit, and, while it is set aside, why and when it is retried."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.name = scanner.adapter
+        self.scanner = scanner
+        self.health = RadioHealth()
+        self.scanning = False
+        self.failed: str | None = None  # set aside: the failure; retried at scan starts
+        self.retry_gap = 0  # scans between retries, doubling up to RETRY_MAX_SCANS
+        self.retry_in = 0  # scan starts until the next retry
+        self.adverts_at_window_start = 0
+        self.reset_backoff = RESET_BACKOFF_SECONDS
+        self.last_reset: float | None = None
+        health = self.health
+
+        def on_error(message: str) -> None:
+            health.note_error(message, time.time())
+
+        scanner.on_error = on_error
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "never"

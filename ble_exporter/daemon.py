@@ -167,7 +167,11 @@ class Daemon:
             if await core.wait_started():
                 gc.freeze()  # start-up's objects live forever: keep them out of the full collections
                 sdnotify.notify("READY=1")
-                log.info("ready: HTTP on %s, scanning on %s (%s)", cfg.http_address, cfg.adapter, core.health.mode)
+                log.info(
+                    "ready: HTTP on %s, scanning on %s",
+                    cfg.http_address,
+                    ", ".join(f"{a} ({h.mode})" if not h.failed else f"{a} (failed)" for a, h in core.health.items()),
+                )
                 if signals.reload_requested():  # a SIGHUP came during start-up
                     reload.set()
             await core.cycles

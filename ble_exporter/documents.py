@@ -43,8 +43,9 @@ class View:
     snapshot: Snapshot  # the latest scan's devices (immutable)
     counters: Counters
     devices: tuple[Device, ...]  # what is scanned: the config's devices, or the demo sensors
-    health: RadioHealth
+    health: Mapping[str, RadioHealth]  # by adapter, in the config's order
     reception: Mapping[str, Reception] = field(default_factory=dict)  # by MAC, every device in `devices`
+    adapter_scans_heard: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # MAC -> adapter -> scans
     config: ConfigStatus | None = None  # None: no reloads to tell of (tests of the sensor series)
     cfg: Config = DEFAULTS
     demo: bool = False  # simulated demo sensors stand in for a config without devices
@@ -54,16 +55,28 @@ class View:
     live: Mapping[str, LiveState] = field(default_factory=dict)  # by MAC: each device's last known readings
 
     @classmethod
-    def of_engine(cls, engine: ScanEngine, health: RadioHealth | None = None, **kw: Any) -> View:
+    def of_engine(cls, engine: ScanEngine, health: Mapping[str, RadioHealth] | None = None, **kw: Any) -> View:
         return cls(
             engine.snapshot,
             engine.counters,
             engine.devices,
-            health or RadioHealth(),
+            health if health is not None else {adapter: RadioHealth() for adapter in engine.adapters},
             engine.reception,
+            engine.adapter_scans_heard,
             live=engine.live,
             **kw,
         )
+
+    @property
+    def up(self) -> bool:
+        """Whether any adapter hears."""
+        return any(h.up for h in self.health.values())
+
+    @property
+    def mode(self) -> str:
+        """The scan mode, as one word: the first working adapter's."""
+        modes = [h.mode for h in self.health.values() if h.up] or [h.mode for h in self.health.values()]
+        return modes[0] if modes else "starting"
 
 
 class Documents:
@@ -169,6 +182,16 @@ def _sensor_families(view: View) -> Iterator[Metric]:
             if value is not None:
                 family.add_metric([d.device.name], value)
         yield family
+    by_adapter = GaugeMetricFamily(
+        "ble_sensor_adapter_rssi_dbm",
+        "Signal strength of the last advert each adapter heard from the device in the latest scan.",
+        labels=["device", "adapter"],
+    )
+    for d in devices:
+        for adapter, rssi in d.adapters.items():
+            if rssi is not None:
+                by_adapter.add_metric([d.device.name, adapter], rssi)
+    yield by_adapter
 
 
 # (name, help, value of a sensor's Reception): counters of every configured device from the first scrape,
@@ -205,6 +228,16 @@ def _reception_families(view: View) -> Iterator[Metric]:
             reception = view.reception.get(device.mac)
             family.add_metric([device.name], value_of(reception) if reception is not None else 0)
         yield family
+    by_adapter = CounterMetricFamily(
+        "ble_sensor_adapter_scans_heard",
+        "Scans in which the adapter heard a reading of the device.",
+        labels=["device", "adapter"],
+    )
+    for device in view.devices:
+        heard = view.adapter_scans_heard.get(device.mac, {})
+        for adapter in view.health:
+            by_adapter.add_metric([device.name, adapter], heard.get(adapter, 0))
+    yield by_adapter
     calibrated = GaugeMetricFamily(
         "ble_sensor_calibrated",
         "1 for each quantity the config calibrates on the device (its values are exported calibrated).",
@@ -217,22 +250,34 @@ def _reception_families(view: View) -> Iterator[Metric]:
 
 
 def _exporter_families(view: View) -> Iterator[Metric]:
-    counters, snapshot, health = view.counters, view.snapshot, view.health
+    counters, snapshot = view.counters, view.snapshot
     yield _counter("ble_exporter_scans", "Scans completed.", counters.scans)
-    yield _gauge(
-        "ble_exporter_scanner_up",
-        "1 while the scanner hears adverts; 0 after scans that heard none.",
-        health.up,
+    yield _by_adapter(
+        view,
+        GaugeMetricFamily(
+            "ble_exporter_scanner_up",
+            "1 while the adapter's scanner hears adverts; 0 after scans that heard none, or while it has failed.",
+            labels=["adapter"],
+        ),
+        lambda h: h.up,
     )
-    yield _counter(
-        "ble_exporter_scanner_restarts",
-        "Scanner sessions restarted by the silent-scan watchdog.",
-        health.restarts,
+    yield _by_adapter(
+        view,
+        CounterMetricFamily(
+            "ble_exporter_scanner_restarts",
+            "Scanner sessions restarted by the silent-scan watchdog.",
+            labels=["adapter"],
+        ),
+        lambda h: h.restarts,
     )
-    yield _counter(
-        "ble_exporter_adapter_resets",
-        "Adapter power cycles, when renewing the scanner did not bring adverts back.",
-        health.resets,
+    yield _by_adapter(
+        view,
+        CounterMetricFamily(
+            "ble_exporter_adapter_resets",
+            "Adapter power cycles, when renewing the scanner did not bring adverts back.",
+            labels=["adapter"],
+        ),
+        lambda h: h.resets,
     )
     yield _counter(
         "ble_exporter_advertisements_received",
@@ -285,6 +330,12 @@ def _config_families(config: ConfigStatus) -> Iterator[Metric]:
     )
 
 
+def _by_adapter(view: View, family: Metric, value_of: Callable[[RadioHealth], float]) -> Metric:
+    for adapter, health in view.health.items():
+        family.add_metric([adapter], value_of(health))  # type: ignore[attr-defined]
+    return family
+
+
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_text, value=value)
 
@@ -298,7 +349,8 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
 
 def status_document(view: View) -> dict[str, Any]:
     """/status: the spec's four keys first, then what helps a user see why readings are missing."""
-    cfg, snapshot, health, config = view.cfg, view.snapshot, view.health, view.config or ConfigStatus()
+    cfg, snapshot, config = view.cfg, view.snapshot, view.config or ConfigStatus()
+    healths = view.health.values()
     heard = {d.device.mac for d in snapshot.devices}
     return {
         "scan_interval_seconds": cfg.scan_interval_seconds,
@@ -309,15 +361,26 @@ def status_document(view: View) -> dict[str, Any]:
         "demo_devices": len(view.devices) if view.demo else 0,
         "version": __version__,
         "uptime_seconds": round(view.uptime, 1),
-        "adapter": "simulated" if view.simulated else cfg.adapter,
-        "scan_mode": health.mode,
-        "scanner": {
-            "up": health.up,
-            "restarts": health.restarts,
-            "adapter_resets": health.resets,
-            "last_error": health.last_error,
-            "last_error_timestamp": None if health.last_error_time is None else int(health.last_error_time),
+        "adapter": "simulated" if view.simulated else cfg.adapters_shown,
+        "scan_mode": view.mode,
+        "scanner": {  # every adapter together: up while any hears; the latest error of any
+            "up": view.up,
+            "restarts": sum(h.restarts for h in healths),
+            "adapter_resets": sum(h.resets for h in healths),
+            **_last_error(max(healths, key=lambda h: h.last_error_time or 0.0, default=RadioHealth())),
         },
+        "adapters": [
+            {
+                "adapter": adapter,
+                "address": h.address,
+                "mode": h.mode,
+                "up": h.up,
+                "restarts": h.restarts,
+                "resets": h.resets,
+                **_last_error(h),
+            }
+            for adapter, h in view.health.items()
+        ],
         "config": {
             "path": cfg.path,
             "last_reload_successful": config.last_reload_successful,
@@ -340,6 +403,11 @@ def status_document(view: View) -> dict[str, Any]:
     }
 
 
+def _last_error(health: RadioHealth) -> dict[str, Any]:
+    when = health.last_error_time
+    return {"last_error": health.last_error, "last_error_timestamp": None if when is None else int(when)}
+
+
 def _raw(d: DeviceSnapshot) -> dict[str, Any]:
     """A calibrated device's values as the sensor sent them."""
     if d.raw is None:
@@ -360,6 +428,7 @@ def _sensor_status(device: Device, view: View, heard: set[str]) -> dict[str, Any
         "frames_sent": r.frames_sent,
         "restarts": r.restarts,
         "period_seconds": None if r.period is None else round(r.period, 2),
+        "adapter_scans_heard": dict(view.adapter_scans_heard.get(device.mac, {})),
         "calibrated": list(device.calibration.quantities()) if device.calibration else [],
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ble_exporter.devices import Device
 from ble_exporter.parser import SERVICE_UUIDS, Format, NoReading, NotDecodable, Reading, Reason, parse
@@ -84,8 +84,9 @@ class DeviceSnapshot:
     """One configured device's readings merged over one scan."""
 
     device: Device
-    readings: Readings  # calibrated, where the device is
+    readings: Readings  # calibrated, where the device is; rssi: the strongest adapter's
     raw: Readings | None = None  # as the sensor sent them, where the device is calibrated
+    adapters: Mapping[str, int | None] = field(default_factory=dict)  # adapter -> its latest RSSI in the scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +107,26 @@ class Counters:
 
 
 class ScanEngine:
-    def __init__(self, devices: Iterable[Device], keep_unknown: bool = False) -> None:
+    def __init__(
+        self, devices: Iterable[Device], keep_unknown: bool = False, adapters: Iterable[str] = ("hci0",)
+    ) -> None:
         self.devices = tuple(devices)
+        self.adapters = tuple(adapters)
         self._by_mac: dict[str, Device] = {d.mac: d for d in self.devices}
         self.keep_unknown = keep_unknown
         self.live: dict[str, LiveState] = {d.mac: LiveState(d.mac, d.name) for d in self.devices}
         self.reception: dict[str, Reception] = {d.mac: Reception() for d in self.devices}
+        # mac -> adapter -> scans in which that adapter heard a reading of the device
+        self.adapter_scans_heard: dict[str, dict[str, int]] = {d.mac: {} for d in self.devices}
         self.counters = Counters()
         self.snapshot = Snapshot()
         self.last_advert: float | None = None  # any advert at all, configured or not
         self._window: dict[str, Readings] = {}
         self._raw_window: dict[str, Readings] = {}  # calibrated devices' readings as sent
+        self._heard_by: dict[str, dict[str, int | None]] = {}  # mac -> adapter -> latest RSSI, in the window
         self._window_started: float | None = None
         self._adverts_in_window = 0
-        self._last_counter: dict[str, tuple[int, float]] = {}  # mac -> (counter, time accepted)
+        self._last_counter: dict[str, tuple[int, float, int]] = {}  # mac -> (counter, time accepted, the one before)
         self._warned: set[tuple[str, Reason]] = set()
 
     def set_devices(self, devices: Iterable[Device]) -> None:
@@ -139,19 +146,30 @@ class ScanEngine:
                 self._warned = {w for w in self._warned if w[0] != d.mac}
                 self.reception.pop(d.mac, None)
         self.reception = {d.mac: self.reception.get(d.mac) or Reception() for d in self.devices}
+        self.adapter_scans_heard = {d.mac: self.adapter_scans_heard.get(d.mac, {}) for d in self.devices}
         if self.keep_unknown:
             live.update({mac: s for mac, s in self.live.items() if mac not in old and mac not in live})
         self.live = live
         self._window = {mac: r for mac, r in self._window.items() if mac in self._by_mac}
         self._raw_window = {mac: r for mac, r in self._raw_window.items() if mac in self._by_mac}
+        self._heard_by = {mac: a for mac, a in self._heard_by.items() if mac in self._by_mac}
         published = self.snapshot
         kept = {d.device.mac: d for d in published.devices}
-        heard = tuple(DeviceSnapshot(d, kept[d.mac].readings, kept[d.mac].raw) for d in self.devices if d.mac in kept)
+        heard = tuple(replace(kept[d.mac], device=d) for d in self.devices if d.mac in kept)
         self.snapshot = Snapshot(published.started, published.ended, heard)
 
     # -- the hot path -------------------------------------------------------------------------------
 
-    def ingest(self, mac: str, rssi: int | None, service_data: Mapping[str, bytes], now: float) -> None:
+    def set_adapters(self, adapters: Iterable[str]) -> None:
+        """A reloaded config's adapters: the counters of those that stay are kept."""
+        self.adapters = tuple(adapters)
+        for heard in self.adapter_scans_heard.values():
+            for gone in heard.keys() - set(self.adapters):
+                del heard[gone]
+
+    def ingest(
+        self, mac: str, rssi: int | None, service_data: Mapping[str, bytes], now: float, adapter: str = "hci0"
+    ) -> None:
         """Take one advert as the scanner reports it; unknown devices cost one dict lookup."""
         self.counters.adverts_received += 1
         self._adverts_in_window += 1
@@ -166,10 +184,10 @@ class ScanEngine:
             if device is None:
                 self._ingest_unknown(mac, rssi, parse(uuid16, data, mac), now)
             else:
-                self._ingest_configured(device, rssi, parse(uuid16, data, mac, device.bindkey), now)
+                self._ingest_configured(device, rssi, parse(uuid16, data, mac, device.bindkey), now, adapter)
 
     def _ingest_configured(
-        self, device: Device, rssi: int | None, result: Reading | NoReading | NotDecodable, now: float
+        self, device: Device, rssi: int | None, result: Reading | NoReading | NotDecodable, now: float, adapter: str
     ) -> None:
         if isinstance(result, NotDecodable):
             self._reject(device, result.reason)
@@ -182,13 +200,13 @@ class ScanEngine:
             if not result.encrypted:
                 self._reject(device, Reason.DOWNGRADE)
                 return
-            if (
-                result.counter is not None
-                and result.format in COUNTER_FORMATS
-                and not self._counter_ok(device.mac, result.counter, now)
-            ):
-                self._reject(device, Reason.REPLAY)
-                return
+            if result.counter is not None and result.format in COUNTER_FORMATS:
+                verdict = self._counter_ok(device.mac, result.counter, now)
+                if verdict is None:  # a late copy of the frame before: taken already
+                    return
+                if not verdict:
+                    self._reject(device, Reason.REPLAY)
+                    return
         self.counters.adverts_decoded += 1
         mac = device.mac
         reading = result
@@ -196,6 +214,11 @@ class ScanEngine:
             self._raw_window[mac] = self._raw_window.get(mac, NOTHING_HEARD).merged(result, rssi, now)
             reading = device.calibration.apply(result)
         self._window[mac] = self._window.get(mac, NOTHING_HEARD).merged(reading, rssi, now)
+        heard_by = self._heard_by.get(mac)
+        if heard_by is None:
+            heard_by = self._heard_by[mac] = {}
+        if rssi is not None or adapter not in heard_by:
+            heard_by[adapter] = rssi
         _update_live(self.live[mac], reading, rssi, now)
         # The frame counter: 32 bits where the format's encryption counter is one, else the 8-bit one.
         if result.encrypted and result.format in COUNTER_FORMATS:
@@ -204,7 +227,7 @@ class ScanEngine:
             number, bits = result.packet_id, 8
         if number is not None:
             reception = self.reception[mac]
-            if number != reception.last_frame:
+            if number not in (reception.last_frame, reception.previous_frame):  # the previous: a late copy
                 reception.frame(number, bits, now)
 
     def _ingest_unknown(
@@ -217,15 +240,19 @@ class ScanEngine:
             state = self.live[mac] = LiveState(mac, None)
         _update_live(state, result, rssi, now)
 
-    def _counter_ok(self, mac: str, counter: int, now: float) -> bool:
+    def _counter_ok(self, mac: str, counter: int, now: float) -> bool | None:
         """A counter above the last accepted one, or a reset (see COUNTER_RESET_BELOW), is accepted; the
         same counter again is the same advert reported again and is accepted as a sighting without moving
         the state: BlueZ reports an unchanged advert again at every scan (the exporter makes it forget
         the sensors, see bluez.py) and when only its RSSI changed, and pvvx sends each encrypted MiBeacon
-        frame for all the adverts of its measurement. Only a lower counter is a replay."""
+        frame for all the adverts of its measurement. The counter before the last is neither (None): with
+        several adapters, one may report a frame just after another reported the next, and its older
+        values are not taken. Only a lower counter is a replay."""
         last = self._last_counter.get(mac)
         if last is not None and counter == last[0]:
             return True
+        if last is not None and counter == last[2]:
+            return None
         if last is None or counter > last[0] or counter < COUNTER_RESET_BELOW or now - last[1] > RESET_AFTER_SECONDS:
             if last is not None and counter <= last[0]:
                 log.warning(
@@ -234,7 +261,7 @@ class ScanEngine:
                     counter,
                     last[0],
                 )
-            self._last_counter[mac] = (counter, now)
+            self._last_counter[mac] = (counter, now, -1 if last is None else last[0])
             return True
         return False
 
@@ -254,7 +281,7 @@ class ScanEngine:
     # -- scan windows --------------------------------------------------------------------------------
 
     def open_window(self, now: float) -> None:
-        self._window, self._raw_window = {}, {}
+        self._window, self._raw_window, self._heard_by = {}, {}, {}
         self._window_started = now
         self._adverts_in_window = 0
 
@@ -262,15 +289,23 @@ class ScanEngine:
         """Publish the open window as the new snapshot, replacing the previous one at once."""
         window = self._window
         raw = self._raw_window
+        heard_by = self._heard_by
         devices = tuple(
-            DeviceSnapshot(d, r, raw.get(d.mac)) for d in self.devices if (r := window.get(d.mac)) is not None
+            DeviceSnapshot(d, _strongest(r, by), raw.get(d.mac), by)
+            for d in self.devices
+            if (r := window.get(d.mac)) is not None
+            for by in [heard_by.get(d.mac, {})]
         )
         for mac, reception in self.reception.items():
             reception.scans += 1
             reception.scans_heard += mac in window
+        for mac, by in heard_by.items():
+            counts = self.adapter_scans_heard[mac]
+            for adapter in by:
+                counts[adapter] = counts.get(adapter, 0) + 1
         self.snapshot = Snapshot(started=self._window_started, ended=now, devices=devices)
         self.counters.scans += 1
-        self._window, self._raw_window = {}, {}
+        self._window, self._raw_window, self._heard_by = {}, {}, {}
         self._window_started = None
         return self.snapshot
 
@@ -288,6 +323,14 @@ _EXPLAIN = {
     Reason.ENCRYPTED_NO_KEY: "the packet is encrypted but the config has no bindkey for this device; add `bindkey:`",
     Reason.DECRYPT_FAILED: "decryption failed: the bindkey in the config is probably wrong for this device",
 }
+
+
+def _strongest(readings: Readings, heard_by: Mapping[str, int | None]) -> Readings:
+    """A device heard on several adapters in a scan: its RSSI is the strongest adapter's."""
+    if len(heard_by) < 2:
+        return readings
+    levels = [rssi for rssi in heard_by.values() if rssi is not None]
+    return replace(readings, rssi=max(levels)) if levels else readings
 
 
 def _update_live(state: LiveState, r: Reading, rssi: int | None, now: float) -> None:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class RadioHealth:
-    """One radio's health; several adapters will each have one of these, keyed by adapter."""
+    """One adapter's health (the scan cycle keeps one per adapter)."""
 
     mode: str = "starting"  # a ScanMode once the first scan started
-    up: bool = True  # False after the watchdog's count of scans in a row heard no advert at all
+    address: str | None = None  # the controller's, once a scan started on it
+    up: bool = True  # False after the watchdog's count of scans in a row heard no advert at all, or a failure
+    failed: bool = False  # set aside after a failure (one adapter of several); retried at scan starts
     silent_scans: int = 0
     restarts: int = 0  # scanning sessions renewed by the silent-scan watchdog
     resets: int = 0  # adapter power cycles

@@ -86,7 +86,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     users = f" with basic auth ({len(web.users)} users)" if web and web.users else ""
     print(
         f"{cfg.path}: OK: {len(cfg.devices)} devices ({keys} with bindkey), scan {cfg.scan_duration_seconds:g} s "
-        f"every {cfg.scan_interval_seconds:g} s on {cfg.adapter} ({cfg.scan_mode}), "
+        f"every {cfg.scan_interval_seconds:g} s on {cfg.adapters_shown} ({cfg.scan_mode}), "
         f"{scheme} on {cfg.http_address}{users}, log {cfg.log_file}"
     )
     checked = "the log file" + (" and the web config's files" if web else "")

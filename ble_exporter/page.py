@@ -230,29 +230,37 @@ def _sensors(view: View, shown: list[Row], now: float) -> str:
 
 
 def _scanner(view: View, now: float) -> str:
-    health, cfg = view.health, view.cfg
-    adapter = "simulated sensors" if view.simulated else cfg.adapter
-    if health.up:
-        state = "hearing advertisements"
-    else:
-        silent = _count(health.silent_scans, "scan")
-        state = f'<span class="flag">silent: no advertisement in the last {silent}</span>'
-    facts = [
-        ("Scanning", f"{_e(health.mode)}, {_count(view.counters.scans, 'scan')} so far"),
-        ("State", state),
-        ("Scanner restarts", str(health.restarts)),
-        ("Adapter resets", str(health.resets)),
-    ]
-    if health.last_error is not None:
-        when = f"{_clock(health.last_error_time, now)}: " if health.last_error_time is not None else ""
-        facts.append(("Latest error", when + _e(health.last_error)))
+    cfg = view.cfg
+    several = len(view.health) > 1
+    facts = [("Scanning", f"{_e(view.mode)}, {_count(view.counters.scans, 'scan')} so far")]
+    for adapter, health in view.health.items():
+        if health.failed:
+            state = '<span class="flag">failed; retried at scan starts</span>'
+        elif health.up:
+            state = "hearing advertisements"
+        else:
+            silent = _count(health.silent_scans, "scan")
+            state = f'<span class="flag">silent: no advertisement in the last {silent}</span>'
+        if several:
+            counts = f"{_count(health.restarts, 'scanner restart')}, {_count(health.resets, 'reset')}"
+            facts.append((_e(adapter), f"{_e(health.mode)}, {state}; {counts}"))
+        else:
+            facts += [
+                ("State", state),
+                ("Scanner restarts", str(health.restarts)),
+                ("Adapter resets", str(health.resets)),
+            ]
+        if health.last_error is not None:
+            when = f"{_clock(health.last_error_time, now)}: " if health.last_error_time is not None else ""
+            facts.append(("Latest error" + (f" ({_e(adapter)})" if several else ""), when + _e(health.last_error)))
     if view.config is not None and not view.config.last_reload_successful:
         problems = "<br>".join(_e(p) for p in view.config.problems)
         facts.append(
             ("Config", f'<span class="flag">the last reload was rejected; running on as before</span><br>{problems}')
         )
     items = "".join(f"<dt>{term}</dt><dd>{value}</dd>" for term, value in facts)
-    return f"<h2>Scanner: {_e(adapter)}</h2>\n<dl>{items}</dl>\n"
+    adapter = "simulated sensors" if view.simulated else cfg.adapters_shown
+    return f"<h2>Scanner{'s' if several else ''}: {_e(adapter)}</h2>\n<dl>{items}</dl>\n"
 
 
 def next_refresh(view: View, now: float) -> int:

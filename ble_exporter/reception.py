@@ -37,6 +37,7 @@ class Reception:
     restarts: int = 0
     period: float | None = None  # seconds per counter step, measured; None until measured
     last_frame: int | None = None
+    previous_frame: int | None = None  # the one before: a late copy of it from a second adapter is no new frame
     last_frame_time: float = 0.0
     _anchor_time: float = 0.0  # where the period's measurement starts: a frame and frames_sent then
     _anchor_sent: int = 0
@@ -45,7 +46,7 @@ class Reception:
         """A frame not heard just before (`number` differs from `last_frame`), with a `bits`-wide counter."""
         last, elapsed = self.last_frame, now - self.last_frame_time
         self.frames += 1
-        self.last_frame, self.last_frame_time = number, now
+        self.previous_frame, self.last_frame, self.last_frame_time = last, number, now
         if last is None:  # the first frame heard says nothing of what was sent before it
             self._anchor(now)
             return

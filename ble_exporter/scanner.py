@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ble_exporter.devices import Device
 
-# engine.ingest: (address, rssi, service data by 128-bit UUID, time of arrival)
-AdvertSink = Callable[[str, "int | None", Mapping[str, bytes], float], None]
+# engine.ingest: (address, rssi, service data by 128-bit UUID, time of arrival, adapter that heard it)
+AdvertSink = Callable[[str, "int | None", Mapping[str, bytes], float, str], None]
 
 
 class ScanMode(str, Enum):
@@ -35,7 +35,14 @@ class ScanError(Exception):
 
 
 class Scanner(Protocol):
+    """One adapter's radio. It counts what it hears (`adverts`, `last_advert`), so the scan cycle can
+    watch each adapter for silence on its own."""
+
+    adapter: str  # as the config names it: hci1, or a controller address
+    address: str | None  # the controller's address, once started (None: not known)
     mode: ScanMode  # the mode actually in use, once started
+    adverts: int  # adverts reported since the scanner was made
+    last_advert: float | None  # Unix time of the latest of them
     # What the radio survived (a fallback, a refused reset), in one line: the scan cycle points this at
     # the radio's health when it takes the scanner on.
     on_error: Callable[[str], None]

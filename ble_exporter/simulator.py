@@ -207,54 +207,43 @@ def make_sensors(devices: Sequence[Device], seed: int | None = None) -> list[Sim
     return sensors
 
 
-class SimulatedScanner:
-    """A Scanner whose radio is a timer: while started, each sensor advertises every `advert_interval`."""
-
-    mode = ScanMode.SIMULATED
+class Air:
+    """The simulated sensors and their timer: what every simulated radio of one exporter hears, so that
+    several adapters hear the same frames, as real ones do."""
 
     def __init__(
-        self,
-        devices: Sequence[Device],
-        sink: AdvertSink,
-        advert_interval: float = 2.5,
-        neighbours: Sequence[Device] = NEIGHBOURS,
-        seed: int | None = None,
+        self, devices: Sequence[Device], advert_interval: float, neighbours: Sequence[Device], seed: int | None
     ) -> None:
         self.neighbours = tuple(neighbours)
+        self.devices = tuple(devices)
         self.sensors = make_sensors([*devices, *neighbours], seed)
         self.advert_interval = advert_interval
-        self._sink = sink
+        self.radios: list[SimulatedScanner] = []  # every radio made on this air, in order
+        self.listening: list[SimulatedScanner] = []  # those started
         self._task: asyncio.Task[None] | None = None
-        self.sessions = 0
-        self.renewals = 0
-        self.resets = 0
-        self.silent = False  # True: the radio goes quiet, as BlueZ sometimes does
-        self.failure: Exception | None = None  # raised by check(), as when BlueZ goes away
-        self.on_error: Callable[[str], None] = lambda message: None  # the simulated radio survives nothing
 
-    async def start(self) -> None:
+    def listen(self, radio: SimulatedScanner) -> None:
+        if radio not in self.listening:
+            self.listening.append(radio)
         if self._task is None:
-            self.sessions += 1
             self._task = asyncio.get_running_loop().create_task(self._advertise())
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+    async def leave(self, radio: SimulatedScanner) -> None:
+        if radio in self.listening:
+            self.listening.remove(radio)
+        task = self._task
+        if task is not None and not self.listening:
+            self._task = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def renew(self) -> None:
-        self.renewals += 1
-
-    async def reset(self) -> None:
-        """A power cycle: like a real deaf radio's, it makes a silent one hear again."""
-        self.resets += 1
-        self.silent = False
-
     def set_devices(self, devices: Sequence[Device]) -> None:
         """Keep the sensors of devices that stay, renamed or recalibrated as the config says (a changed
-        bindkey makes a new one), add the new ones."""
+        bindkey makes a new one), add the new ones; once for all the radios."""
+        if tuple(devices) == self.devices:
+            return
+        self.devices = tuple(devices)
         by_mac = {s.device.mac: s for s in self.sensors}
         new = make_sensors([*devices, *self.neighbours], seed=len(self.sensors))
         for i, sensor in enumerate(new):
@@ -263,10 +252,6 @@ class SimulatedScanner:
                 old.device = sensor.device
                 new[i] = old
         self.sensors = new
-
-    async def check(self) -> None:
-        if self.failure is not None:
-            raise self.failure
 
     async def _advertise(self) -> None:
         while True:
@@ -278,6 +263,87 @@ class SimulatedScanner:
             for sensor in sensors:
                 now = time.time()
                 key, payload = sensor.next_payload(now)
-                if not self.silent and sensor.arrives():
-                    self._sink(sensor.device.mac, sensor.rssi, {key: payload}, now)
+                for radio in self.listening:
+                    radio.hear(sensor, {key: payload}, now)
                 await asyncio.sleep(gap)
+
+
+class SimulatedScanner:
+    """A Scanner whose radio is a timer: while started, each sensor advertises every `advert_interval`.
+    Radios made `air_of` another hear the same sensors, each at a signal level of its own per sensor."""
+
+    mode = ScanMode.SIMULATED
+    address: str | None = None
+
+    def __init__(
+        self,
+        devices: Sequence[Device],
+        sink: AdvertSink,
+        advert_interval: float = 2.5,
+        neighbours: Sequence[Device] = NEIGHBOURS,
+        seed: int | None = None,
+        *,
+        adapter: str = "hci0",
+        air_of: SimulatedScanner | None = None,
+    ) -> None:
+        self.air: Air = air_of.air if air_of is not None else Air(devices, advert_interval, neighbours, seed)
+        self.adapter = adapter
+        self._sink = sink
+        # Each radio but the first hears every sensor weaker or stronger by a level of its own.
+        self._level = random.Random(f"{adapter}/{len(self.air.radios)}") if self.air.radios else None
+        self._offsets: dict[str, int] = {}
+        self.air.radios.append(self)
+        self.adverts = 0
+        self.last_advert: float | None = None
+        self.sessions = 0
+        self.renewals = 0
+        self.resets = 0
+        self.silent = False  # True: the radio goes quiet, as BlueZ sometimes does
+        self.failure: Exception | None = None  # raised by check(), as when BlueZ goes away
+        self.on_error: Callable[[str], None] = lambda message: None  # the simulated radio survives nothing
+
+    @property
+    def sensors(self) -> list[SimulatedSensor]:
+        return self.air.sensors
+
+    @property
+    def neighbours(self) -> tuple[Device, ...]:
+        return self.air.neighbours
+
+    async def start(self) -> None:
+        if self not in self.air.listening:
+            self.sessions += 1
+            self.air.listen(self)
+
+    async def stop(self) -> None:
+        await self.air.leave(self)
+
+    def renew(self) -> None:
+        self.renewals += 1
+
+    async def reset(self) -> None:
+        """A power cycle: like a real deaf radio's, it makes a silent one hear again."""
+        self.resets += 1
+        self.silent = False
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        self.air.set_devices(devices)
+
+    async def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def hear(self, sensor: SimulatedSensor, service_data: dict[str, bytes], now: float) -> None:
+        """One advert on the air: heard unless this radio is silent or the advert is lost."""
+        if self.silent or not sensor.arrives():
+            return
+        rssi = sensor.rssi
+        if self._level is not None:
+            mac = sensor.device.mac
+            offset = self._offsets.get(mac)
+            if offset is None:
+                offset = self._offsets[mac] = round(self._level.uniform(-15.0, 12.0))
+            rssi = min(-30, max(-100, rssi + offset))
+        self.adverts += 1
+        self.last_advert = now
+        self._sink(sensor.device.mac, rssi, service_data, now, self.adapter)

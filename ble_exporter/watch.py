@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -56,11 +56,11 @@ MIN_SPARK_RANGE = 1.0  # °C: a full-height trend means at least a degree; noise
 class Header:
     """What the view shows about the process rather than the sensors."""
 
-    adapter: str  # "hci0", or "simulator" with --simulate
     started: float  # time.time() at start, for the uptime
     rate: float | None  # adverts/s from any device; None until there is a measurement
     config_path: str = "config.yaml"
-    health: RadioHealth = field(default_factory=RadioHealth)  # the scan cycle's, read as it changes
+    # The scan cycle's, by adapter, read as it changes.
+    health: Mapping[str, RadioHealth] = field(default_factory=lambda: {"hci0": RadioHealth()})
 
 
 # --- pure formatting ---------------------------------------------------------------------------------
@@ -101,11 +101,8 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
 
 def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
     """One line: as many of its parts as fit, the least telling left out first, so it is never cut."""
-    health = header.health
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
-    radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{header.adapter} {health.mode}"
-    if not health.up:
-        radio += " (silent)"
+    radio = ", ".join(_radio(adapter, health) for adapter, health in header.health.items())
     rate = "–" if header.rate is None else f"{header.rate:.1f}"
     parts = [  # (priority: lower stays longer, text)
         (2, "ble-exporter watch"),
@@ -124,6 +121,14 @@ def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
         text.append(" · " if i else "")
         text.append(part, style="bold" if part == "ble-exporter watch" else "")
     return text
+
+
+def _radio(adapter: str, health: RadioHealth) -> str:
+    """`hci0 passive`, `hci1 failed`, `hci0 active (silent)`; the simulator names no adapter."""
+    if health.failed:
+        return f"{adapter} failed"
+    radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{adapter} {health.mode}"
+    return radio if health.up else f"{radio} (silent)"
 
 
 def _fresh(state: LiveState, now: float) -> bool:
@@ -154,6 +159,7 @@ _FIGURES: tuple[tuple[str, JustifyMethod, int], ...] = (
     ("bat", "right", 4),
     ("V", "right", 4),
     ("dBm", "right", 3),
+    ("via", "left", 4),
     ("ago", "right", 4),
     ("pkts", "right", 4),
     ("heard", "right", 5),
@@ -161,9 +167,10 @@ _FIGURES: tuple[tuple[str, JustifyMethod, int], ...] = (
     ("format", "left", 10),
 )
 DROPPED_FIRST = ("MAC", "trend", "pkts", "V", "dBm")
-# How well a sensor is heard (the share of scans since start, its measured period) is shown only where
-# the columns above and the whole name already fit: the 80-column view stays as it was.
-EXTRAS = ("heard", "per")
+# How well a sensor is heard (the share of scans since start, its measured period) and, with several
+# adapters, the one that heard it best (`via`, given up first) are shown only where the columns above
+# and the whole name already fit: the 80-column view stays as it was.
+EXTRAS = ("heard", "per", "via")
 NAME_WIDTH = (6, 32)  # the name column's narrowest and widest
 # A calibrated value carries a mark (visible without colour); its column is one wider when any has one.
 CALIBRATION_MARK = "~"
@@ -178,11 +185,14 @@ class Layout:
     name: int
     trend: int
     marked: bool = False  # the °C and RH% columns have room for the calibration mark
+    via: int = 4  # the width of the best adapter's name
 
 
-def layout(width: int, names: Sequence[str], marked: bool = False) -> Layout:
-    """Columns for a terminal `width` columns wide: the trend gets what the name does not need."""
+def layout(width: int, names: Sequence[str], marked: bool = False, adapters: Sequence[str] = ()) -> Layout:
+    """Columns for a terminal `width` columns wide: the trend gets what the name does not need. With
+    several `adapters`, `via` names the one that heard each sensor best."""
     widths = {title: w + (marked and title in MARKABLE) for title, _, w in _FIGURES}
+    widths["via"] = max((len(a) for a in adapters), default=0)
     columns = [title for title, _, _ in _FIGURES if title not in EXTRAS]
 
     def needed(cols: list[str]) -> int:
@@ -194,14 +204,14 @@ def layout(width: int, names: Sequence[str], marked: bool = False) -> Layout:
         columns.remove(title)
     longest = max((len(n) for n in names), default=NAME_WIDTH[0])
     whole_name = min(NAME_WIDTH[1], max(NAME_WIDTH[0], longest))
-    for title in EXTRAS:
+    for title in EXTRAS if len(adapters) > 1 else EXTRAS[:-1]:
         if needed([*columns, title]) + whole_name - NAME_WIDTH[0] <= width:
             columns.append(title)
     columns = [title for title, _, _ in _FIGURES if title in columns]
     spare = max(0, width - needed(columns))
     name = min(whole_name, NAME_WIDTH[0] + spare)
     trend = widths["trend"] + spare - (name - NAME_WIDTH[0]) if "trend" in columns else 0
-    return Layout(tuple(columns), name, trend, marked)
+    return Layout(tuple(columns), name, trend, marked, widths["via"])
 
 
 def _table(shape: Layout, named: bool) -> Table:
@@ -214,6 +224,8 @@ def _table(shape: Layout, named: bool) -> Table:
             continue
         if title == "trend":
             table.add_column(title, width=shape.trend, no_wrap=True)
+        elif title == "via":
+            table.add_column(title, min_width=shape.via, no_wrap=True)
         else:
             marked = shape.marked and title in MARKABLE
             table.add_column(title, justify=justify, min_width=width + marked, no_wrap=True)
@@ -240,6 +252,7 @@ def _cells(
     *,
     reception: Reception | None = None,
     calibration: Calibration | None = None,
+    via: str = "",
 ) -> tuple[list[RenderableType], bool]:
     """The figures of one row, as `shape` has them, and whether the device is stale."""
     r = state.readings
@@ -253,6 +266,7 @@ def _cells(
         "bat": _value(r.battery, "d") + ("%" if r.battery is not None else ""),
         "V": _value(r.voltage, ".2f"),
         "dBm": _value(r.rssi, "d"),
+        "via": via,
         "ago": _age(age),
         "pkts": format_count(r.packets),
         "format": format_name(r),
@@ -266,6 +280,11 @@ _WAITING: dict[str, RenderableType] = {"MAC": "", "°C": "–", "trend": "", "RH
 
 def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -> Table:
     table = _table(shape, named=True)
+    best = {  # the adapter that heard each device strongest in the latest scan
+        d.device.mac: max(heard, key=lambda a: heard[a] or -999)
+        for d in engine.snapshot.devices
+        if (heard := d.adapters)
+    }
     for device in engine.devices[rows.start : rows.stop]:
         state = engine.live[device.mac]
         name = Text(device.name, no_wrap=True, overflow="ellipsis")
@@ -276,6 +295,7 @@ def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -
                 **_reception_cells(engine.reception.get(device.mac)),
                 "MAC": device.mac,
                 "dBm": "–",
+                "via": "",
                 "ago": "– ",
                 "pkts": "0",
                 "format": "waiting…",
@@ -283,7 +303,9 @@ def _devices_table(engine: ScanEngine, now: float, shape: Layout, rows: range) -
             table.add_row(name, *[waiting[c] for c in shape.columns], style="dim")
             continue
         reception = engine.reception.get(device.mac)
-        cells, stale = _cells(state, now, shape, True, reception=reception, calibration=device.calibration)
+        cells, stale = _cells(
+            state, now, shape, True, reception=reception, calibration=device.calibration, via=best.get(device.mac, "")
+        )
         table.add_row(name, *cells, style="dim" if stale else None)
     return table
 
@@ -304,7 +326,7 @@ def _signal(state: LiveState) -> int:
 
 
 def _unknown_table(states: Sequence[LiveState], now: float, shape: Layout) -> Table:
-    shape = Layout(("MAC", *(c for c in shape.columns if c not in ("MAC", "trend", *EXTRAS))), shape.name, 0)
+    shape = Layout(("MAC", *(c for c in shape.columns if c not in ("MAC", "trend", "via", *EXTRAS))), shape.name, 0)
     table = _table(shape, named=False)
     for state in states:
         cells, stale = _cells(state, now, shape, named=False)
@@ -331,7 +353,7 @@ def render(
     lines = height - 1  # a line spare for the cursor
     free = lines - 4  # the header, the footer and a blank line after each
     calibrated = any(d.calibration for d in engine.devices)
-    shape = layout(width, [d.name for d in engine.devices], calibrated)
+    shape = layout(width, [d.name for d in engine.devices], calibrated, engine.adapters)
     states = unknown_sensors(engine, now) if show_all else []
     # The --all section needs a blank line and its title, then one line, or the table's header, one
     # sensor, a line saying how many more, and the hint.
@@ -471,7 +493,7 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
         loop.add_signal_handler(sig, stop.set)
     core = Core(cfg, simulate=simulate, continuous=True, keep_unknown=show_all)
     engine = core.engine
-    header = Header("simulator" if simulate else cfg.adapter, time.time(), None, cfg.path, core.health)
+    header = Header(time.time(), None, cfg.path, core.health)
     rate = AdvertRate()
     core.start(stop)
     cycles = core.cycles
@@ -514,7 +536,8 @@ async def _watch(cfg: Config, simulate: bool, show_all: bool, console: Console) 
                 header = replace(header, rate=rate.update(now, engine.counters.adverts_received))
                 # Redraw when a packet arrived, a second ticked, a key scrolled or the terminal was resized:
                 # an idle view costs next to nothing on a Pi Zero, and an unchanged frame is never rewritten.
-                state = (engine.counters.adverts_received, int(now), core.health.mode, console.size, scroll)
+                modes = tuple((h.mode, h.up, h.failed) for h in core.health.values())
+                state = (engine.counters.adverts_received, int(now), modes, console.size, scroll)
                 if state != drawn:
                     if drawn and state[3] != drawn[3]:
                         # Resized: the terminal has re-wrapped what was drawn for the old size, so the

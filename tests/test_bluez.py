@@ -326,12 +326,12 @@ def test_bluez_configured_sensors_are_forgotten_at_each_scan_start(bluez: BluezM
 
 def test_the_fallback_to_active_is_recorded_as_the_latest_error(bluez: BluezMock) -> None:
     from ble_exporter.config import parse_config
-    from ble_exporter.core import CycleSettings, ScanCycle, make_scanner
+    from ble_exporter.core import CycleSettings, ScanCycle, make_scanners
 
     cfg = parse_config('scan_mode: auto\ndevices:\n  "A4:C1:38:00:00:01": one\n', "c.yaml")
     engine = ScanEngine(cfg.devices)
-    scanner = make_scanner(cfg, cfg.devices, engine, simulate=False)
-    health = ScanCycle(engine, scanner, CycleSettings.of(cfg)).health  # the cycle takes the radio's reports
+    (scanner,) = make_scanners(cfg, cfg.adapter, cfg.devices, engine, simulate=False)
+    health = ScanCycle(engine, [scanner], CycleSettings.of(cfg)).health["hci0"]  # the cycle takes its reports
     asyncio.run(_scan(engine, scanner, bluez))  # type: ignore[arg-type]
     assert scanner.mode == ScanMode.ACTIVE
     assert health.last_error is not None

@@ -119,7 +119,16 @@ def test_empty_devices_is_valid() -> None:
         ("listen_port: 0\n", "listen_port 0 is not a TCP port; use 1-65535"),
         ("listen_port: 65536\n", "listen_port 65536 is not a TCP port"),
         ("scan_mode: loud\n", "scan_mode `loud` is not one of auto, passive, active"),
-        ("adapter: ../../etc\n", "adapter `../../etc` is not an adapter name; use one like hci0"),
+        ("adapter: ../../etc\n", "adapter `../../etc` is not an adapter name or address; use a name like hci0"),
+        ("adapter: [hci0, hci1, hci0]\n", "c.yaml:1: adapter hci0 is listed twice (also on line 1); keep one"),
+        (
+            "adapter:\n  - 00:1a:7d:da:71:13\n  - 00-1A-7D-DA-71-13\n",
+            "c.yaml:3: adapter 00:1A:7D:DA:71:13 is listed twice",
+        ),
+        ("adapter: []\n", "`adapter` is an empty list; give at least one adapter"),
+        ("adapter: [hci0, [hci1]]\n", "`adapter` must be an adapter name like hci0, an address, or a list of them"),
+        ("adapter:\n  - hci0\n  - 00:1A:7D:DA:71\n", "c.yaml:3: adapter `00:1A:7D:DA:71` is not an adapter name"),
+        ("adapter: {hci0: 1}\n", "`adapter` must be an adapter name like hci0, an address, or a list of them"),
         ("listen_address: not-an-ip\n", "listen_address `not-an-ip` is not an IP address"),
         ("devices: [a, b]\n", "`devices` must be a mapping of MAC address to name"),
         ("devices:\n  A4:C1:38:AA:BB: x\n", "c.yaml:2: `A4:C1:38:AA:BB` is not a MAC address"),
@@ -411,6 +420,15 @@ def test_the_man_page_lists_every_key_as_the_table_says(update_golden: bool) -> 
         page = MAN_PAGE.read_text()
         end = page.index('.\\" END KEYS')
     assert page[begin:end] == man_key_list()
+
+
+def test_adapter_takes_one_name_or_address_or_a_list_as_written() -> None:
+    assert parse_config("").adapter == ("hci0",)
+    assert parse_config("adapter: hci1\n").adapter == ("hci1",)
+    # Unquoted digits and colons are a YAML 1.1 sexagesimal number; the address is taken as written.
+    both = parse_config("adapter: [hci0, 11:22:33:44:55:66]\n")
+    assert both.adapter == ("hci0", "11:22:33:44:55:66") and both.adapters_shown == "hci0, 11:22:33:44:55:66"
+    assert parse_config("adapter:\n  - 00:1a:7d:da:71:13\n").adapter == ("00:1A:7D:DA:71:13",)
 
 
 def test_every_key_has_a_type_help_and_a_valid_default() -> None:

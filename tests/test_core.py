@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ble_exporter.config import parse_config
-from ble_exporter.core import Core, CycleSettings, ScanCycle, heard_names
+from ble_exporter.core import Core, CycleSettings, Radio, ScanCycle, heard_names
 from ble_exporter.devices import Device
 from ble_exporter.engine import ScanEngine
 from ble_exporter.scanner import ScanError, ScanMode
@@ -23,7 +23,7 @@ DEVICES = (Device("A4:C1:38:00:00:01", "one"), Device("A4:C1:38:00:00:02", "two"
 def _cycle(engine: ScanEngine, scanner: object, scans: int, cycle: ScanCycle | None = None, **kwargs: Any) -> ScanCycle:
     """Run a cycle of 0.1-s scans every 0.12 s (or `cycle` again) until the engine has counted `scans`."""
     if cycle is None:
-        cycle = ScanCycle(engine, scanner, CycleSettings(0.12, 0.1, **kwargs))  # type: ignore[arg-type]
+        cycle = ScanCycle(engine, [scanner], CycleSettings(0.12, 0.1, **kwargs))  # type: ignore[list-item]
     stop = asyncio.Event()
 
     def count() -> None:
@@ -41,7 +41,7 @@ def test_cycles_publish_snapshots_and_leave_the_radio_off() -> None:
     assert engine.counters.scans == 3
     assert scanner.sessions == 3  # one scanning session per cycle
     assert {d.device.name for d in engine.snapshot.devices} == {"one", "two"}
-    assert cycle.health.mode == "simulated"
+    assert cycle.health["hci0"].mode == "simulated"
     received = engine.counters.adverts_received
     asyncio.run(asyncio.sleep(0.1))
     assert engine.counters.adverts_received == received  # stopped: nothing arrives after the run
@@ -60,24 +60,28 @@ def test_silent_scanner_is_renewed_and_recovers() -> None:
     scanner.silent = True
     cycle = _cycle(engine, scanner, 3, silent_scans_before_restart=3)
     assert scanner.renewals == 1
-    assert cycle.health.restarts == 1 and not cycle.health.up
+    assert cycle.health["hci0"].restarts == 1 and not cycle.health["hci0"].up
     scanner.silent = False
     _cycle(engine, scanner, 4, cycle)
-    assert cycle.health.up and cycle.health.restarts == 1
+    assert cycle.health["hci0"].up and cycle.health["hci0"].restarts == 1
 
 
 def test_silence_without_configured_devices_is_not_a_fault() -> None:
     engine = ScanEngine(())
     scanner = SimulatedScanner((), engine.ingest, neighbours=())
     cycle = _cycle(engine, scanner, 4, silent_scans_before_restart=1)
-    assert scanner.renewals == 0 and cycle.health.up
+    assert scanner.renewals == 0 and cycle.health["hci0"].up
 
 
 class FailingScanner:
     mode = ScanMode.ACTIVE
+    address = None
+    adverts = 0
+    last_advert = None
 
-    def __init__(self, fail_on: str) -> None:
+    def __init__(self, fail_on: str, adapter: str = "hci0") -> None:
         self.fail_on = fail_on
+        self.adapter = adapter
         self.stops = 0
         self.on_error: Callable[[str], None] = lambda message: None
 
@@ -106,11 +110,11 @@ class FailingScanner:
 @pytest.mark.parametrize("fail_on", ["start", "stop"])
 def test_scan_errors_propagate_recorded_as_the_radios_last_error(fail_on: str) -> None:
     engine = ScanEngine(DEVICES)
-    cycle = ScanCycle(engine, FailingScanner(fail_on), CycleSettings(0.12, 0.1))
+    cycle = ScanCycle(engine, [FailingScanner(fail_on)], CycleSettings(0.12, 0.1))  # type: ignore[list-item]
     with pytest.raises(ScanError, match=fail_on):
         _cycle(engine, None, 5, cycle)
     assert engine.counters.scans == 0
-    assert (cycle.health.last_error or "").startswith(f"Bluetooth scan {fail_on} on hci0 failed")
+    assert (cycle.health["hci0"].last_error or "").startswith(f"Bluetooth scan {fail_on} on hci0 failed")
 
 
 def test_cancelling_the_cycle_stops_the_scanner() -> None:
@@ -118,7 +122,8 @@ def test_cancelling_the_cycle_stops_the_scanner() -> None:
     scanner = FailingScanner("never")
 
     async def go() -> None:
-        task = asyncio.ensure_future(ScanCycle(engine, scanner, CycleSettings(10, 5)).run(asyncio.Event()))
+        cycle = ScanCycle(engine, [scanner], CycleSettings(10, 5))  # type: ignore[list-item]
+        task = asyncio.ensure_future(cycle.run(asyncio.Event()))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -133,7 +138,7 @@ def test_a_failed_check_ends_the_cycle_within_a_second() -> None:
     scanner = SimulatedScanner(DEVICES, engine.ingest, neighbours=())
 
     async def go() -> None:
-        task = asyncio.ensure_future(ScanCycle(engine, scanner, CycleSettings(30, 20)).run(asyncio.Event()))
+        task = asyncio.ensure_future(ScanCycle(engine, [scanner], CycleSettings(30, 20)).run(asyncio.Event()))
         await asyncio.sleep(0.1)
         scanner.failure = ScanError("Bluetooth on hci0 failed: BlueZ (org.bluez) left the system D-Bus")
         await asyncio.wait_for(task, 2.5)
@@ -149,9 +154,9 @@ def test_a_renewal_is_the_latest_survived_error_with_its_time() -> None:
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True
     before = time.time()
-    health = _cycle(engine, scanner, 3, silent_scans_before_restart=3).health
+    health = _cycle(engine, scanner, 3, silent_scans_before_restart=3).health["hci0"]
     assert health.last_error is not None
-    assert health.last_error.startswith("scanner: no advert at all in 3 scans on - (simulated mode")
+    assert health.last_error.startswith("scanner: no advert at all in 3 scans on hci0 (simulated mode")
     assert health.last_error_time is not None and before <= health.last_error_time <= time.time()
 
 
@@ -169,7 +174,7 @@ def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
 
     core = asyncio.run(go())
     assert core.demo and core.devices == DEMO_DEVICES and core.engine.devices == DEMO_DEVICES
-    assert core.health.mode == ScanMode.SIMULATED and core.cycles.done()
+    assert core.health["hci0"].mode == ScanMode.SIMULATED and core.cycles.done()
     real = Core(parse_config('devices:\n  "A4:C1:38:00:00:01": one\n', "c.yaml"), simulate=True)
     assert not real.demo and [d.name for d in real.devices] == ["one"]
 
@@ -177,7 +182,7 @@ def test_core_with_simulate_and_no_devices_scans_the_demo_sensors() -> None:
 def test_core_wait_started_raises_the_start_failure() -> None:
     async def go() -> None:
         core = Core(parse_config("devices:\n", "c.yaml"), simulate=True)
-        core.cycle.scanner = FailingScanner("start")
+        core.cycle.radios["hci0"] = Radio(FailingScanner("start"))  # type: ignore[arg-type]
         core.start(asyncio.Event())
         await core.wait_started(5)
 
@@ -198,7 +203,7 @@ def test_a_silent_radio_is_renewed_then_reset_once_and_heard_again(caplog: pytes
     scanner = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
     scanner.silent = True  # deaf until a reset (SimulatedScanner.reset), as a hung controller
     with caplog.at_level(logging.INFO):
-        health = _cycle(engine, scanner, 6, silent_scans_before_restart=2, silent_scans_before_reset=2).health
+        health = _cycle(engine, scanner, 6, silent_scans_before_restart=2, silent_scans_before_reset=2).health["hci0"]
     assert (scanner.renewals, scanner.resets, health.resets) == (1, 1, 1)
     assert health.up and engine.counters.adverts_decoded > 0  # heard again after the reset
     assert "renewing the scanning session did not help" in caplog.text and "reset; scanning again" in caplog.text
@@ -214,7 +219,7 @@ def test_adapter_resets_are_rate_limited_while_they_do_not_help(monkeypatch: pyt
 
     monkeypatch.setattr(scanner, "reset", deaf_for_good)
     scanner.silent = True
-    health = _cycle(engine, scanner, 14, silent_scans_before_restart=2, silent_scans_before_reset=2).health
+    health = _cycle(engine, scanner, 14, silent_scans_before_restart=2, silent_scans_before_reset=2).health["hci0"]
     # Silent scan 2: renew; 4: reset; 6, 8, ...: renew, and a reset only after RESET_BACKOFF_SECONDS.
     assert scanner.resets == 1 and scanner.renewals == 6 and not health.up
 

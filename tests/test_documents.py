@@ -17,6 +17,7 @@ from ble_exporter.core import ConfigStatus
 from ble_exporter.devices import Device
 from ble_exporter.documents import RECEPTION_COUNTERS, SENSOR_GAUGES, Collector, View, build_registry, status_document
 from ble_exporter.engine import REJECTION_REASONS, ScanEngine
+from ble_exporter.health import RadioHealth
 from ble_exporter.parser import uuid128
 
 BTHOME = uuid128(0xFCD2)
@@ -25,8 +26,8 @@ ATTIC = Device("A4:C1:38:00:00:01", "attic")
 # pvvx issue #740: data1 and data2 of one measurement (packet id 176).
 DATA1 = bytes.fromhex("4000b00151028d0a038d11")
 DATA2 = bytes.fromhex("4000b00c200b10001101")
-PER_SCAN = {name for name, _, _ in SENSOR_GAUGES}
-RECEPTION = {f"{name}_total" for name, _, _ in RECEPTION_COUNTERS}
+PER_SCAN = {name for name, _, _ in SENSOR_GAUGES} | {"ble_sensor_adapter_rssi_dbm"}
+RECEPTION = {f"{name}_total" for name, _, _ in RECEPTION_COUNTERS} | {"ble_sensor_adapter_scans_heard_total"}
 # From the config, not the scan: present for calibrated devices whether heard or not.
 CALIBRATED = "ble_sensor_calibrated"
 
@@ -60,6 +61,8 @@ def test_sensor_series_for_a_device_heard() -> None:
     assert got[("ble_sensor_rssi_dbm", k)] == -67
     assert got[("ble_sensor_last_update_timestamp_seconds", k)] == 1002.0
     assert got[("ble_sensor_seen", k)] == 1
+    assert got[("ble_sensor_adapter_rssi_dbm", (("adapter", "hci0"), *k))] == -67
+    assert got[("ble_sensor_adapter_scans_heard_total", (("adapter", "hci0"), *k))] == 1
     assert {name for name, labels in got if name.startswith("ble_sensor_")} == PER_SCAN | RECEPTION  # none calibrated
     assert not any(labels == (("device", "attic"),) for name, labels in got if name in PER_SCAN)
 
@@ -75,8 +78,11 @@ def test_a_device_not_heard_in_the_latest_scan_has_no_per_scan_series() -> None:
 def test_reception_counters_start_at_0_for_every_configured_device_and_stay_while_not_heard() -> None:
     engine = ScanEngine((KITCHEN, ATTIC))
     got = scraped(engine)
-    for name in RECEPTION:
+    for name in RECEPTION - {"ble_sensor_adapter_scans_heard_total"}:
         assert got[(name, (("device", "kitchen"),))] == got[(name, (("device", "attic"),))] == 0
+    heard_by = "ble_sensor_adapter_scans_heard_total"
+    assert got[(heard_by, (("adapter", "hci0"), ("device", "kitchen")))] == 0
+    assert got[(heard_by, (("adapter", "hci0"), ("device", "attic")))] == 0
     one_scan(engine, DATA1, DATA2)  # data1 and data2 of one frame (pvvx #740): one frame
     one_scan(engine, data1(177), data1(179), start=1010.0)  # 177 was missed at 1011, 178 was not heard
     one_scan(engine, start=1020.0)  # not heard: the counters stay
@@ -107,9 +113,32 @@ def test_status_tells_every_configured_sensors_reception() -> None:
         "frames_sent": 4,
         "restarts": 0,
         "period_seconds": 2.0,  # 4 steps from 1001 to 1009
+        "adapter_scans_heard": {"hci0": 2},
         "calibrated": [],
     }
     assert attic["heard"] is False and attic["frames"] == 0 and attic["period_seconds"] is None
+
+
+def test_several_adapters_each_have_their_series_and_the_strongest_signal_is_the_sensors() -> None:
+    engine = ScanEngine((KITCHEN, ATTIC), adapters=("hci0", "hci1"))
+    engine.open_window(1000.0)
+    engine.ingest(KITCHEN.mac, -80, {BTHOME: DATA1}, 1001.0, "hci0")
+    engine.ingest(KITCHEN.mac, -58, {BTHOME: DATA1}, 1001.0, "hci1")
+    engine.ingest(KITCHEN.mac, -82, {BTHOME: DATA2}, 1003.0, "hci0")  # the latest advert, but the weaker adapter
+    engine.close_window(1005.0)
+    health = {"hci0": RadioHealth(mode="passive"), "hci1": RadioHealth(mode="passive", up=False, failed=True)}
+    text = generate_latest(build_registry(lambda: View.of_engine(engine, health))).decode()
+    got = labelled_samples(text)
+    k = ("device", "kitchen")
+    assert got[("ble_sensor_rssi_dbm", (k,))] == -58
+    assert got[("ble_sensor_adapter_rssi_dbm", (("adapter", "hci0"), k))] == -82
+    assert got[("ble_sensor_adapter_rssi_dbm", (("adapter", "hci1"), k))] == -58
+    assert got[("ble_sensor_adapter_scans_heard_total", (("adapter", "hci1"), ("device", "attic")))] == 0
+    assert got[("ble_exporter_scanner_up", (("adapter", "hci0"),))] == 1
+    assert got[("ble_exporter_scanner_up", (("adapter", "hci1"),))] == 0
+    status = status_document(View.of_engine(engine, health))
+    assert [(a["adapter"], a["up"]) for a in status["adapters"]] == [("hci0", True), ("hci1", False)]
+    assert status["scanner"]["up"] is True and status["scan_mode"] == "passive"
 
 
 def test_fields_not_heard_have_no_sample() -> None:
@@ -132,8 +161,9 @@ def test_exporter_metrics() -> None:
     assert got[("ble_exporter_last_scan_timestamp_seconds", ())] == 1005.0
     assert got[("ble_exporter_configured_devices", ())] == 2
     assert got[("ble_exporter_devices_seen", ())] == 1
-    assert got[("ble_exporter_scanner_up", ())] == 1
-    assert got[("ble_exporter_scanner_restarts_total", ())] == 0
+    assert got[("ble_exporter_scanner_up", (("adapter", "hci0"),))] == 1
+    assert got[("ble_exporter_scanner_restarts_total", (("adapter", "hci0"),))] == 0
+    assert got[("ble_exporter_adapter_resets_total", (("adapter", "hci0"),))] == 0
     assert got[("ble_exporter_device_info", (("device", "attic"), ("mac", "A4:C1:38:00:00:01")))] == 1
     assert any(name == "ble_exporter_build_info" for name, _ in got)
 

@@ -191,10 +191,28 @@ def test_the_same_counter_again_is_the_same_advert_reported_again(fmt: Format) -
     e.open_window(60.0)
     e.ingest(MAC, -60, {uuid: _encrypted(4999, fmt, 3.0)}, 61.0)  # lower: a replay
     e.ingest(MAC, -60, {uuid: _encrypted(5001, fmt, 21.0)}, 62.0)
-    e.ingest(MAC, -60, {uuid: _encrypted(5000, fmt, 3.0)}, 63.0)  # below the last accepted now
+    e.ingest(MAC, -60, {uuid: _encrypted(4998, fmt, 3.0)}, 63.0)  # below the last accepted now
     (d,) = e.close_window(65.0).devices
     assert d.readings.temperature == 21.0
     assert e.counters.rejected == {"replay": 2} and e.counters.adverts_decoded == 3
+
+
+@pytest.mark.parametrize("fmt", sorted(COUNTER_FORMATS))
+def test_a_frame_heard_on_two_adapters_is_one_frame_and_no_replay(fmt: Format) -> None:
+    """A second adapter may report a frame just after the first reported the next one: that late copy
+    is neither a replay nor a new reading, and the frame counts once."""
+    uuid = COUNTER_UUIDS[fmt]
+    e = ScanEngine([Device(MAC, "shed", KEY_AA)], adapters=("hci0", "hci1"))
+    e.open_window(0.0)
+    e.ingest(MAC, -60, {uuid: _encrypted(5000, fmt, 20.5)}, 1.0, "hci0")
+    e.ingest(MAC, -75, {uuid: _encrypted(5000, fmt, 20.5)}, 1.0, "hci1")
+    e.ingest(MAC, -61, {uuid: _encrypted(5001, fmt, 21.0)}, 11.0, "hci0")
+    e.ingest(MAC, -74, {uuid: _encrypted(5000, fmt, 20.5)}, 11.1, "hci1")  # late
+    (d,) = e.close_window(12.0).devices
+    assert d.readings.temperature == 21.0 and e.counters.rejected == {}
+    assert e.counters.adverts_decoded == 3
+    assert (e.reception[MAC].frames, e.reception[MAC].restarts) == (2, 0)
+    assert dict(d.adapters) == {"hci0": -61, "hci1": -75} and d.readings.rssi == -61
 
 
 def test_a_repeated_counter_does_not_move_the_reset_clock() -> None:
@@ -243,8 +261,9 @@ def test_encrypted_mibeacon_values_from_separate_adverts_merge_in_one_scan() -> 
     assert (r.temperature, r.humidity, r.battery, r.voltage) == (19.0, None, 67, None)
     assert (r.format, r.encrypted, r.packets) == ("mijia", True, 2)
     e.open_window(30.0)
-    e.ingest(MAC, -60, {XIAOMI: MI_BATT}, 31.0)  # 46061 < 46068
-    assert e.counters.rejected == {"replay": 1}
+    e.ingest(MAC, -60, {XIAOMI: MI_BATT}, 31.0)  # 46061: the counter before the last, a late copy: ignored
+    assert e.counters.rejected == {} and e.counters.adverts_decoded == 2
+    assert e.close_window(35.0).devices == ()
 
 
 def test_plaintext_mibeacon_from_a_device_with_a_bindkey_is_a_downgrade() -> None:

@@ -121,7 +121,7 @@ def test_names_and_error_texts_are_escaped() -> None:
     engine = ScanEngine((evil,))
     health = RadioHealth(last_error="<img src=x onerror=alert(1)>", last_error_time=T0)
     config = ConfigStatus(last_reload_successful=False, problems=('c.yaml:3: `<b>"x"</b>` is not a MAC address',))
-    page = live_page(view(engine, health=health, config=config), T0)
+    page = live_page(view(engine, health={"hci0": health}, config=config), T0)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;quoted&#x27;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;&quot;x&quot;&lt;/b&gt;" in page
     assert page.count("<script") == 1 and "<img" not in page and "<b>" not in page
@@ -151,7 +151,7 @@ def test_encrypted_and_calibrated_marks() -> None:
 def test_the_scanner_state_version_uptime_and_links() -> None:
     engine = ScanEngine((KITCHEN,))
     health = RadioHealth(mode="passive", up=False, silent_scans=4, restarts=2, resets=1)
-    page = live_page(view(engine, health=health, cfg=Config(adapter="hci1")), T0)
+    page = live_page(view(engine, health={"hci1": health}, cfg=Config(adapter=("hci1",))), T0)
     assert "<h2>Scanner: hci1</h2>" in page and "passive, 0 scans so far" in page
     assert "silent: no advertisement in the last 4 scans" in page
     assert "<dt>Scanner restarts</dt><dd>2</dd>" in page and "<dt>Adapter resets</dt><dd>1</dd>" in page
@@ -159,6 +159,18 @@ def test_the_scanner_state_version_uptime_and_links() -> None:
     assert all(f'href="{p}"' in page for p in ("metrics", "status", "healthz"))
     simulated = live_page(view(engine, simulated=True), T0)
     assert "<h2>Scanner: simulated sensors</h2>" in simulated
+
+
+def test_several_adapters_each_say_how_they_are() -> None:
+    engine = ScanEngine((KITCHEN,), adapters=("hci0", "00:1A:7D:DA:71:13"))
+    dongle = RadioHealth(mode="passive", up=False, failed=True, last_error="<gone>", last_error_time=T0)
+    health = {"hci0": RadioHealth(mode="passive", restarts=1), "00:1A:7D:DA:71:13": dongle}
+    cfg = Config(adapter=tuple(health))
+    page = live_page(view(engine, health=health, cfg=cfg), T0)
+    assert "<h2>Scanners: hci0, 00:1A:7D:DA:71:13</h2>" in page
+    assert "<dt>hci0</dt><dd>passive, hearing advertisements; 1 scanner restart, 0 resets</dd>" in page
+    assert '<dt>00:1A:7D:DA:71:13</dt><dd>passive, <span class="flag">failed; retried at scan starts</span>' in page
+    assert "<dt>Latest error (00:1A:7D:DA:71:13)</dt>" in page and "&lt;gone&gt;" in page
 
 
 def test_no_devices_says_where_to_add_them_and_demo_sensors_say_so() -> None:

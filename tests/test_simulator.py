@@ -99,7 +99,7 @@ def test_mibeacon_sensors_send_what_pvvx_sends() -> None:
 def test_scanner_feeds_the_sink_while_started_only() -> None:
     heard: list[tuple[str, Mapping[str, bytes]]] = []
     scanner = SimulatedScanner(
-        DEMO_DEVICES, lambda mac, rssi, data, now: heard.append((mac, data)), advert_interval=0.05
+        DEMO_DEVICES, lambda mac, rssi, data, now, adapter: heard.append((mac, data)), advert_interval=0.05
     )
 
     async def go() -> None:

@@ -56,13 +56,14 @@ def show(
     width: int = 80,
     height: int = 24,
     scroll: int = 0,
-    health: RadioHealth | None = None,
+    health: RadioHealth | Mapping[str, RadioHealth] | None = None,
 ) -> list[str]:
     """The view as a colourless terminal of `width` columns shows it, one string per line."""
     console = Console(
         file=io.StringIO(), width=width, height=height, color_system=None, force_terminal=False, legacy_windows=False
     )
-    header = Header("hci0", T0 - 125.0, rate, "/etc/ble-exporter/config.yaml", health or RadioHealth())
+    healths = health if isinstance(health, Mapping) else {"hci0": health or RadioHealth()}
+    header = Header(T0 - 125.0, rate, "/etc/ble-exporter/config.yaml", healths)
     console.print(render(engine, now, header, show_all=show_all, width=width, height=height, scroll=scroll))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b" not in text  # no colour or style codes on a terminal without colour
@@ -128,6 +129,22 @@ def test_header_shows_the_scan_mode_in_use_and_a_silent_scanner() -> None:
     health.mode = "simulated"
     health.up = True
     assert "· simulated sensors ·" in show(engine, T0, health=health)[0]
+
+
+def test_several_adapters_show_in_the_header_and_the_best_one_per_sensor() -> None:
+    engine = ScanEngine(DEVICES, adapters=("hci0", "hci1"))
+    engine.open_window(T0)
+    engine.ingest(DEVICES[0].mac, -80, {BTHOME: DATA1}, T0 + 1, "hci0")
+    engine.ingest(DEVICES[0].mac, -62, {BTHOME: DATA1}, T0 + 1, "hci1")
+    engine.close_window(T0 + 5)
+    healths = {"hci0": RadioHealth(mode="passive"), "hci1": RadioHealth(mode="passive", up=False, failed=True)}
+    lines = show(engine, T0 + 6, width=120, health=healths)
+    assert "hci0 passive, hci1 failed" in lines[0]
+    header_row = next(line for line in lines if line.startswith("name"))
+    assert "via" in header_row
+    assert row(lines, DEVICES[0].name).split()[header_row.split().index("via")] == "hci1"
+    narrow = show(engine, T0 + 6, health=healths)  # 80 columns: the first column to give way
+    assert not any(line.startswith("name") and "via" in line for line in narrow)
 
 
 def test_all_lists_sensors_not_in_the_config_with_the_yaml_to_paste_for_the_strongest() -> None:
