@@ -164,7 +164,6 @@ class Core:
         self.cycle.settings = CycleSettings.of(cfg, self.cycle.settings.continuous)
         if cfg.adapter == old.adapter and (self.simulated or cfg.scan_mode == old.scan_mode):
             return
-        self.engine.set_adapters(cfg.adapter)
         renewed = cfg.adapter if cfg.scan_mode != old.scan_mode and not self.simulated else ()
         added = [name for name in cfg.adapter if name not in old.adapter or name in renewed]
         air = next((radio.scanner for radio in self.cycle.radios.values()), None) if self.simulated else None
@@ -403,6 +402,7 @@ class ScanCycle:
             elif old is not None:
                 log.info("scanner: no longer scanning with %s", name)
         self.radios = {name: self.radios[name] for name in self._order if name in self.radios}
+        self.engine.set_adapters(self.radios)
 
     async def _watch_silence(self, radio: Radio, settings: CycleSettings) -> None:
         """Count the radio's scans that heard nothing: renew its session at the first limit, reset its

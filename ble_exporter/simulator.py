@@ -311,6 +311,8 @@ class SimulatedScanner:
         return self.air.neighbours
 
     async def start(self) -> None:
+        if self.failure is not None:  # as BlueZ does: what fails a check fails a start too
+            raise self.failure
         if self not in self.air.listening:
             self.sessions += 1
             self.air.listen(self)
@@ -342,7 +344,7 @@ class SimulatedScanner:
             mac = sensor.device.mac
             offset = self._offsets.get(mac)
             if offset is None:
-                offset = self._offsets[mac] = round(self._level.uniform(-15.0, 12.0))
+                offset = self._offsets[mac] = self._level.choice((-1, 1)) * self._level.randint(3, 15)
             rssi = min(-30, max(-100, rssi + offset))
         self.adverts += 1
         self.last_advert = now

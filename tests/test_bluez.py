@@ -17,7 +17,7 @@ from bluez_mock import BUS_ENV, BluezMock
 from ble_exporter.bluez import MAX_MONITORS, MAX_PATTERNS, BluezScanner, describe_failure, passive_patterns
 from ble_exporter.devices import Device
 from ble_exporter.encoder import encode
-from ble_exporter.engine import ScanEngine
+from ble_exporter.engine import ScanEngine, Snapshot
 from ble_exporter.parser import Format, Reading, uuid128
 from ble_exporter.scanner import ScanError, ScanMode
 
@@ -368,3 +368,82 @@ def test_an_adapter_that_stays_off_after_a_reset_is_the_powered_off_fault(
     with pytest.raises(ScanError, match="adapter hci0 stayed powered off after a reset; run `rfkill unblock"):
         asyncio.run(scanner.reset())
     assert waited == [False, True]
+
+
+DONGLE = "00:1A:7D:DA:71:13"
+
+
+def test_an_adapter_named_by_its_address_is_found_after_the_adapters_are_renumbered(bluez: BluezMock) -> None:
+    """hci numbers change when a dongle is plugged in; its address does not (ble_monitor's advice)."""
+    bluez.add_adapter("hci1", address=DONGLE)
+    engine = ScanEngine(DEVICES, adapters=(DONGLE,))
+    scanner = BluezScanner(DONGLE, ScanMode.ACTIVE, engine.ingest, [d.mac for d in DEVICES])
+
+    async def scan_on(adapter: str) -> None:
+        engine.open_window(time.time())
+        await scanner.start()
+        bluez.advertise(DEVICES[0].mac, {BTHOME_KEY: PVVX_DATA1}, rssi=-61, adapter=adapter)
+        deadline = time.monotonic() + 5
+        while not engine._window and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await scanner.stop()
+        engine.close_window(time.time())
+
+    async def go() -> None:
+        await scan_on("hci1")
+        assert scanner.address == DONGLE and dict(engine.snapshot.devices[0].adapters) == {DONGLE: -61}
+        assert bluez.discovery_starts("hci1") == 1 and bluez.discovery_starts("hci0") == 0
+        bluez.remove_adapter("hci1")  # unplugged, and plugged in again behind another dongle
+        bluez.add_adapter("hci2", address=DONGLE)
+        scanner.renew()
+        await scan_on("hci2")
+        assert bluez.discovery_starts("hci2") == 1 and engine.adapter_scans_heard[DEVICES[0].mac] == {DONGLE: 2}
+        await scan_on("hci2")  # the next scan forgets the sensor on the adapter it now is
+        assert bluez.removed_devices("hci2") == [f"/org/bluez/hci2/dev_{DEVICES[0].mac.replace(':', '_')}"]
+
+    asyncio.run(go())
+
+
+def test_an_address_no_adapter_has_is_one_line_with_the_fix(bluez: BluezMock) -> None:
+    engine = ScanEngine(DEVICES)
+    with pytest.raises(ScanError) as failure:
+        asyncio.run(_scan(engine, BluezScanner(DONGLE, ScanMode.ACTIVE, engine.ingest), bluez))
+    assert str(failure.value) == (
+        f"Bluetooth scan start on {DONGLE} failed: no adapter has the address {DONGLE}; check `bluetoothctl list` "
+        "and `adapter:` in the config"
+    )
+
+
+def test_two_adapters_scan_together_and_one_removed_leaves_the_other_scanning(bluez: BluezMock) -> None:
+    from ble_exporter.core import CycleSettings, ScanCycle
+
+    bluez.add_adapter("hci1", address=DONGLE)
+    engine = ScanEngine(DEVICES, adapters=("hci0", "hci1"))
+    scanners = [BluezScanner(name, ScanMode.ACTIVE, engine.ingest) for name in ("hci0", "hci1")]
+    cycle = ScanCycle(engine, scanners, CycleSettings(1.0, 0.8))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(cycle.run(stop, on_scan=lambda: scans.append(engine.snapshot)))
+        for second in range(6):
+            await asyncio.sleep(0.5)
+            for adapter, rssi in (("hci0", -80), ("hci1", -60)):
+                if second < 3 or adapter == "hci0":
+                    bluez.advertise(DEVICES[0].mac, {BTHOME_KEY: PVVX_DATA1}, rssi=rssi, adapter=adapter)
+            if second == 2:
+                bluez.remove_adapter("hci1")
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        stop.set()
+        await task
+
+    scans: list[Snapshot] = []
+    asyncio.run(go())
+    hci1 = cycle.health["hci1"]
+    assert hci1.failed and not hci1.up
+    assert "hci1 disappeared" in (hci1.last_error or "") or "hci1 does not exist" in (hci1.last_error or "")
+    assert cycle.health["hci0"].up and not cycle.health["hci0"].failed
+    heard = engine.adapter_scans_heard[DEVICES[0].mac]
+    assert heard["hci1"] >= 1 and heard["hci0"] > heard["hci1"]
+    assert dict(scans[0].devices[0].adapters) == {"hci0": -80, "hci1": -60}
+    assert dict(scans[-2].devices[0].adapters) == {"hci0": -80}  # (the last: cut short by the stop)

@@ -230,3 +230,123 @@ def test_reset_off_keeps_renewing_as_before() -> None:
     scanner.silent = True
     _cycle(engine, scanner, 9, silent_scans_before_restart=3, silent_scans_before_reset=0)
     assert (scanner.renewals, scanner.resets) == (3, 0)
+
+
+# ---- several adapters --------------------------------------------------------------------------------
+
+
+class Dongle(FailingScanner):
+    """A radio whose start fails while `broken`, recording at which scan each start was tried."""
+
+    def __init__(self, engine: ScanEngine, adapter: str = "hci1") -> None:
+        super().__init__("never", adapter)
+        self.engine = engine
+        self.broken = True
+        self.tries: list[int] = []
+
+    async def start(self) -> None:
+        self.tries.append(self.engine.counters.scans)
+        if self.broken:
+            raise ScanError(
+                f"Bluetooth scan start on {self.adapter} failed: adapter {self.adapter} is powered off; ..."
+            )
+
+
+def _two(engine: ScanEngine, **kw: Any) -> tuple[SimulatedScanner, SimulatedScanner]:
+    first = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=(), **kw)
+    return first, SimulatedScanner(DEVICES, engine.ingest, adapter="hci1", air_of=first)
+
+
+def test_two_adapters_hear_the_same_frames_each_at_its_own_level() -> None:
+    engine = ScanEngine(DEVICES, adapters=("hci0", "hci1"))
+    radios = _two(engine)
+    cycle = ScanCycle(engine, radios, CycleSettings(0.12, 0.1))
+    _cycle(engine, None, 3, cycle)
+    assert all(heard == {"hci0": 3, "hci1": 3} for heard in engine.adapter_scans_heard.values())
+    assert all(r.sessions == 3 for r in radios)
+    for d in engine.snapshot.devices:
+        assert set(d.adapters) == {"hci0", "hci1"} and d.adapters["hci0"] != d.adapters["hci1"]
+        assert d.readings.rssi == max(d.adapters.values())  # type: ignore[type-var]
+    # One air: the second radio hears the first one's frames, so no sensor seems to restart.
+    assert all(r.restarts == 0 and r.frames > 0 for r in engine.reception.values())
+
+
+def test_one_failing_adapter_of_two_is_set_aside_and_retried_with_a_growing_gap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = ScanEngine(DEVICES, adapters=("hci0", "hci1"))
+    radio = SimulatedScanner(DEVICES, engine.ingest, advert_interval=0.02, neighbours=())
+    dongle = Dongle(engine)
+    with caplog.at_level(logging.INFO):
+        cycle = _cycle(engine, None, 30, ScanCycle(engine, [radio, dongle], CycleSettings(0.12, 0.1)))
+    assert engine.counters.scans == 30 and engine.adapter_scans_heard[DEVICES[0].mac]["hci0"] == 30
+    # Tried at the first scan, then after 1, 2, 4, 8 and 10 scans: never more than 10 apart.
+    assert dongle.tries == [0, 1, 3, 7, 15, 25]
+    health = cycle.health["hci1"]
+    assert health.failed and not health.up and "powered off" in (health.last_error or "")
+    assert cycle.health["hci0"].up and not cycle.health["hci0"].failed
+    assert caplog.text.count("is powered off") == 1  # logged once, not at every retry
+    assert "scanning on with hci0, retrying hci1 at scan starts" in caplog.text
+    dongle.broken = False
+    with caplog.at_level(logging.INFO):
+        _cycle(engine, None, 41, cycle)
+    assert dongle.tries[6] == 35 and not cycle.health["hci1"].failed and cycle.health["hci1"].up
+    assert "scanner: adapter hci1 works again; scanning with it" in caplog.text
+
+
+def test_an_adapter_failing_mid_scan_leaves_the_others_scanning() -> None:
+    engine = ScanEngine(DEVICES, adapters=("hci0", "hci1"))
+    first, second = _two(engine)
+
+    async def go() -> ScanCycle:
+        cycle = ScanCycle(engine, [first, second], CycleSettings(1.2, 1.1))
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(cycle.run(stop))
+        await asyncio.sleep(0.2)
+        second.failure = ScanError("Bluetooth on hci1 failed: adapter hci1 disappeared; check the adapter")
+        await asyncio.sleep(2.5)
+        assert not task.done()
+        stop.set()
+        await task
+        return cycle
+
+    cycle = asyncio.run(go())
+    assert cycle.health["hci1"].failed and cycle.health["hci0"].up and engine.counters.scans >= 2
+    assert second not in second.air.listening  # stopped when set aside
+    assert engine.snapshot.devices  # the other adapter still heard the sensors
+
+
+def test_the_cycle_ends_when_no_adapter_of_several_works() -> None:
+    engine = ScanEngine(DEVICES, adapters=("hci1", "hci2"))
+    cycle = ScanCycle(engine, [Dongle(engine, "hci1"), Dongle(engine, "hci2")], CycleSettings(0.12, 0.1))
+    with pytest.raises(
+        ScanError, match=r"^no adapter can scan \(hci1: Bluetooth scan start on hci1 failed: .*; hci2: "
+    ):
+        _cycle(engine, None, 3, cycle)
+    assert engine.counters.scans == 0
+
+
+def test_a_reload_adds_and_removes_adapters_without_disturbing_the_others() -> None:
+    text = "scan_interval_seconds: 0.3\nscan_duration_seconds: 0.2\nadapter: [hci0, hci1]\n"
+    text += 'devices:\n  "A4:C1:38:00:00:01": one\n'
+
+    async def go() -> Core:
+        stop = asyncio.Event()
+        core = Core(parse_config(text, "c.yaml"), simulate=True)
+        kept = core.cycle.radios["hci0"].scanner
+        core.start(stop)
+        assert await core.wait_started(5)
+        await asyncio.sleep(0.7)
+        core.reconfigure(parse_config(text.replace("[hci0, hci1]", "[hci0, hci2]"), "c.yaml"))
+        await asyncio.sleep(0.7)
+        assert core.cycle.radios["hci0"].scanner is kept
+        stop.set()
+        await core.finish()
+        return core
+
+    core = asyncio.run(go())
+    assert list(core.health) == ["hci0", "hci2"] and core.engine.adapters == ("hci0", "hci2")
+    heard = core.engine.adapter_scans_heard["A4:C1:38:00:00:01"]
+    assert "hci1" not in heard and heard["hci2"] >= 1 and heard["hci0"] > heard["hci2"]
+    (latest,) = core.engine.snapshot.devices or [None]
+    assert latest is None or latest.adapters.get("hci0") != latest.adapters.get("hci2")  # each its own level

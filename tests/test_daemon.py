@@ -4,6 +4,7 @@ signals at any moment of start-up, and adapter recovery through the real bleak o
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -18,8 +19,18 @@ from typing import Any
 
 import bcrypt
 import pytest
-from bluez_mock import BluezMock
-from support import Exporter, ExporterFactory, Listener, Scraper, TlsFiles, free_port, start_cli, wait_until
+from bluez_mock import BluezMock, BluezMockError
+from support import (
+    Exporter,
+    ExporterFactory,
+    Listener,
+    Scraper,
+    TlsFiles,
+    free_port,
+    labelled_samples,
+    start_cli,
+    wait_until,
+)
 
 FAST = "scan_interval_seconds: 1\nscan_duration_seconds: 1\n"
 KEY = "231d39c1d7cc1ab1aee224cd096db932"
@@ -217,6 +228,58 @@ def test_an_adapter_powered_off_by_a_user_is_not_fought(bluez: BluezMock, export
     assert exporter.process.wait(10) == 1
     # Noticed between scans (check) or at the next scan start: the powered-off fault either way.
     assert "powered off" in exporter.stderr() and bluez.power_cycles() == 0
+
+
+DONGLE = "00:1A:7D:DA:71:13"
+
+
+def test_an_adapter_of_two_that_is_unplugged_is_set_aside_and_comes_back_by_itself(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    """The dongle named by its address: unplugged, the exporter scans on with hci0 and says why;
+    plugged in again (as another hci number), it is back within the retries' 10 scans."""
+    bluez.add_adapter("hci1", address=DONGLE)
+    exporter = exporter_factory(FAST + f'adapter: [hci0, "{DONGLE}"]\n' + devices(kitchen=KITCHEN), env=bluez.env())
+    exporter.wait_healthy()
+    data = {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4000b00151028d0a038d11")}
+
+    def by_adapter() -> dict[str, float]:
+        for adapter, rssi in (("hci0", -80), ("hci1", -60), ("hci2", -62)):
+            with contextlib.suppress(BluezMockError):  # an adapter not there (now)
+                bluez.advertise(KITCHEN, data, rssi=rssi, adapter=adapter)
+        got = labelled_samples(exporter.get("/metrics")[1])
+        return {dict(k[1])["adapter"]: v for k, v in got.items() if k[0] == "ble_sensor_adapter_rssi_dbm"}
+
+    exporter.wait_until("both adapters", lambda: by_adapter() == {"hci0": -80, DONGLE: -60})
+    assert exporter.samples()[("ble_sensor_rssi_dbm", "kitchen")] == -60  # the strongest adapter's
+    bluez.remove_adapter("hci1")
+    exporter.wait_until("hci0 alone", lambda: by_adapter() == {"hci0": -80})
+    status = json.loads(exporter.get("/status")[1])
+    dongle = next(a for a in status["adapters"] if a["adapter"] == DONGLE)
+    assert dongle["up"] is False and dongle["address"] == DONGLE
+    assert "disappeared" in dongle["last_error"] or "no adapter has the address" in dongle["last_error"]
+    metrics = labelled_samples(exporter.get("/metrics")[1])
+    assert metrics[("ble_exporter_scanner_up", (("adapter", DONGLE),))] == 0
+    assert metrics[("ble_exporter_scanner_up", (("adapter", "hci0"),))] == 1
+    bluez.add_adapter("hci2", address=DONGLE)  # plugged in again, renumbered
+    exporter.wait_until("the dongle back", lambda: by_adapter() == {"hci0": -80, DONGLE: -62}, timeout=15)
+    assert exporter.process.poll() is None
+    assert exporter.stop() == 0
+    log = exporter.log_file.read_text()
+    assert log.count(f"retrying {DONGLE} at scan starts") == 1
+    assert f"scanner: adapter {DONGLE} works again; scanning with it" in log
+
+
+def test_the_exporter_exits_1_when_no_adapter_of_several_works(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    bluez.add_adapter("hci1", address=DONGLE)
+    exporter = exporter_factory(FAST + "adapter: [hci0, hci1]\n" + devices(kitchen=KITCHEN), env=bluez.env())
+    exporter.wait_healthy()
+    bluez.power_off("hci1")
+    bluez.power_off("hci0")
+    assert exporter.process.wait(15) == 1
+    assert "no adapter can scan (hci0: " in exporter.stderr()
 
 
 # ---- TLS and basic auth (web_config_file, in the exporter-toolkit format) ----
