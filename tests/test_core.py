@@ -75,9 +75,9 @@ def test_silence_without_configured_devices_is_not_a_fault() -> None:
 
 class FailingScanner:
     mode = ScanMode.ACTIVE
-    address = None
+    address: str | None = None
     adverts = 0
-    last_advert = None
+    last_advert: float | None = None
 
     def __init__(self, fail_on: str, adapter: str = "hci0") -> None:
         self.fail_on = fail_on
