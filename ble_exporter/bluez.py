@@ -59,15 +59,12 @@ class BluezScanner:
         self._sink = sink
         self.on_error: Callable[[str], None] = lambda message: None
         self.adverts = 0
-        self.last_advert: float | None = None
         self._scanner: Any = None
         self._bluez: tuple[Any, dict[str, Any]] | None = None
 
     def _on_detect(self, device: Any, adv: Any) -> None:
-        now = time.time()
         self.adverts += 1
-        self.last_advert = now
-        self._sink(device.address, adv.rssi, adv.service_data, now, self.adapter)
+        self._sink(device.address, adv.rssi, adv.service_data, time.time(), self.adapter)
 
     def _new_scanner(self, mode: ScanMode) -> Any:
         """Active: one BleakScanner. Passive: one per advertisement monitor (passive_patterns); BlueZ

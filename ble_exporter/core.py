@@ -409,6 +409,7 @@ class ScanCycle:
         adapter at the second (when the rate limit allows)."""
         health = radio.health
         if radio.scanner.adverts != radio.adverts_at_window_start:
+            radio.last_heard = time.time()
             if not health.up:
                 log.info("scanner: adverts are arriving again on %s", radio.name)
             health.silent_scans = 0
@@ -433,7 +434,7 @@ class ScanCycle:
         health.restarts += 1
         message = (
             f"scanner: no advert at all in {silent} scans on {radio.name} "
-            f"({scanner.mode} mode, last advert {_when(scanner.last_advert)}); restarting the scanner"
+            f"({scanner.mode} mode, last advert {_when(radio.last_heard)}); restarting the scanner"
         )
         log.warning("%s", message)
         health.note_error(message, time.time())
@@ -458,7 +459,7 @@ class ScanCycle:
             return
         message = (
             f"scanner: no advert at all in {silent} scans on {radio.name}, and renewing the scanning session did "
-            f"not help (last advert {_when(scanner.last_advert)}); resetting the adapter (power off and on "
+            f"not help (last advert {_when(radio.last_heard)}); resetting the adapter (power off and on "
             "through BlueZ)"
         )
         log.warning("%s", message)
@@ -489,6 +490,8 @@ class Radio:
         self.retry_gap = 0  # scans between retries, doubling up to RETRY_MAX_SCANS
         self.retry_in = 0  # scan starts until the next retry
         self.adverts_at_window_start = 0
+        # The end of the latest scan in which it heard an advert: the log's "last advert", to a scan's length.
+        self.last_heard: float | None = None
         self.reset_backoff = RESET_BACKOFF_SECONDS
         self.last_reset: float | None = None
         health = self.health

@@ -120,7 +120,6 @@ class ScanEngine:
         self.adapter_scans_heard: dict[str, dict[str, int]] = {d.mac: {} for d in self.devices}
         self.counters = Counters()
         self.snapshot = Snapshot()
-        self.last_advert: float | None = None  # any advert at all, configured or not
         self._window: dict[str, Readings] = {}
         self._raw_window: dict[str, Readings] = {}  # calibrated devices' readings as sent
         self._heard_by: dict[str, dict[str, int | None]] = {}  # mac -> adapter -> latest RSSI, in the window
@@ -173,7 +172,6 @@ class ScanEngine:
         """Take one advert as the scanner reports it; unknown devices cost one dict lookup."""
         self.counters.adverts_received += 1
         self._adverts_in_window += 1
-        self.last_advert = now
         device = self._by_mac.get(mac)
         if device is None and not self.keep_unknown:
             return

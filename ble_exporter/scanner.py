@@ -35,14 +35,13 @@ class ScanError(Exception):
 
 
 class Scanner(Protocol):
-    """One adapter's radio. It counts what it hears (`adverts`, `last_advert`), so the scan cycle can
-    watch each adapter for silence on its own."""
+    """One adapter's radio. It counts what it hears (`adverts`), so the scan cycle can watch each
+    adapter for silence on its own."""
 
     adapter: str  # as the config names it: hci1, or a controller address
     address: str | None  # the controller's address, once started (None: not known)
     mode: ScanMode  # the mode actually in use, once started
     adverts: int  # adverts reported since the scanner was made
-    last_advert: float | None  # Unix time of the latest of them
     # What the radio survived (a fallback, a refused reset), in one line: the scan cycle points this at
     # the radio's health when it takes the scanner on.
     on_error: Callable[[str], None]

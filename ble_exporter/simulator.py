@@ -294,7 +294,6 @@ class SimulatedScanner:
         self._offsets: dict[str, int] = {}
         self.air.radios.append(self)
         self.adverts = 0
-        self.last_advert: float | None = None
         self.sessions = 0
         self.renewals = 0
         self.resets = 0
@@ -347,5 +346,4 @@ class SimulatedScanner:
                 offset = self._offsets[mac] = self._level.choice((-1, 1)) * self._level.randint(3, 15)
             rssi = min(-30, max(-100, rssi + offset))
         self.adverts += 1
-        self.last_advert = now
         self._sink(sensor.device.mac, rssi, service_data, now, self.adapter)

@@ -77,7 +77,6 @@ class FailingScanner:
     mode = ScanMode.ACTIVE
     address: str | None = None
     adverts = 0
-    last_advert: float | None = None
 
     def __init__(self, fail_on: str, adapter: str = "hci0") -> None:
         self.fail_on = fail_on

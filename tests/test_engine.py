@@ -327,7 +327,6 @@ def test_adverts_in_window_counts_every_device() -> None:
     e.close_window(2.0)
     e.open_window(3.0)
     assert e.adverts_in_window == 0
-    assert e.last_advert == 1.0
 
 
 def test_a_reload_keeps_the_state_of_devices_that_stay() -> None:
