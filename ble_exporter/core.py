@@ -211,20 +211,6 @@ def heard_names(names: Sequence[str], limit: int = NAMES_LOGGED) -> str:
     return ", ".join(names[:limit]) + more
 
 
-async def _sleep_until(stop: asyncio.Event, deadline: float, scanner: Scanner | None = None) -> None:
-    """Sleep until the loop time `deadline`, waking early when `stop` is set, checking the scanner
-    every second on the way (its ScanError propagates)."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        delay = deadline - loop.time()
-        if delay <= 0:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), min(delay, CHECK_EVERY_SECONDS))
-        if scanner is not None and not stop.is_set():
-            await scanner.check()
-
-
 class ScanCycle:
     """Every `interval` seconds scan for `duration` with every adapter's radio together and publish the
     snapshot, watching each radio for silence: its scanning session is renewed after
