@@ -102,7 +102,8 @@ def sparkline(history: Sequence[tuple[float, float]], now: float, width: int, sp
 def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
     """One line: as many of its parts as fit, the least telling left out first, so it is never cut."""
     heard = sum(1 for d in engine.devices if _fresh(engine.live[d.mac], now))
-    radio = ", ".join(_radio(adapter, health) for adapter, health in header.health.items())
+    radios = header.health.items()
+    radio = ", ".join(_radio(adapter, health, len(radios) > 1) for adapter, health in radios)
     rate = "–" if header.rate is None else f"{header.rate:.1f}"
     parts = [  # (priority: lower stays longer, text)
         (2, "ble-exporter watch"),
@@ -123,11 +124,12 @@ def _header(engine: ScanEngine, now: float, header: Header, width: int) -> Text:
     return text
 
 
-def _radio(adapter: str, health: RadioHealth) -> str:
-    """`hci0 passive`, `hci1 failed`, `hci0 active (silent)`; the simulator names no adapter."""
+def _radio(adapter: str, health: RadioHealth, several: bool) -> str:
+    """`hci0 passive`, `hci1 failed`, `hci0 active (silent)`; one simulated radio names no adapter."""
     if health.failed:
         return f"{adapter} failed"
-    radio = "simulated sensors" if health.mode == ScanMode.SIMULATED else f"{adapter} {health.mode}"
+    alone = health.mode == ScanMode.SIMULATED and not several
+    radio = "simulated sensors" if alone else f"{adapter} {health.mode}"
     return radio if health.up else f"{radio} (silent)"
 
 
