@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ble_exporter import main, simulator
 
 
-async def _paced_advertise(self: simulator.SimulatedScanner) -> None:
+async def _paced_advertise(self: simulator.Air) -> None:
     if not self.sensors:
         return
     loop = asyncio.get_running_loop()
@@ -34,8 +34,8 @@ async def _paced_advertise(self: simulator.SimulatedScanner) -> None:
         for sensor in self.sensors:
             now = time.time()
             key, payload = sensor.next_payload(now)
-            if not self.silent:
-                self._sink(sensor.device.mac, sensor.rssi, {key: payload}, now)
+            for radio in self.listening:
+                radio.hear(sensor, {key: payload}, now)
             deadline += gap
             sent += 1
             delay = deadline - loop.time()
@@ -67,7 +67,7 @@ def _gc_log() -> None:
 
 
 if __name__ == "__main__":
-    simulator.SimulatedScanner._advertise = _paced_advertise  # type: ignore[method-assign]
+    simulator.Air._advertise = _paced_advertise  # type: ignore[method-assign]
     if os.environ.get("BENCH_GC_LOG"):
         _gc_log()
     sys.exit(main.main(sys.argv[1:]))
