@@ -67,7 +67,7 @@ def test_promtool_checks_the_rules_and_counts_every_rule(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     found = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout)]
     assert found == [len(ALERT_RULES), len(RECORD_RULES)], result.stdout
-    assert len(ALERT_RULES) == 13 and len(RECORD_RULES) == 13
+    assert len(ALERT_RULES) == 14 and len(RECORD_RULES) == 15
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
