@@ -7,7 +7,8 @@ system_test.py against the real Prometheus that scrapes the exporter in the gues
   - every recording rule has data for every live sensor (the Magnus ones wherever temperature and
     humidity are there together: a Mijia sensor's scan may hold one of them); the merged values are
     the sensors' own, and the dew point, absolute humidity and vapour pressure match the Magnus
-    formula computed here;
+    formula computed here; the best radio (device:ble_sensor_adapter_rssi_dbm:best) names an
+    adapter that heard the sensor, with an RSSI that adapter exported;
   - the BleSensorNotHeard expression (evaluated through the query API rather than waiting out its
     `for:`) returns the sensor that stopped advertising and no other, and Prometheus holds its
     alert pending;
@@ -178,6 +179,7 @@ def recording_data(prom: Any, run_dir: str, configured: set[str], one_value_per_
             checked += 1
     if checked < 2 * len(configured):
         problems.append(f"only {checked} evaluations with temperature, humidity and the Magnus results")
+    radios = _best_radios(prom, at, problems)
     if problems:
         raise Failed("\n".join(problems[:10]))
     sample = next(iter(sorted(together)))
@@ -188,8 +190,30 @@ def recording_data(prom: Any, run_dir: str, configured: set[str], one_value_per_
     return (
         f"{len(records)} recording rules with data for all {len(configured)} live sensors; merged values are "
         f"the exported ones; {checked} evaluations match Magnus (worst {worst:.1e}); e.g. {sample} dew point "
-        f"{last[1]:.2f} °C; temperature and humidity together (one value per frame): {sparse or 'none'}"
+        f"{last[1]:.2f} °C; temperature and humidity together (one value per frame): {sparse or 'none'}; "
+        f"best radios: {radios}"
     )
+
+
+def _best_radios(prom: Any, at: float, problems: list[str]) -> str:
+    """device:ble_sensor_adapter_rssi_dbm:best names, by its instance and adapter labels, a radio that
+    exported the sensor's per-adapter RSSI, and its values are that radio's."""
+    heard = {
+        (s["metric"].get("instance"), s["metric"].get("adapter"), s["metric"].get("device")): {
+            float(v) for _, v in s["values"]
+        }
+        for s in prom.query("ble_sensor_adapter_rssi_dbm[3m]", at)
+    }
+    picked: dict[str, set[str]] = {}
+    for s in prom.query("device:ble_sensor_adapter_rssi_dbm:best[1m]", at):
+        m = s["metric"]
+        radio = (m.get("instance"), m.get("adapter"), m.get("device"))
+        picked.setdefault(str(m.get("device")), set()).add(str(m.get("adapter")))
+        if radio not in heard:
+            problems.append(f"device:ble_sensor_adapter_rssi_dbm:best picks {radio}, which exported no RSSI of it")
+        elif foreign := {float(v) for _, v in s["values"]} - heard[radio]:
+            problems.append(f"device:ble_sensor_adapter_rssi_dbm:best{radio}: {sorted(foreign)[:3]} never exported")
+    return ", ".join(f"{d} via {'/'.join(sorted(a))}" for d, a in sorted(picked.items())) or "none"
 
 
 def _pause(t: Any, hci: str, paused: bool) -> None:

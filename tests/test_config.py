@@ -40,6 +40,14 @@ def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
     assert cfg.devices == ()
 
 
+def test_the_shipped_configs_commented_adapter_list_is_valid() -> None:
+    """The list form the shipped config shows, uncommented in place of the default, is a valid config."""
+    text = SHIPPED.read_text()
+    assert "\nadapter: hci0\n#adapter: [" in text
+    cfg = parse_config(text.replace("\nadapter: hci0\n#adapter: [", "\nadapter: ["), str(SHIPPED))
+    assert cfg.adapter == ("hci0", "00:1A:7D:DA:71:13")
+
+
 SPEC_EXAMPLE = """
 scan_interval_seconds: 30
 scan_duration_seconds: 5

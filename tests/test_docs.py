@@ -10,7 +10,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from support import REPO, free_port, run_cli
+from bluez_mock import BluezMock
+from support import REPO, ExporterFactory, free_port, labelled_samples, run_cli
 
 from ble_exporter.config import KEYS
 
@@ -82,3 +83,46 @@ def test_the_port_lines_are_the_real_ones(tmp_path: Path) -> None:
 def test_the_log_file_line_is_the_real_one(tmp_path: Path, log_file: str) -> None:
     line = run(f"log_file: {log_file}\n", tmp_path, "env")
     assert line in fault_line(f"log file {log_file} is a directory")
+
+
+# ---- several adapters, through real bleak and the mock bluetoothd (tests/bluez_mock.py) ----
+
+DONGLE = "00:1A:7D:DA:71:13"
+
+
+def test_the_adapter_address_not_found_line_is_the_real_one(bluez: BluezMock, tmp_path: Path) -> None:
+    line = run(f'adapter: "{DONGLE}"\nlog_file: {tmp_path}/x.log\n', tmp_path, env=bluez.env())
+    assert line in fault_line("no adapter has the address")
+
+
+def test_the_one_adapter_of_several_lines_are_the_real_ones(
+    bluez: BluezMock, exporter_factory: ExporterFactory
+) -> None:
+    """A dongle pulled mid-scan: set aside with one line while hci0 scans on; plugged back in, it is
+    taken again at the next scan start (its first retry)."""
+    bluez.add_adapter("hci1", address=DONGLE)
+    exporter = exporter_factory(
+        "scan_interval_seconds: 3\nscan_duration_seconds: 2.5\nwatchdog_silent_scans: 0\nadapter: [hci0, hci1]\n",
+        env=bluez.env(),
+    )
+    exporter.wait_until(
+        "both adapters scanning", lambda: bluez.discovery_starts("hci0") and bluez.discovery_starts("hci1")
+    )
+    starts = bluez.discovery_starts("hci1")
+    exporter.wait_until("the next scan's start", lambda: bluez.discovery_starts("hci1") > starts, 10, 0.02)
+
+    def logged(text: str) -> str:
+        log = exporter.log_file.read_text() if exporter.log_file.exists() else ""
+        return next((line.split(" ", 2)[2] for line in log.splitlines() if text in line), "")
+
+    bluez.remove_adapter("hci1")
+    failed = exporter.wait_until("hci1 set aside", lambda: logged("retrying hci1"))
+    up = labelled_samples(exporter.get("/metrics")[1])
+    assert (
+        up[("ble_exporter_scanner_up", (("adapter", "hci0"),))],
+        up[("ble_exporter_scanner_up", (("adapter", "hci1"),))],
+    ) == (1, 0)
+    bluez.add_adapter("hci1", address=DONGLE)
+    back = exporter.wait_until("hci1 taken again", lambda: logged("works again"))
+    row = fault_line("one adapter of several fails")
+    assert failed in row and back in row

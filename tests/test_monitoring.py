@@ -67,7 +67,7 @@ def test_promtool_checks_the_rules_and_counts_every_rule(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     found = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout)]
     assert found == [len(ALERT_RULES), len(RECORD_RULES)], result.stdout
-    assert len(ALERT_RULES) == 13 and len(RECORD_RULES) == 13
+    assert len(ALERT_RULES) == 14 and len(RECORD_RULES) == 15
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
@@ -270,8 +270,38 @@ def test_the_panels_the_issue_asks_for() -> None:
         "device:ble_sensor_frames_heard_per_sent:ratio_1h",
         "device:ble_sensor_frame_period_seconds:rate_15m",
         "ble_sensor_restarts_total",
+        "ble_exporter_adapter_resets_total",
+        "ble_sensor_adapter_rssi_dbm",
+        "instance_adapter_device:ble_sensor_adapter_scans_heard:ratio_1h",
     ):
         assert metric in exprs, metric
+    for title in ("Scanner up by adapter", "Signal strength by receiver", "Share of scans heard by receiver (1 h)"):
+        assert by_title[title]["type"] == "timeseries"
+
+
+# Series with an `adapter` label (an exporter can scan with several adapters: README "Several adapters").
+PER_ADAPTER = (
+    "ble_exporter_scanner_up",
+    "ble_exporter_scanner_restarts_total",
+    "ble_exporter_adapter_resets_total",
+    "ble_sensor_adapter_rssi_dbm",
+    "ble_sensor_adapter_scans_heard_total",
+    "instance_adapter_device:ble_sensor_adapter_scans_heard:ratio_1h",
+)
+
+
+def test_per_adapter_series_are_told_apart_by_their_adapter_on_the_dashboard() -> None:
+    """A query that keeps the per-adapter series names the adapter in its legend (else two adapters of one
+    receiver would draw two lines of the same name); one that aggregates them says how, by instance."""
+    per_adapter = [q for q in QUERIES if metric_names(q.expr) & set(PER_ADAPTER)]
+    assert {n for q in per_adapter for n in metric_names(q.expr)} >= set(PER_ADAPTER) - {
+        "ble_sensor_adapter_scans_heard_total"  # read through its recording rule
+    }
+    for q in per_adapter:
+        if re.search(r"\b(max|min|sum|avg|count|topk)\b", q.expr):
+            assert "by (" in q.expr and "adapter" not in q.legend, q
+        else:
+            assert "{{adapter}}" in q.legend and "{{instance}}" in q.legend, (q.panel_title, q.legend)
 
 
 def test_dashboard_queries_use_the_recording_rules_and_known_metrics_only() -> None:
