@@ -65,10 +65,15 @@ def config_changes(old: Config, new: Config) -> str:
         "live_page",
     ):
         if getattr(old, key) != getattr(new, key):
-            parts.append(f"{key} {getattr(old, key)} -> {getattr(new, key)}")
+            parts.append(f"{key} {_shown(getattr(old, key))} -> {_shown(getattr(new, key))}")
     if old.http_address != new.http_address:
         parts.append(f"HTTP {old.http_address} -> {new.http_address}")
     return "; ".join(parts) or "nothing changed"
+
+
+def _shown(value: object) -> str:
+    """A key's value as the config writes it: `hci0, hci1` for a list."""
+    return ", ".join(value) if isinstance(value, tuple) else str(value)
 
 
 class Daemon:

@@ -38,7 +38,7 @@ GRAPHS = (
     "Signal strength by receiver",
     "Adverts per second",
     "Rejected adverts per minute",
-    "Scanner up, restarts",
+    "Scanner up by adapter",
 )
 UNITS = {"celsius": "°C", "humidity": "%RH", "percent": "%", "volt": "V", "dBm": "dBm", "s": "s"}
 COLUMNS = {"B": ("Temperature", "{:.2f} °C"), "C": ("Humidity", "{:.1f} %"), "D": ("Battery", "{:.0f} %")}

@@ -430,3 +430,11 @@ def test_calibration_is_applied_exactly_and_a_reload_changes_it_without_resettin
     got = exporter.samples()
     assert got[("ble_exporter_scans_total", "")] > scans and got[("ble_sensor_frames_total", "kitchen")] >= frames
     assert got[RELOADED] == 1 and exporter.stop() == 0
+
+
+def test_a_reload_log_line_names_the_adapters_as_the_config_writes_them() -> None:
+    from ble_exporter.config import parse_config
+    from ble_exporter.daemon import config_changes
+
+    changed = config_changes(parse_config("adapter: hci0\n"), parse_config("adapter: [hci0, 00:1a:7d:da:71:13]\n"))
+    assert changed == "adapter hci0 -> hci0, 00:1A:7D:DA:71:13"
