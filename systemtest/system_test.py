@@ -54,6 +54,7 @@ from common import T0, Failed, Warn, log, since, wait_for  # noqa: E402
 from vm import VM, GuestError, accel, free_port  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "tests"))  # tests/dashboard.py, for monitoring_checks
+import adapters_checks  # noqa: E402
 import monitoring_checks  # noqa: E402
 import reception_checks  # noqa: E402
 
@@ -252,6 +253,7 @@ class SystemTest:
         self.names = {hci: name for hci, (_, name) in SENSORS.items() if name}
         self.service_started = time.time()
         self.btvirt_crashed = False
+        self.adapters = adapters_checks.Rig(self, SCAN_INTERVAL, SCAN_DURATION, self.config_text, EXPORTER_LOG)
 
     # helpers
     @property
@@ -387,14 +389,16 @@ class SystemTest:
             for h, (f, n) in SENSORS.items()
         )
 
-    def config_text(self, interval: float = SCAN_INTERVAL, duration: float = SCAN_DURATION) -> str:
+    def config_text(
+        self, interval: float = SCAN_INTERVAL, duration: float = SCAN_DURATION, adapter: str = "hci0"
+    ) -> str:
         lines = [
             "# written by the system test",
             f"scan_interval_seconds: {interval}",
             f"scan_duration_seconds: {duration}",
             'listen_address: "0.0.0.0"',
             "listen_port: 8000",
-            "adapter: hci0",
+            f"adapter: {adapter}",
             "scan_mode: passive",
             f"log_file: {EXPORTER_LOG}",
             "devices:",
@@ -997,6 +1001,8 @@ class SystemTest:
             s.run("9 dashboard: every query has data", self.step_dashboard, fatal=False)
             s.run("10 systemctl reload: a sensor added, removed", self.step_reload, fatal=False)
             s.run("10 adapter reset by the service user", self.step_adapter_reset, fatal=False)
+            s.run("13 two adapters; one off, removed, back", self.adapters.two_adapters, fatal=False)
+            s.run("13 adapter by address, renumbered", self.adapters.by_address, fatal=False)
             s.run("11 TLS + basic auth: Prometheus over HTTPS", self.step_tls, fatal=False)
         except (Failed, GuestError, subprocess.SubprocessError, OSError, ValueError, KeyError):
             pass

@@ -4,6 +4,8 @@
 # The btvirt is bookworm's (BlueZ 5.66), on every release: build-image.sh puts it in
 # /usr/local/lib/systemtest/btvirt, because trixie's 5.82 crashes (systemtest/README.md).
 # BTVIRT=/usr/bin/btvirt runs the release's own instead (guest/btvirt-stress.sh compares them).
+# btvirt also opens its server sockets (-s, /tmp/bt-server-*): guest/vhci-relay.py makes more controllers of
+# the same radio through them, which can be removed one at a time (adapters_checks.py).
 # Writes /run/systemtest/controllers (one "hciK ADDRESS" a line). Bounded: up to 4 btvirt attempts.
 # Under TCG the kernel's reset of a new virtual controller sometimes times out
 # ("Opcode 0x0c03 failed: -110") and that controller never shows up: btvirt is restarted then.
@@ -40,8 +42,8 @@ while [ "$attempt" -le 4 ]; do
     # wait (bounded) for the old controllers to go away
     i=0
     while [ "$i" -lt 50 ] && ls /sys/class/bluetooth/ 2>/dev/null | grep -q '^hci'; do sleep 0.2; i=$((i + 1)); done
-    systemd-run --quiet --unit=btvirt --collect "$BTVIRT" "-l$N"
-    say "attempt $attempt: $BTVIRT -l$N started (version $("$BTVIRT" --version))"
+    systemd-run --quiet --unit=btvirt --collect "$BTVIRT" -s "-l$N"
+    say "attempt $attempt: $BTVIRT -s -l$N started (version $("$BTVIRT" --version))"
     i=0
     while [ "$i" -lt 60 ]; do           # up to ~30 s
         all=1
