@@ -313,6 +313,10 @@ class ScanCycle:
                     radio.health.failed = False
                     radio.health.up = True
                     radio.health.silent_scans = 0
+                    # Back from a failure is a radio anew: if it comes back deaf (a power-off during BlueZ's
+                    # monitor registration can leave it so, systemtest/README.md), an earlier reset must
+                    # not hold back the watchdog's.
+                    radio.last_reset, radio.reset_backoff = None, RESET_BACKOFF_SECONDS
             elif retry:
                 radio.retry_gap = min(RETRY_MAX_SCANS, radio.retry_gap * 2)
                 radio.retry_in = radio.retry_gap

@@ -287,9 +287,11 @@ def test_one_failing_adapter_of_two_is_set_aside_and_retried_with_a_growing_gap(
     assert caplog.text.count("is powered off") == 1  # logged once, not at every retry
     assert "scanning on with hci0, retrying hci1 at scan starts" in caplog.text
     dongle.broken = False
+    cycle.radios["hci1"].last_reset = time.time()  # a reset before it failed
     with caplog.at_level(logging.INFO):
         _cycle(engine, None, 41, cycle)
     assert dongle.tries[6] == 35 and not cycle.health["hci1"].failed and cycle.health["hci1"].up
+    assert cycle.radios["hci1"].last_reset is None  # its watchdog's resets start anew
     assert "scanner: adapter hci1 works again; scanning with it" in caplog.text
 
 
