@@ -290,26 +290,25 @@ class ScanCycle:
                         log.warning("%s", e)
 
     def working(self) -> list[Radio]:
-        return [radio for radio in self.radios.values() if radio.failed is None]
+        return [radio for radio in self.radios.values() if not radio.health.failed]
 
     async def _start_radios(self) -> None:
         """Start every radio not scanning; a failed one when its retry is due."""
         for radio in self.radios.values():
-            if radio.failed is not None:
+            if radio.health.failed:
                 radio.retry_in -= 1
                 if radio.retry_in > 0:
                     continue
             if radio.scanning:
                 continue
             log.debug("scan: start on %s (%s, %s)", radio.name, radio.scanner.mode, f"{self.settings.duration:g}s")
-            retry = radio.failed is not None
+            retry = radio.health.failed
             if await self._guard(radio, radio.scanner.start()):
                 radio.scanning = True
                 radio.health.mode = radio.scanner.mode
                 radio.health.address = radio.scanner.address
                 if retry:
                     log.info("scanner: adapter %s works again; scanning with it", radio.name)
-                    radio.failed = None
                     radio.health.failed = False
                     radio.health.up = True
                     radio.health.silent_scans = 0
@@ -344,15 +343,14 @@ class ScanCycle:
             with contextlib.suppress(ScanError):
                 await radio.scanner.stop()
         radio.scanner.renew()
-        if radio.failed is None:
+        if not radio.health.failed:
             others = ", ".join(r.name for r in self.working() if r is not radio) or "none"
             log.error("%s; scanning on with %s, retrying %s at scan starts", error, others, radio.name)
             radio.retry_gap = radio.retry_in = 1
-        radio.failed = str(error)
         radio.health.failed = True
 
     def _none_works(self) -> None:
-        failures = "; ".join(f"{r.name}: {r.failed}" for r in self.radios.values())
+        failures = "; ".join(f"{r.name}: {r.health.last_error}" for r in self.radios.values())
         raise ScanError(f"no adapter can scan ({failures})")
 
     async def _stop(self, radio: Radio) -> None:
@@ -372,7 +370,7 @@ class ScanCycle:
                 await asyncio.wait_for(stop.wait(), min(delay, CHECK_EVERY_SECONDS))
             if stop.is_set():
                 return
-            checked = [radio for radio in self.radios.values() if radio.failed is None]
+            checked = self.working()
             for radio in checked:
                 await self._guard(radio, radio.scanner.check())
             if checked and not self.working():
@@ -469,14 +467,13 @@ class ScanCycle:
 
 class Radio:
     """One adapter's scanner and what the cycle keeps of it: its health, whether it scans, its resets'
-    rate limit, and, while it is set aside, why and when it is retried."""
+    rate limit, and, while it is set aside (health.failed; why: health.last_error), when it is retried."""
 
     def __init__(self, scanner: Scanner) -> None:
         self.name = scanner.adapter
         self.scanner = scanner
         self.health = RadioHealth()
         self.scanning = False
-        self.failed: str | None = None  # set aside: the failure; retried at scan starts
         self.retry_gap = 0  # scans between retries, doubling up to RETRY_MAX_SCANS
         self.retry_in = 0  # scan starts until the next retry
         self.adverts_at_window_start = 0
