@@ -35,14 +35,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_metrics import BOOST, CONNECTIONS, SECONDS, wrk_command
-from bench.common import ROOT, commit, cpu_seconds, free_port, get, header, memory_mb, metric, stop, write_config
+from bench.common import ROOT, commit, cpu_times, free_port, get, header, memory_mb, metric, stop, write_config
 
 BASE = os.environ.get("BENCH_BASE", "f200936")
 THIS = os.environ.get("BENCH_AB_THIS", "")  # a commit; empty: this working tree
 ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
 PYTHON = os.environ.get("BENCH_AB_PYTHON", "/usr/bin/python3")  # Debian's, with Debian's packages
 FROM_SOURCE = bool(os.environ.get("BENCH_AB_SOURCE"))
-DEVICES = 100
+DEVICES = int(os.environ.get("BENCH_AB_DEVICES", "100"))
 # What the .deb depends on.
 RUNTIME = "python3-aiohttp python3-prometheus-client python3-yaml python3-rich python3-bleak python3-cryptography"
 RUNTIME += " python3-bcrypt"
@@ -54,6 +54,8 @@ class Run:
     p99: float  # ms
     peak_mib: float  # VmHWM after the load
     cpu_us: float  # the daemon's CPU time per scrape (less sensitive to the machine's load than the rate)
+    system_us: float  # the part of it spent in the kernel: mostly sending the body over loopback
+    body_kb: float  # /metrics as wrk gets it (no Accept-Encoding), in KB
     adverts: float  # adverts/s the daemon took in during the load: the same scan-side work on both sides
     others: float  # CPU seconds per second used by other processes during the load (of os.cpu_count())
     load1: float  # 1-minute load average as the run began
@@ -108,13 +110,26 @@ def measure(tree: Path, tmp: Path) -> Run:
             os.setpriority(os.PRIO_PROCESS, process.pid, -15)
         load1 = os.getloadavg()[0]
         adverts0 = adverts(port)
-        busy0, daemon0, wrk0, t0 = busy_seconds(), cpu_seconds(process.pid), children_cpu(), time.monotonic()
+        body_kb = len(get(port, "/metrics")[1]) / 1000
+        busy0, (user0, system0), wrk0, t0 = busy_seconds(), cpu_times(process.pid), children_cpu(), time.monotonic()
         rate, p99, requests = wrk(f"http://127.0.0.1:{port}/metrics")
-        daemon = cpu_seconds(process.pid) - daemon0
+        user1, system1 = cpu_times(process.pid)
+        daemon, system = user1 - user0 + system1 - system0, system1 - system0
         elapsed = time.monotonic() - t0
         others = max(0.0, busy_seconds() - busy0 - daemon - (children_cpu() - wrk0)) / elapsed
         taken_in = (adverts(port) - adverts0) / elapsed
-        return Run(rate, p99, memory_mb(process.pid)[1], daemon / requests * 1e6, taken_in, others, load1)
+        per_scrape = 1e6 / requests
+        return Run(
+            rate,
+            p99,
+            memory_mb(process.pid)[1],
+            daemon * per_scrape,
+            system * per_scrape,
+            body_kb,
+            taken_in,
+            others,
+            load1,
+        )
     finally:
         stop(process)
 
@@ -177,19 +192,20 @@ def main() -> None:
                 runs[side].append(run)
                 print(
                     f"  {side:>4} {i + 1}: {run.rate:6,.0f} scrapes/s, p99 {run.p99:6.2f} ms, peak RSS "
-                    f"{run.peak_mib:.1f} MiB, {run.cpu_us:3.0f} µs CPU/scrape, {run.adverts:5,.0f} adverts/s; "
+                    f"{run.peak_mib:.1f} MiB, {run.cpu_us:3.0f} µs CPU/scrape ({run.system_us:.0f} in the kernel), "
+                    f"{run.body_kb:.1f} KB, {run.adverts:5,.0f} adverts/s; "
                     f"others used {run.others:.2f} of {os.cpu_count()} CPUs, load average {run.load1:.2f}",
                     flush=True,
                 )
-    fields = ("rate", "p99", "peak_mib", "cpu_us")
+    fields = ("rate", "p99", "peak_mib", "cpu_us", "system_us", "body_kb")
     med = {side: [statistics.median(getattr(r, f) for r in rs) for f in fields] for side, rs in runs.items()}
     pairs = ", ".join(f"{t.rate / b.rate:.2f}" for b, t in zip(runs["base"], runs["this"], strict=True))
     others = [r.others for rs in runs.values() for r in rs]
     for side, label in (("base", BASE), ("this", this_label)):
-        rate, p99, peak, cpu = med[side]
+        rate, p99, peak, cpu, system, body = med[side]
         print(
             f"{label:>14}: {rate:,.0f} scrapes/s, p99 {p99:.2f} ms, peak RSS {peak:.1f} MiB, "
-            f"{cpu:.0f} µs CPU/scrape (medians)"
+            f"{cpu:.0f} µs CPU/scrape: {cpu - system:.0f} user, {system:.0f} kernel; /metrics {body:.1f} KB (medians)"
         )
     print(
         f"{this_label} / {BASE}: throughput {med['this'][0] / med['base'][0]:.2f}x (per pair {pairs}), "

@@ -1,6 +1,6 @@
 """`make bench`: every measurement of issue 7, each in its own process, figures on stdout (~5 minutes).
 
-Usage: python bench/run_all.py [parser receive bluez metrics daemon tls ab]   (default: all, in that order)
+Usage: python bench/run_all.py [parser receive bluez metrics daemon tls ab body]   (default: all, in that order)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SCRIPTS = {
     "daemon": "bench_daemon.py",
     "tls": "bench_tls.py",
     "ab": "bench_ab.py",  # f200936 against this tree on Debian's python3 (issue 20)
+    "body": "bench_body.py",  # what the size of /metrics alone costs, behind (7)'s kernel share
 }
 
 
