@@ -33,7 +33,7 @@ class Findings:
     # `check-config` by hand says it without failing, since the service may well have the permission.
     notes: list[str] = field(default_factory=list)
     web: WebConfig | None = None
-    checked_as: str = ""  # the user that opened the log file and the web config's files
+    checked_as: str = ""  # for the service (check-config): the user that opened the log file and the web config's files
 
     def or_raise(self) -> Findings:
         """These findings, or ConfigError when there is a problem."""
@@ -85,7 +85,7 @@ def check(
     if for_service:
         found.checked_as, problems = _as_service_user(file_problems)
     else:
-        found.checked_as, problems = _me(), file_problems()
+        problems = file_problems()
     for where, message, permission in problems:
         if permission and for_service and found.checked_as != SERVICE_USER:
             found.notes.append(f"as user {found.checked_as}: {message}")
