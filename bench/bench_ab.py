@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ THIS = os.environ.get("BENCH_AB_THIS", "")  # a commit; empty: this working tree
 ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
 PYTHON = os.environ.get("BENCH_AB_PYTHON", "/usr/bin/python3")  # Debian's, with Debian's packages
 FROM_SOURCE = bool(os.environ.get("BENCH_AB_SOURCE"))
+# BENCH_AB_GZIP=1: wrk asks for gzip, as Prometheus does (a side that cannot gzip sends its body as it is).
+GZIP = bool(os.environ.get("BENCH_AB_GZIP"))
 DEVICES = int(os.environ.get("BENCH_AB_DEVICES", "100"))
 # What the .deb depends on.
 RUNTIME = "python3-aiohttp python3-prometheus-client python3-yaml python3-rich python3-bleak python3-cryptography"
@@ -55,7 +58,7 @@ class Run:
     peak_mib: float  # VmHWM after the load
     cpu_us: float  # the daemon's CPU time per scrape (less sensitive to the machine's load than the rate)
     system_us: float  # the part of it spent in the kernel: mostly sending the body over loopback
-    body_kb: float  # /metrics as wrk gets it (no Accept-Encoding), in KB
+    body_kb: float  # /metrics as wrk gets it, in KB
     adverts: float  # adverts/s the daemon took in during the load: the same scan-side work on both sides
     others: float  # CPU seconds per second used by other processes during the load (of os.cpu_count())
     load1: float  # 1-minute load average as the run began
@@ -75,13 +78,24 @@ def children_cpu() -> float:
 
 def wrk(url: str) -> tuple[float, float, int]:
     """(requests/s, p99 ms, requests)"""
-    out = subprocess.run(wrk_command(url), capture_output=True, text=True, check=True).stdout
+    command = wrk_command(url)
+    if GZIP:
+        command[-1:-1] = ["-H", "Accept-Encoding: gzip"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return rate, float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit], requests
+
+
+def served_kb(port: int) -> float:
+    """The size of /metrics as wrk gets it."""
+    headers = {"Accept-Encoding": "gzip"} if GZIP else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return len(response.read()) / 1000
 
 
 def adverts(port: int) -> float:
@@ -110,7 +124,7 @@ def measure(tree: Path, tmp: Path) -> Run:
             os.setpriority(os.PRIO_PROCESS, process.pid, -15)
         load1 = os.getloadavg()[0]
         adverts0 = adverts(port)
-        body_kb = len(get(port, "/metrics")[1]) / 1000
+        body_kb = served_kb(port)
         busy0, (user0, system0), wrk0, t0 = busy_seconds(), cpu_times(process.pid), children_cpu(), time.monotonic()
         rate, p99, requests = wrk(f"http://127.0.0.1:{port}/metrics")
         user1, system1 = cpu_times(process.pid)
@@ -171,7 +185,8 @@ def runtime() -> str:
 def main() -> None:
     version = runtime()
     this_label = THIS or commit()
-    header(f"(7) A/B, {BASE} vs {this_label}: /metrics, {DEVICES} devices, wrk -c{CONNECTIONS} {SECONDS} s, {PYTHON}")
+    load = f"wrk -c{CONNECTIONS} {SECONDS} s{' with gzip' if GZIP else ''}"
+    header(f"(7) A/B, {BASE} vs {this_label}: /metrics, {DEVICES} devices, {load}, {PYTHON}")
     print(
         f"daemons on {PYTHON}: Python {version.replace(' ', ', aiohttp ')}; "
         f"{'from the sources' if FROM_SOURCE else 'byte-compiled first, as the .deb is'}; "
