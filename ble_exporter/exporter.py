@@ -95,6 +95,7 @@ def make_app(
         return rendering if time.monotonic() - rendering.rendered_at < metrics_max_age else None
 
     def rendered(key: str, body: Callable[[], bytes], headers: Callable[[], Mapping[str, str]]) -> _Rendering:
+        cache.pop(key, None)  # first: the stale body and the new one are not in memory together
         now = time.monotonic()
         rendering = cache[key] = _Rendering(now, generation(), body(), headers())
         return rendering
