@@ -2,9 +2,10 @@
 
 The packets are real sensor streams made by the simulator's sensors (encoder output: firmware-exact bytes,
 BTHome v2/v1 alternating the climate and the voltage packet, MiBeacon in pvvx's cycle, counters and packet
-ids rising), 4 sensors per (format, encrypted) pair and 250 packets each. bthome-ble decodes the same BTHome packets through its public
-entry point, BTHomeBluetoothDeviceData.update() (one device object per sensor, as Home Assistant keeps them;
-adverts 5 s apart so that neither its packet-id de-duplication nor its "same as last" check skips any).
+ids rising), 4 sensors per (format, encrypted) pair and 250 packets each. bthome-ble decodes the same
+BTHome packets through its public entry point, BTHomeBluetoothDeviceData.update() (one device object per
+sensor, as Home Assistant keeps them; adverts 5 s apart so that neither its packet-id de-duplication nor
+its "same as last" check skips any).
 """
 
 from __future__ import annotations
