@@ -194,11 +194,14 @@ class Exporter:
         return samples(self.get("/metrics")[1])
 
     def stderr(self) -> str:
-        """Its stderr once it has exited; while it runs (reading would block), the end of its log."""
+        """Its stderr once it has exited; while it runs (reading would block), its log: the start and
+        the end, since a wait that fails late may have gone wrong early."""
         assert self.process.stderr is not None
         if self.process.poll() is None:
             log = self.log_file.read_text() if self.log_file.exists() else ""
-            return f"(still running) log: {log[-3000:]}"
+            if len(log) > 4500:
+                log = f"{log[:1500]}\n[...]\n{log[-3000:]}"
+            return f"(still running) log: {log}"
         return self.process.stderr.read()
 
     def wait_until(self, what: str, check: Callable[[], T], timeout: float = 20, interval: float = 0.1) -> T:
