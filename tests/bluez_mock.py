@@ -557,6 +557,21 @@ class BluezMock:
     def is_discovering(self, adapter: str = "hci0") -> bool:
         return self._adapter_state(adapter)["discovering"]
 
+    def wait_scanning(self, adapter: str = "hci0", timeout: float = 15.0) -> None:
+        """Until a client scans on the adapter (discovering, or a passive monitor registered). A test's
+        first advert of a new device waits for it: bleak's manager forgets a device whose InterfacesAdded
+        arrives right behind the reply to its start-up GetManagedObjects (it clears its table when that
+        reply's coroutine resumes; bleak 0.22 to 3.1, the window of hbldh/bleak#996), and the mock, unlike
+        BlueZ, which reports devices only while scanning, never adds that device again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._adapter_state(adapter)
+            if state["discovering"] or state["monitors"]:
+                return
+            if time.monotonic() > deadline:
+                raise BluezMockError(f"nothing scans on {adapter} after {timeout:g} s")
+            time.sleep(0.05)
+
     def removed_devices(self, adapter: str = "hci0") -> list[str]:
         """Object paths passed to Adapter1.RemoveDevice, in call order."""
         return self._adapter_state(adapter)["removed_devices"]

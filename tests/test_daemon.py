@@ -200,6 +200,7 @@ def test_a_deaf_adapter_is_reset_once_and_readings_come_back(
     )
     exporter = exporter_factory(config, env=bluez.env())
     exporter.wait_healthy()
+    bluez.wait_scanning()
     data = {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4000b00151028d0a038d11")}
 
     def advertised_and_seen() -> bool:
@@ -241,6 +242,8 @@ def test_an_adapter_of_two_that_is_unplugged_is_set_aside_and_comes_back_by_itse
     bluez.add_adapter("hci1", address=DONGLE)
     exporter = exporter_factory(FAST + f'adapter: [hci0, "{DONGLE}"]\n' + devices(kitchen=KITCHEN), env=bluez.env())
     exporter.wait_healthy()
+    bluez.wait_scanning("hci0")
+    bluez.wait_scanning("hci1")
     data = {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4000b00151028d0a038d11")}
 
     def by_adapter() -> dict[str, float]:
@@ -410,6 +413,7 @@ def test_calibration_is_applied_exactly_and_a_reload_changes_it_without_resettin
     )
     exporter = exporter_factory(FAST + calibrated, env=bluez.env())
     exporter.wait_healthy()
+    bluez.wait_scanning()
     data = {"0000fcd2-0000-1000-8000-00805f9b34fb": bytes.fromhex("4000b00151028d0a038d11")}
 
     def reading_is(temperature: float) -> bool:

@@ -191,6 +191,7 @@ PVVX = {  # pvvx issue #740: data1 and data2 under the same packet id 176
 
 def advertise_until(bluez: BluezMock, exporter: Exporter, wanted: str, timeout: float = 20) -> str:
     """Advertise the pvvx pair over and over until /metrics shows `wanted`; return the scrape."""
+    bluez.wait_scanning()
     key, packets = next(iter(PVVX.items()))
     sent = itertools.count()
 

@@ -428,6 +428,7 @@ def test_watch_through_bleak_and_bluez_shows_the_mode_in_use_and_warnings_above_
     config.write_text('devices:\n  "A4:C1:38:AA:BB:CC": kitchen\n')
     tmux.start_watch("--config", str(config), env=bluez.env())
     tmux.wait_for(lambda s: "hci0 active" in s, 10, "the scan starting")
+    bluez.wait_scanning()
     packets = itertools.cycle((DATA1, DATA2))
     reading = re.compile(r"^kitchen +A4:C1:38:AA:BB:CC +27\.01 +\S+ +45 +81% +2\.85 +-58 ", re.M)
 
